@@ -1,0 +1,67 @@
+# dgemma - DiffusionGemma inference in C.
+#   make          build ./dgemma (and the test binary)
+#   make test     install system deps if missing, build, run every test (no Python needed)
+#   make debug    the same tests built with -O1 -g -fsanitize=address,undefined
+#   make run      build and run the main job on MODEL (default: the bundled tiny random model)
+#   make fixtures regenerate tests/fixtures with the reference (needs torch + transformers)
+
+CC      ?= cc
+OPT     ?= -O2
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
+LDLIBS  += $(JANSSON_LIBS) -lm
+BUILD   ?= build
+
+LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
+           src/kernels/kernels_ref.c src/model/forward.c
+CLI_SRC := cli/main.c cli/npy.c
+TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c cli/npy.c
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+MODEL ?= tests/fixtures/tiny-a/bf16
+
+.PHONY: all deps test debug run fixtures clean
+all: dgemma $(BUILD)/dgemma_test
+
+deps:
+	@bash tools/install-deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icli -c $< -o $@
+
+$(BUILD)/libdgemma.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+
+$(BUILD)/dgemma_test: $(TEST_OBJ) $(BUILD)/libdgemma.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/dgemma_test
+	bash tests/test_cli.sh ./dgemma
+
+debug: deps
+	@$(MAKE) --no-print-directory BUILD=build-debug OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" build-debug/dgemma_test
+	ASAN_OPTIONS=detect_leaks=1 ./build-debug/dgemma_test
+
+run: deps
+	@$(MAKE) --no-print-directory dgemma
+	./dgemma inspect $(MODEL) --no-tensors
+	./dgemma forward --model $(MODEL) --prompt-ids tests/fixtures/demo-prompt.txt \
+		--canvas-ids tests/fixtures/demo-canvas.txt --out $(BUILD)/demo-logits.npy
+
+fixtures:
+	python3 tools/reference/make_fixtures.py
+
+clean:
+	rm -rf build build-debug dgemma

@@ -1,0 +1,214 @@
+/*
+ * main.c - the dgemma command line.
+ *
+ *   dgemma forward   one encoder + decoder pass, logits to .npy (parity checks on any checkpoint)
+ *   dgemma inspect   config, tensors, sizes of a checkpoint
+ *
+ * Errors go to stderr with a non-zero exit; results to stdout or the named file.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dgemma.h"
+#include "npy.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "dgemma: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_act(const char *v, dg_act_precision *out) {
+    if (!v) return -1;
+    if (!strcmp(v, "auto")) *out = DG_ACT_AUTO;
+    else if (!strcmp(v, "f32")) *out = DG_ACT_F32;
+    else if (!strcmp(v, "bf16")) *out = DG_ACT_BF16;
+    else if (!strcmp(v, "f16")) *out = DG_ACT_F16;
+    else {
+        fprintf(stderr, "dgemma: --act expects auto, f32, bf16 or f16, got '%s'\n", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* ===== forward ===== */
+
+static void usage_forward(FILE *f) {
+    fprintf(f,
+        "usage: dgemma forward --model DIR --prompt-ids F --canvas-ids F [options] --out logits.npy\n"
+        "\n"
+        "Encodes the prompt ids (and --commit-ids after them, as a committed canvas), then runs one\n"
+        "decoder step over the canvas ids and writes its softcapped logits as float32 .npy [canvas, vocab].\n"
+        "Id files are .npy (int32/int64) or text (integers separated by spaces, commas or newlines).\n"
+        "\n"
+        "options:\n"
+        "  -m, --model DIR       Hugging Face checkpoint directory\n"
+        "  --prompt-ids F        prompt token ids\n"
+        "  --canvas-ids F        canvas token ids (at most canvas_length)\n"
+        "  --commit-ids F        ids encoded after the prompt before the canvas (a committed canvas)\n"
+        "  --sc-logits F         self-conditioning logits, float32 .npy [canvas, vocab]\n"
+        "  --out F               where to write the logits (.npy)\n"
+        "  --act auto|f32|bf16|f16  activation precision (auto: the checkpoint dtype, like the reference)\n"
+        "  --n-batch N           tokens per encoder chunk (default: canvas_length)\n"
+        "  -h, --help            this help\n");
+}
+
+static int cmd_forward(int argc, char **argv) {
+    const char *model = NULL, *prompt_f = NULL, *canvas_f = NULL, *commit_f = NULL, *sc_f = NULL, *out_f = NULL;
+    dg_engine_params ep = dg_engine_default_params();
+    dg_session_params sp = dg_session_default_params();
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_forward(stdout); return 0; }
+        int takes = 1;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--prompt-ids")) prompt_f = v;
+        else if (!strcmp(a, "--canvas-ids")) canvas_f = v;
+        else if (!strcmp(a, "--commit-ids")) commit_f = v;
+        else if (!strcmp(a, "--sc-logits")) sc_f = v;
+        else if (!strcmp(a, "--out")) out_f = v;
+        else if (!strcmp(a, "--act")) { if (parse_act(v, &ep.act)) return 2; }
+        else if (!strcmp(a, "--n-batch")) { if (parse_int(a, v, 1, 1 << 20, &sp.n_batch)) return 2; }
+        else {
+            fprintf(stderr, "dgemma forward: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (takes && !v) { fprintf(stderr, "dgemma forward: %s needs a value\n", a); return 2; }
+        i += takes;
+    }
+    if (!model || !prompt_f || !canvas_f || !out_f) {
+        fprintf(stderr, "dgemma forward: --model, --prompt-ids, --canvas-ids and --out are required (see --help)\n");
+        return 2;
+    }
+    char err[1024];
+    int rc = 1, np = 0, nc = 0, ncm = 0;
+    int32_t *prompt = NULL, *canvas = NULL, *commit = NULL;
+    float *sc = NULL, *logits = NULL;
+    dg_engine *e = NULL;
+    dg_session *s = NULL;
+    if (ids_read(prompt_f, &prompt, &np, err, sizeof(err)) || ids_read(canvas_f, &canvas, &nc, err, sizeof(err)) ||
+        (commit_f && ids_read(commit_f, &commit, &ncm, err, sizeof(err)))) {
+        fprintf(stderr, "dgemma forward: %s\n", err);
+        goto out;
+    }
+    double t0 = now_s();
+    if (dg_engine_load(model, &ep, &e, err, sizeof(err))) { fprintf(stderr, "dgemma forward: %s\n", err); goto out; }
+    const dg_model_info *in = dg_engine_info(e);
+    if (sc_f) {
+        int64_t n, cols;
+        if (npy_read_f32(sc_f, &sc, &n, &cols, err, sizeof(err))) { fprintf(stderr, "dgemma forward: %s\n", err); goto out; }
+        if (cols != in->vocab_size || n != (int64_t)nc * in->vocab_size) {
+            fprintf(stderr, "dgemma forward: %s: shape must be [%d, %d] (canvas, vocab)\n", sc_f, nc, in->vocab_size);
+            goto out;
+        }
+    }
+    sp.n_ctx = np + ncm + 1;
+    if (dg_session_create(e, &sp, &s, err, sizeof(err))) { fprintf(stderr, "dgemma forward: %s\n", err); goto out; }
+    double t1 = now_s();
+    if (dg_encode(s, prompt, np, err, sizeof(err)) || (commit && dg_encode(s, commit, ncm, err, sizeof(err)))) {
+        fprintf(stderr, "dgemma forward: %s\n", err);
+        goto out;
+    }
+    double t2 = now_s();
+    logits = malloc(sizeof(float) * (size_t)nc * (size_t)in->vocab_size);
+    if (!logits) { fprintf(stderr, "dgemma forward: out of memory\n"); goto out; }
+    if (dg_decode(s, canvas, nc, sc, logits, err, sizeof(err))) { fprintf(stderr, "dgemma forward: %s\n", err); goto out; }
+    double t3 = now_s();
+    if (npy_write_f32(out_f, logits, nc, in->vocab_size, err, sizeof(err))) { fprintf(stderr, "dgemma forward: %s\n", err); goto out; }
+    printf("argmax:");
+    for (int t = 0; t < nc; t++) {
+        const float *row = logits + (size_t)t * in->vocab_size;
+        int best = 0;
+        for (int v = 1; v < in->vocab_size; v++) if (row[v] > row[best]) best = v;
+        printf(" %d", best);
+    }
+    printf("\n");
+    fprintf(stderr, "forward: %s weights, %s activations; load %.3f s, encode %d tokens %.3f s, decode %d tokens %.3f s -> %s\n",
+            in->weight_dtype, in->act_dtype, t1 - t0, np + ncm, t2 - t1, nc, t3 - t2, out_f);
+    rc = 0;
+out:
+    dg_session_free(s);
+    dg_engine_free(e);
+    free(prompt); free(canvas); free(commit); free(sc); free(logits);
+    return rc;
+}
+
+/* ===== inspect ===== */
+
+static int cmd_inspect(int argc, char **argv) {
+    const char *model = NULL;
+    int tensors = 1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: dgemma inspect [-m] MODEL_DIR [--no-tensors]\n\nPrints the config, every bound text tensor with dtype and shape, and sizes.\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--no-tensors")) tensors = 0;
+        else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) { if (i + 1 < argc) model = argv[++i]; }
+        else if (argv[i][0] == '-') { fprintf(stderr, "dgemma inspect: unknown option '%s'\n", argv[i]); return 2; }
+        else model = argv[i];
+    }
+    if (!model) { fprintf(stderr, "dgemma inspect: a model directory is required\n"); return 2; }
+    char err[1024];
+    dg_engine *e;
+    if (dg_engine_load(model, NULL, &e, err, sizeof(err))) { fprintf(stderr, "dgemma inspect: %s\n", err); return 1; }
+    const dg_model_info *in = dg_engine_info(e);
+    printf("model          %s\n", model);
+    printf("vocab          %d\nhidden         %d\nlayers         %d (%d full attention)\nheads          %d\n",
+           in->vocab_size, in->hidden_size, in->n_layers, in->n_full_layers, in->n_heads);
+    printf("dense mlp      %d\nexperts        %d (top %d, width %d)\nsliding window %d\ncanvas         %d\n",
+           in->intermediate_size, in->n_experts, in->n_experts_used, in->expert_size, in->sliding_window, in->canvas_length);
+    printf("softcap        %g\nrms eps        %g\nweights        %s, activations %s\n", in->final_logit_softcap, in->rms_norm_eps,
+           in->weight_dtype, in->act_dtype);
+    printf("parameters     %lld (%.2f GB)\n", (long long)in->n_params, in->weight_bytes / 1e9);
+    if (tensors) {
+        dg_tensor_info t;
+        for (int i = 0; dg_engine_tensor(e, i, &t) == 0; i++) {
+            printf("%-70s %-5s [", t.name, t.dtype);
+            for (int k = 0; k < t.ndim; k++) printf("%s%lld", k ? ", " : "", (long long)t.shape[k]);
+            printf("]\n");
+        }
+    }
+    dg_engine_free(e);
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "dgemma %s - DiffusionGemma inference in C\n"
+        "\n"
+        "usage: dgemma COMMAND [options]   (dgemma COMMAND --help for details)\n"
+        "\n"
+        "commands:\n"
+        "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
+        "  inspect   show a checkpoint's config, tensors and sizes\n",
+        DG_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "--version")) { printf("dgemma %s\n", DG_VERSION); return 0; }
+    if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,104 @@
+/*
+ * internal.h - private structures shared inside src/: the parsed config, the bound weights
+ * (dg_engine) and helpers. Nothing here is visible to cli/ or server code, which use dgemma.h.
+ *
+ * Dimension letters used throughout the model code:
+ *   T  tokens in the current pass (prompt chunk or canvas)    H  hidden size
+ *   V  vocabulary                                             I  dense / self-conditioning MLP width
+ *   E  experts     K  experts used per token (top-k)          Ie expert width
+ *   nq query heads, nkv KV heads of the layer, d head dim of the layer
+ */
+#ifndef DG_INTERNAL_H
+#define DG_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dgemma.h"
+#include "kernels/kernels.h"
+#include "load/safetensors.h"
+
+#define DG_MAX_EOS 16
+
+typedef enum { DG_ROPE_DEFAULT = 0, DG_ROPE_PROPORTIONAL = 1 } dg_rope_type;
+
+typedef struct {
+    dg_rope_type type;
+    double theta;
+    double partial_rotary_factor;   /* proportional only */
+    double factor;                  /* proportional only: inv_freq /= factor */
+} dg_rope_params;
+
+/* Everything in config.json / generation_config.json that changes the math. */
+typedef struct {
+    int vocab_size, hidden_size, n_layers, n_heads, n_kv_heads, head_dim;
+    int intermediate_size, n_experts, top_k, expert_size;
+    int sliding_window, canvas_length, max_position;
+    double rms_norm_eps, final_logit_softcap;
+    dg_rope_params rope_sliding, rope_full;
+    /* per layer, resolved like transformers' per_layer_config */
+    int *layer_full;        /* [n_layers] 1 = full_attention, 0 = sliding_attention */
+    int *layer_head_dim;    /* [n_layers] */
+    int *layer_n_kv;        /* [n_layers] */
+    /* generation_config.json (defaults of the reference when absent) */
+    int gen_max_new_tokens, gen_max_denoising_steps;
+    double gen_entropy_bound, gen_t_min, gen_t_max, gen_stability_threshold, gen_confidence_threshold;
+    int n_eos;
+    int eos_ids[DG_MAX_EOS];
+} dg_config;
+
+int dg_config_load(dg_config *c, const char *model_dir, char *err, size_t errlen);
+void dg_config_free(dg_config *c);
+
+typedef struct {
+    int is_full, d, n_kv;
+    dg_mat q, k, v, o;                      /* v.data == NULL on full layers (V = raw K) */
+    dg_vec q_norm, k_norm;
+    dg_vec in_norm, post_attn_norm;
+    dg_vec pre_ff_norm, post_ff1_norm;      /* dense MLP path */
+    dg_vec pre_ff2_norm, post_ff2_norm;     /* MoE path */
+    dg_vec post_ff_norm;                    /* after the sum */
+    dg_mat gate, up, down;                  /* dense MLP */
+    dg_mat router;                          /* [E, H] */
+    dg_vec router_scale, per_expert_scale;  /* [H], [E] */
+    const uint8_t *experts_gate_up;         /* [E, 2*Ie, H] */
+    const uint8_t *experts_down;            /* [E, H, Ie] */
+    dg_dtype experts_dt;
+    float enc_scalar, dec_scalar;           /* layer_scalar of the encoder / decoder role */
+    float *inv_freq;                        /* [d/2] rotary inverse frequencies (0 = no rotation) */
+} dg_layer;
+
+struct dg_engine {
+    char *dir;
+    dg_config cfg;
+    st_store st;
+    dg_layer *layers;
+    dg_mat embed;                /* [V, H] token embedding, also the LM head unless lm_head is given */
+    dg_mat lm_head;
+    dg_vec final_norm;
+    dg_vec sc_pre_norm;
+    dg_mat sc_gate, sc_up, sc_down;
+    dg_dtype act;                /* activation rounding */
+    float embed_scale;           /* sqrt(H) rounded to the activation dtype */
+    dg_model_info info;
+    const st_tensor **bound;     /* tensors bound, in binding order (for inspect) */
+    int n_bound;
+};
+
+/* Write a formatted message into err (if any) and return -1. */
+int dg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* One expert's gate_up [2*Ie, H] and down [H, Ie] matrices. */
+static inline dg_mat dg_expert_gate_up(const dg_engine *e, const dg_layer *L, int ex) {
+    int64_t rows = 2 * (int64_t)e->cfg.expert_size, cols = e->cfg.hidden_size;
+    dg_mat m = {L->experts_gate_up + (size_t)ex * rows * cols * dg_dtype_size(L->experts_dt), L->experts_dt, rows, cols};
+    return m;
+}
+static inline dg_mat dg_expert_down(const dg_engine *e, const dg_layer *L, int ex) {
+    int64_t rows = e->cfg.hidden_size, cols = e->cfg.expert_size;
+    dg_mat m = {L->experts_down + (size_t)ex * rows * cols * dg_dtype_size(L->experts_dt), L->experts_dt, rows, cols};
+    return m;
+}
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * kernels_ref.c - scalar reference implementations of kernels.h. Plain C, the oracle for every
+ * fast path; keep them simple and obviously right.
+ */
+#include "kernels.h"
+
+#include <math.h>
+
+/* ===== half precision conversions ===== */
+
+float dg_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400u));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t dg_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;          /* NaN */
+    if (a >= 0x477ff000u) return sign | 0x7c00u;         /* overflow (incl. inf) after rounding */
+    if (a < 0x38800000u) {                               /* result is subnormal or zero */
+        if (a < 0x33000000u) return sign;                /* < half of the smallest subnormal */
+        uint32_t man = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)(a >> 23);                /* value = man * 2^(E-150) = r * 2^-24 */
+        uint32_t r = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return sign | (uint16_t)r;
+    }
+    uint32_t r = a - 0x38000000u;                        /* rebias exponent 127 -> 15 */
+    r += 0xfffu + ((r >> 13) & 1u);                      /* round to nearest even */
+    return sign | (uint16_t)(r >> 13);
+}
+
+size_t dg_dtype_size(dg_dtype dt) { return dt == DG_F32 ? 4 : 2; }
+
+void dg_round_act(float *x, size_t n, dg_dtype act) {
+    if (act == DG_BF16)
+        for (size_t i = 0; i < n; i++) x[i] = dg_round_bf16(x[i]);
+    else if (act == DG_F16)
+        for (size_t i = 0; i < n; i++) x[i] = dg_round_f16(x[i]);
+}
+
+/* ===== linear algebra ===== */
+
+/* Each output is the exact dot product rounded once to float32 (double accumulation): the oracle
+ * does not depend on summation order, so every fast path can be held to it within float32 noise. */
+void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) {
+    const int64_t R = w->rows, K = w->cols;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (int64_t)t * K;
+        float *yt = y + (int64_t)t * R;
+        for (int64_t r = 0; r < R; r++) {
+            double acc = 0.0;
+            switch (w->dt) {
+            case DG_F32: {
+                const float *wr = (const float *)w->data + r * K;
+                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * wr[k];
+                break;
+            }
+            case DG_BF16: {
+                const uint16_t *wr = (const uint16_t *)w->data + r * K;
+                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_bf16_to_f32(wr[k]);
+                break;
+            }
+            case DG_F16: {
+                const uint16_t *wr = (const uint16_t *)w->data + r * K;
+                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_f16_to_f32(wr[k]);
+                break;
+            }
+            }
+            yt[r] = (float)acc;
+        }
+    }
+}
+
+void dg_rmsnorm_ref(float *y, const float *x, int n, int dim, const dg_vec *w, float eps) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (int64_t)t * dim;
+        float *yt = y + (int64_t)t * dim;
+        double ss = 0.0;   /* exact sum of squares, rounded once (order-independent) */
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float ms = (float)(ss / dim) + eps;
+        /* the reference writes pow(ms, -0.5); ATen evaluates that exponent as 1 / sqrt(ms) (two
+         * roundings), which differs from a correctly rounded powf in a quarter of cases */
+        float r = 1.0f / sqrtf(ms);
+        for (int i = 0; i < dim; i++) {
+            float v = xt[i] * r;
+            yt[i] = w ? v * dg_wget(w->data, w->dt, i) : v;
+        }
+    }
+}
+
+float dg_gelu_tanh(float x) {
+    const float k_beta = 0.7978845608028654f;   /* sqrt(2/pi) */
+    const float k_kappa = 0.044715f;
+    float inner = k_beta * (x + k_kappa * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(inner));
+}
+
+void dg_softmax_ref(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    /* exp and the sum are exact and rounded once (a sequential float sum over a 262,144-way
+     * vocabulary drifts enough to flip bf16 roundings of the probabilities); then divide, as torch
+     * does (not * 1/sum). */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = (float)exp((double)(x[i] - mx));   /* correctly rounded float exp */
+        sum += x[i];
+    }
+    const float fsum = (float)sum;
+    for (int i = 0; i < n; i++) x[i] = x[i] / fsum;
+}
+
+void dg_rope_ref(float *x, int d, const float *cos, const float *sin, dg_dtype act) {
+    int half = d / 2;
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        float c = cos[i], s = sin[i];
+        float lo = dg_round1(dg_round1(a * c, act) + dg_round1(-b * s, act), act);
+        float hi = dg_round1(dg_round1(b * c, act) + dg_round1(a * s, act), act);
+        x[i] = lo;
+        x[i + half] = hi;
+    }
+}

@@ -1,0 +1,530 @@
+/*
+ * forward.c - the DiffusionGemma text forward pass: sessions, KV cache, encoder and decoder.
+ *
+ * One set of layers serves two roles (transformers' DiffusionGemmaEncoderTextLayer and
+ * DiffusionGemmaDecoderTextLayer share every weight):
+ *   encode: causal attention (sliding window on sliding layers) over [cache ; new tokens], appends
+ *           K/V to the cache, multiplies each layer output by the encoder-role layer_scalar;
+ *   decode: a canvas attends bidirectionally to [cache view ; canvas] without writing the cache
+ *           (sliding layers see the last window-1 cached tokens), decoder-role layer_scalar, then
+ *           final norm, tied LM head and the final softcap.
+ *
+ * Rounding: every op computes in float32; where the reference (running in the checkpoint dtype)
+ * produces a bf16 tensor, R() rounds to the activation dtype. With F32 checkpoints R() is a no-op.
+ * Everything a pass needs is allocated in dg_session_create; nothing is allocated in a pass.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+    int cap;          /* slots: all tokens (full) or window-1 (sliding) */
+    float *k, *v;     /* [cap, n_kv*d]; position p lives in slot p % cap */
+} dg_kv;
+
+struct dg_session {
+    const dg_engine *e;
+    int n_ctx, n_batch, T;      /* T = rows of scratch = max(n_batch, canvas_length) */
+    int n_past;
+    dg_kv *kv;                  /* [n_layers] */
+    /* scratch, sized for T rows */
+    float *x, *hn, *q, *k, *v, *att, *a, *h1, *h2, *mg, *mu;
+    float *rl;                  /* [T, E] router logits / probabilities */
+    int *top_i;                 /* [T, K] */
+    float *top_w;               /* [T, K] */
+    float *e_gu, *e_act, *e_y;  /* one token through one expert: [2Ie], [Ie], [H] */
+    float *e_acc;               /* [H] float32 sum of weighted expert outputs */
+    float *scores;              /* [n_ctx + T] attention scores of one query */
+    double *pv;                 /* [dmax] P.V accumulator of one query */
+    double *sc_acc;             /* [H] soft-embedding accumulator of one canvas row */
+    float *cosb, *sinb;         /* [T, dmax/2] */
+    float *vrow;                /* [V] one row of self-conditioning probabilities */
+    float *tapbuf;              /* [T, max(K, ...)] for tapping ids as floats */
+    dg_tap_fn tap;
+    void *tap_user;
+};
+
+#define R(ptr, n) dg_round_act((ptr), (size_t)(n), e->act)
+
+static void tap(dg_session *s, const char *name, const float *data, int rows, int cols) {
+    if (s->tap) s->tap(s->tap_user, name, data, rows, cols);
+}
+
+/* ===== session lifetime ===== */
+
+dg_session_params dg_session_default_params(void) {
+    dg_session_params p = {0, 0};
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t sz, int *oom) {
+    void *p = calloc(n ? n : 1, sz);
+    if (!p) *oom = 1;
+    return p;
+}
+
+int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_session **out, char *err, size_t errlen) {
+    *out = NULL;
+    dg_session_params p = params ? *params : dg_session_default_params();
+    const dg_config *c = &e->cfg;
+    if (p.n_ctx < 0 || p.n_batch < 0) return dg_fail(err, errlen, "session: n_ctx and n_batch must be >= 0");
+    dg_session *s = calloc(1, sizeof(*s));
+    if (!s) return dg_fail(err, errlen, "out of memory");
+    s->e = e;
+    s->n_ctx = p.n_ctx ? p.n_ctx : 4096;
+    s->n_batch = p.n_batch ? p.n_batch : c->canvas_length;
+    s->T = s->n_batch > c->canvas_length ? s->n_batch : c->canvas_length;
+    const size_t T = (size_t)s->T, H = (size_t)c->hidden_size, nq = (size_t)c->n_heads;
+    size_t qw = 0, kw = 0, dmax = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        size_t d = (size_t)c->layer_head_dim[i];
+        if (nq * d > qw) qw = nq * d;
+        if ((size_t)c->layer_n_kv[i] * d > kw) kw = (size_t)c->layer_n_kv[i] * d;
+        if (d > dmax) dmax = d;
+    }
+    size_t mlp = (size_t)c->intermediate_size;
+    int oom = 0;
+    s->kv = xcalloc((size_t)c->n_layers, sizeof(dg_kv), &oom);
+    for (int i = 0; !oom && i < c->n_layers; i++) {
+        int cap = s->n_ctx;
+        if (!c->layer_full[i] && c->sliding_window - 1 < cap) cap = c->sliding_window - 1;
+        if (cap < 1) cap = 1;
+        size_t w = (size_t)c->layer_n_kv[i] * (size_t)c->layer_head_dim[i];
+        s->kv[i].cap = cap;
+        s->kv[i].k = xcalloc((size_t)cap * w, sizeof(float), &oom);
+        s->kv[i].v = xcalloc((size_t)cap * w, sizeof(float), &oom);
+    }
+    s->x = xcalloc(T * H, sizeof(float), &oom);
+    s->hn = xcalloc(T * H, sizeof(float), &oom);
+    s->a = xcalloc(T * H, sizeof(float), &oom);
+    s->h1 = xcalloc(T * H, sizeof(float), &oom);
+    s->h2 = xcalloc(T * H, sizeof(float), &oom);
+    s->q = xcalloc(T * qw, sizeof(float), &oom);
+    s->att = xcalloc(T * qw, sizeof(float), &oom);
+    s->k = xcalloc(T * kw, sizeof(float), &oom);
+    s->v = xcalloc(T * kw, sizeof(float), &oom);
+    s->mg = xcalloc(T * mlp, sizeof(float), &oom);
+    s->mu = xcalloc(T * mlp, sizeof(float), &oom);
+    s->rl = xcalloc(T * (size_t)c->n_experts, sizeof(float), &oom);
+    s->top_i = xcalloc(T * (size_t)c->top_k, sizeof(int), &oom);
+    s->top_w = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
+    s->tapbuf = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
+    s->e_gu = xcalloc(2 * (size_t)c->expert_size, sizeof(float), &oom);
+    s->e_act = xcalloc((size_t)c->expert_size, sizeof(float), &oom);
+    s->e_y = xcalloc(H, sizeof(float), &oom);
+    s->e_acc = xcalloc(H, sizeof(float), &oom);
+    s->scores = xcalloc((size_t)s->n_ctx + T, sizeof(float), &oom);
+    s->pv = xcalloc(dmax, sizeof(double), &oom);
+    s->sc_acc = xcalloc(H, sizeof(double), &oom);
+    s->cosb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
+    s->sinb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
+    s->vrow = xcalloc((size_t)c->vocab_size, sizeof(float), &oom);
+    if (oom) {
+        dg_session_free(s);
+        return dg_fail(err, errlen, "session: out of memory (n_ctx %d, n_batch %d)", p.n_ctx, p.n_batch);
+    }
+    *out = s;
+    return 0;
+}
+
+void dg_session_free(dg_session *s) {
+    if (!s) return;
+    if (s->kv)
+        for (int i = 0; i < s->e->cfg.n_layers; i++) { free(s->kv[i].k); free(s->kv[i].v); }
+    free(s->kv);
+    float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
+                     s->top_w, s->tapbuf, s->e_gu, s->e_act, s->e_y, s->e_acc, s->scores, s->cosb,
+                     s->sinb, s->vrow};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
+    free(s->top_i);
+    free(s->pv);
+    free(s->sc_acc);
+    free(s);
+}
+
+void dg_session_reset(dg_session *s) { s->n_past = 0; }
+int dg_session_n_past(const dg_session *s) { return s->n_past; }
+
+void dg_session_set_tap(dg_session *s, dg_tap_fn fn, void *user) {
+    s->tap = fn;
+    s->tap_user = user;
+}
+
+/* ===== building blocks ===== */
+
+/* x[T,H] = embed(ids) * embed_scale */
+static void embed_tokens(const dg_engine *e, float *x, const int32_t *ids, int T) {
+    const int64_t H = e->cfg.hidden_size;
+    for (int t = 0; t < T; t++) {
+        for (int64_t i = 0; i < H; i++)
+            x[t * H + i] = dg_wget(e->embed.data, e->embed.dt, (int64_t)ids[t] * H + i) * e->embed_scale;
+    }
+    R(x, T * H);
+}
+
+/* y = R(rmsnorm(x, w)), n rows of dim */
+static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, const dg_vec *w) {
+    dg_rmsnorm_ref(y, x, n, dim, w, (float)e->cfg.rms_norm_eps);
+    R(y, (size_t)n * dim);
+}
+
+static void linear(const dg_engine *e, float *y, const float *x, int n, const dg_mat *w) {
+    dg_matmul_ref(y, x, n, w);
+    R(y, (size_t)n * w->rows);
+}
+
+/* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
+static void gated_mlp(const dg_engine *e, dg_session *s, float *out, const float *x, int n,
+                      const dg_mat *gate, const dg_mat *up, const dg_mat *down) {
+    const size_t m = (size_t)n * gate->rows;
+    linear(e, s->mg, x, n, gate);
+    linear(e, s->mu, x, n, up);
+    for (size_t i = 0; i < m; i++) s->mg[i] = dg_round1(dg_gelu_tanh(s->mg[i]), e->act);
+    for (size_t i = 0; i < m; i++) s->mg[i] = s->mg[i] * s->mu[i];
+    R(s->mg, m);
+    linear(e, out, s->mg, n, down);
+}
+
+/* cos/sin tables [T, d/2] for positions pos0.., rounded to the activation dtype like the reference */
+static void rope_tables(const dg_engine *e, dg_session *s, const dg_layer *L, int pos0, int T) {
+    int half = L->d / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float th = (float)(pos0 + t) * L->inv_freq[i];
+            s->cosb[t * half + i] = dg_round1(cosf(th), e->act);
+            s->sinb[t * half + i] = dg_round1(sinf(th), e->act);
+        }
+}
+
+/* ===== attention ===== */
+
+/* q.k accumulated in double and rounded once: the float32 result no longer depends on summation
+ * order, so the scalar path and any fast path agree to within one float32 rounding. */
+static float dot_exact(const float *a, const float *b, int d) {
+    double acc = 0.0;
+    for (int i = 0; i < d; i++) acc += (double)a[i] * b[i];
+    return (float)acc;
+}
+
+/*
+ * Q, K, V for T rows at positions pos0..: q/k norm per head, RoPE on q and k; V = v_norm(v_proj x)
+ * on sliding layers and v_norm(raw k_proj x) on full layers (K=V). Results in s->q, s->k, s->v.
+ */
+static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
+    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, half = d / 2;
+    linear(e, s->q, hn, T, &L->q);
+    linear(e, s->k, hn, T, &L->k);
+    if (L->v.data) linear(e, s->v, hn, T, &L->v);
+    else memcpy(s->v, s->k, sizeof(float) * (size_t)T * nkv * d);   /* full layers: V is the raw K */
+    norm(e, s->q, s->q, T * nq, d, &L->q_norm);
+    norm(e, s->k, s->k, T * nkv, d, &L->k_norm);
+    norm(e, s->v, s->v, T * nkv, d, NULL);
+    rope_tables(e, s, L, pos0, T);
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < nq; h++) dg_rope_ref(s->q + ((size_t)t * nq + h) * d, d, s->cosb + t * half, s->sinb + t * half, e->act);
+        for (int h = 0; h < nkv; h++) dg_rope_ref(s->k + ((size_t)t * nkv + h) * d, d, s->cosb + t * half, s->sinb + t * half, e->act);
+    }
+}
+
+/*
+ * Attention of T queries at positions pos0.. over the cache of layer li and the T new keys.
+ *   causal (encoder): key at position kp is visible iff kp <= qp, and kp > qp - W on sliding layers;
+ *   !causal (decoder): every cached key in the layer's view and every new key is visible.
+ * The cache holds positions [n_past - min(n_past, cap), n_past). Scale 1.0, float32 softmax.
+ */
+static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
+    const dg_layer *L = &e->layers[li];
+    const dg_kv *kv = &s->kv[li];
+    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, group = nq / nkv;
+    const int W = e->cfg.sliding_window, sliding = !L->is_full;
+    const int n_cached = s->n_past < kv->cap ? s->n_past : kv->cap;
+    const int first_cached = s->n_past - n_cached;
+    const size_t kw = (size_t)nkv * d;
+    float *sc = s->scores;
+    for (int t = 0; t < T; t++) {
+        const int qp = pos0 + t;
+        for (int h = 0; h < nq; h++) {
+            const int g = h / group;
+            const float *qv = s->q + ((size_t)t * nq + h) * d;
+            float *out = s->att + ((size_t)t * nq + h) * d;
+            /* visible cached range [c0, n_past) and new range [0, n1) */
+            int c0 = first_cached, n1 = T;
+            if (causal) {
+                n1 = t + 1;
+                if (sliding && qp - W + 1 > c0) c0 = qp - W + 1;
+            }
+            int nk = 0;
+            float mx = -INFINITY;
+            for (int kp = c0; kp < s->n_past; kp++) {
+                const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+                sc[nk++] = dot;
+                mx = dot > mx ? dot : mx;
+            }
+            int j0 = 0;
+            if (causal && sliding && qp - W + 1 > pos0) j0 = qp - W + 1 - pos0;
+            for (int j = j0; j < n1; j++) {
+                const float dot = dot_exact(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
+                sc[nk++] = dot;
+                mx = dot > mx ? dot : mx;
+            }
+            /* like the reference's flash kernels: the sum uses exp(s - max) unrounded, the weights
+             * multiplying V are exp(s - max) rounded to the activation dtype, and the division by
+             * the sum comes last. exp, the sum and P.V are computed exactly and rounded once to
+             * float32, so no result depends on summation order or on an exp approximation. */
+            double dsum = 0.0;
+            for (int j = 0; j < nk; j++) {
+                sc[j] = (float)exp((double)(sc[j] - mx));   /* correctly rounded float exp */
+                dsum += sc[j];
+                sc[j] = dg_round1(sc[j], e->act);
+            }
+            const float sum = (float)dsum;
+            double *acc = s->pv;
+            for (int i = 0; i < d; i++) acc[i] = 0.0;
+            int j = 0;
+            for (int kp = c0; kp < s->n_past; kp++, j++) {
+                const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
+                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+            }
+            for (int jj = j0; jj < n1; jj++, j++) {
+                const float *vvec = s->v + (size_t)jj * kw + (size_t)g * d;
+                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+            }
+            for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
+        }
+    }
+    R(s->att, (size_t)T * nq * d);
+}
+
+/* Append the T new K/V rows (positions n_past..) of layer li to its cache. */
+static void cache_append(const dg_engine *e, dg_session *s, int li, int T) {
+    const dg_layer *L = &e->layers[li];
+    dg_kv *kv = &s->kv[li];
+    const size_t kw = (size_t)L->n_kv * L->d;
+    int t0 = T > kv->cap ? T - kv->cap : 0;   /* older rows would be overwritten anyway */
+    for (int t = t0; t < T; t++) {
+        size_t slot = (size_t)((s->n_past + t) % kv->cap);
+        memcpy(kv->k + slot * kw, s->k + (size_t)t * kw, kw * sizeof(float));
+        memcpy(kv->v + slot * kw, s->v + (size_t)t * kw, kw * sizeof(float));
+    }
+}
+
+/* ===== mixture of experts ===== */
+
+/*
+ * Router on the raw residual x: weightless RMSNorm, * router.scale, * H^-0.5 (each rounded), logits,
+ * float32 softmax over all experts, top-k by probability, renormalised to sum 1, then multiplied by
+ * per_expert_scale. Writes s->top_i / s->top_w [T, K] in descending-probability order.
+ */
+static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const float *x, int T) {
+    const int H = e->cfg.hidden_size, E = e->cfg.n_experts, K = e->cfg.top_k;
+    const float root = (float)pow((double)H, -0.5);
+    norm(e, s->a, x, T, H, NULL);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < H; i++) {
+            float v = dg_round1(s->a[(size_t)t * H + i] * dg_wget(L->router_scale.data, L->router_scale.dt, i), e->act);
+            s->a[(size_t)t * H + i] = dg_round1(v * root, e->act);
+        }
+    linear(e, s->rl, s->a, T, &L->router);
+    for (int t = 0; t < T; t++) {
+        float *p = s->rl + (size_t)t * E;
+        dg_softmax_ref(p, E);
+        int *ti = s->top_i + (size_t)t * K;
+        float *tw = s->top_w + (size_t)t * K;
+        for (int k = 0; k < K; k++) {   /* selection: largest first, lower index on ties */
+            int best = -1;
+            for (int ex = 0; ex < E; ex++) {
+                int used = 0;
+                for (int j = 0; j < k; j++) used |= ti[j] == ex;
+                if (!used && (best < 0 || p[ex] > p[best])) best = ex;
+            }
+            ti[k] = best;
+            tw[k] = p[best];
+        }
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) sum += tw[k];
+        for (int k = 0; k < K; k++) tw[k] = tw[k] / sum;
+        for (int k = 0; k < K; k++) tw[k] = tw[k] * dg_wget(L->per_expert_scale.data, L->per_expert_scale.dt, ti[k]);
+    }
+}
+
+/*
+ * out[T,H] = sum_k w_k * expert_{i_k}(u_t): each expert output rounded to the activation dtype,
+ * weighted in float32 and summed in float32 in top-k order, rounded once (transformers'
+ * grouped_mm experts path, the default).
+ */
+static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float *out, const float *u, int T) {
+    const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size;
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < H; i++) s->e_acc[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const int ex = s->top_i[(size_t)t * K + k];
+            dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
+            linear(e, s->e_gu, u + (size_t)t * H, 1, &gu);
+            for (int i = 0; i < Ie; i++) {
+                float g = dg_round1(dg_gelu_tanh(s->e_gu[i]), e->act);
+                s->e_act[i] = dg_round1(g * s->e_gu[Ie + i], e->act);
+            }
+            linear(e, s->e_y, s->e_act, 1, &dn);
+            const float w = s->top_w[(size_t)t * K + k];
+            for (int i = 0; i < H; i++) s->e_acc[i] += s->e_y[i] * w;
+        }
+        for (int i = 0; i < H; i++) out[(size_t)t * H + i] = s->e_acc[i];
+    }
+    R(out, (size_t)T * H);
+}
+
+/* ===== one layer ===== */
+
+static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
+    const dg_layer *L = &e->layers[li];
+    const int H = e->cfg.hidden_size, K = e->cfg.top_k;
+    const size_t TH = (size_t)T * H;
+    float *x = s->x;
+
+    /* attention block */
+    norm(e, s->hn, x, T, H, &L->in_norm);
+    qkv(e, s, L, s->hn, T, pos0);
+    if (s->tap) {
+        char name[64];
+        snprintf(name, sizeof(name), "q.%d", li);
+        tap(s, name, s->q, T, e->cfg.n_heads * L->d);
+        snprintf(name, sizeof(name), "k.%d", li);
+        tap(s, name, s->k, T, L->n_kv * L->d);
+        snprintf(name, sizeof(name), "v.%d", li);
+        tap(s, name, s->v, T, L->n_kv * L->d);
+    }
+    attention(e, s, li, T, pos0, causal);
+    if (s->tap) {
+        char name[64];
+        snprintf(name, sizeof(name), "attn.%d", li);
+        tap(s, name, s->att, T, e->cfg.n_heads * L->d);
+    }
+    linear(e, s->a, s->att, T, &L->o);
+    norm(e, s->a, s->a, T, H, &L->post_attn_norm);
+    for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
+    R(x, TH);
+
+    /* feed-forward: dense MLP and routed experts in parallel from the same residual */
+    norm(e, s->hn, x, T, H, &L->pre_ff_norm);
+    gated_mlp(e, s, s->h1, s->hn, T, &L->gate, &L->up, &L->down);
+    norm(e, s->h1, s->h1, T, H, &L->post_ff1_norm);
+
+    route(e, s, L, x, T);                       /* the router reads the raw residual */
+    norm(e, s->hn, x, T, H, &L->pre_ff2_norm);
+    experts(e, s, L, s->h2, s->hn, T);
+    norm(e, s->h2, s->h2, T, H, &L->post_ff2_norm);
+
+    for (size_t i = 0; i < TH; i++) s->h1[i] += s->h2[i];
+    R(s->h1, TH);
+    norm(e, s->h1, s->h1, T, H, &L->post_ff_norm);
+    for (size_t i = 0; i < TH; i++) x[i] += s->h1[i];
+    R(x, TH);
+
+    const float scalar = causal ? L->enc_scalar : L->dec_scalar;
+    for (size_t i = 0; i < TH; i++) x[i] *= scalar;
+    R(x, TH);
+
+    if (s->tap) {
+        char name[64];
+        for (int i = 0; i < T * K; i++) s->tapbuf[i] = (float)s->top_i[i];
+        snprintf(name, sizeof(name), "router.%d.ids", li);
+        tap(s, name, s->tapbuf, T, K);
+        snprintf(name, sizeof(name), "router.%d.weights", li);
+        tap(s, name, s->top_w, T, K);
+        snprintf(name, sizeof(name), "layer.%d", li);
+        tap(s, name, x, T, H);
+    }
+}
+
+static int check_ids(const dg_engine *e, const int32_t *ids, int n, const char *what, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->cfg.vocab_size)
+            return dg_fail(err, errlen, "%s: token id %d at index %d is outside the vocabulary [0, %d)", what, ids[i], i, e->cfg.vocab_size);
+    return 0;
+}
+
+/* ===== encoder ===== */
+
+int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen) {
+    const dg_engine *e = s->e;
+    if (n < 0 || (n > 0 && !ids)) return dg_fail(err, errlen, "encode: bad token array");
+    if (check_ids(e, ids, n, "encode", err, errlen)) return -1;
+    if ((int64_t)s->n_past + n > s->n_ctx)
+        return dg_fail(err, errlen, "encode: context full: %d cached + %d new tokens exceed n_ctx %d", s->n_past, n, s->n_ctx);
+    for (int off = 0; off < n; off += s->n_batch) {
+        const int T = n - off < s->n_batch ? n - off : s->n_batch;
+        embed_tokens(e, s->x, ids + off, T);
+        tap(s, "embed", s->x, T, e->cfg.hidden_size);
+        for (int li = 0; li < e->cfg.n_layers; li++) {
+            layer_forward(e, s, li, T, s->n_past, 1);
+            cache_append(e, s, li, T);
+        }
+        s->n_past += T;
+    }
+    return 0;
+}
+
+/* ===== decoder ===== */
+
+/*
+ * Self-conditioning input: S = softmax(sc_logits) . E * embed_scale (probabilities rounded to the
+ * weight dtype first), then x = rmsnorm(embed(canvas) + MLP(rmsnorm(S, pre_norm))) without weight.
+ * With no sc_logits S = 0 and the MLP contributes exactly 0.
+ */
+static void self_condition(const dg_engine *e, dg_session *s, const int32_t *canvas, int T, const float *sc) {
+    const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
+    const size_t TH = (size_t)T * H;
+    embed_tokens(e, s->x, canvas, T);
+    tap(s, "embed", s->x, T, H);
+    float *S = s->h2;
+    memset(S, 0, TH * sizeof(float));
+    if (sc) {
+        for (int t = 0; t < T; t++) {
+            memcpy(s->vrow, sc + (size_t)t * V, (size_t)V * sizeof(float));
+            dg_softmax_ref(s->vrow, V);
+            dg_round_act(s->vrow, (size_t)V, e->embed.dt);
+            /* S_t = P_t . E, a V-long reduction per element: accumulated exactly, rounded once */
+            double *acc = s->sc_acc;
+            for (int i = 0; i < H; i++) acc[i] = 0.0;
+            for (int v = 0; v < V; v++) {
+                const double p = s->vrow[v];
+                if (p == 0.0) continue;
+                for (int i = 0; i < H; i++) acc[i] += p * dg_wget(e->embed.data, e->embed.dt, (int64_t)v * H + i);
+            }
+            float *St = S + (size_t)t * H;
+            for (int i = 0; i < H; i++) St[i] = (float)acc[i];
+        }
+        R(S, TH);
+        for (size_t i = 0; i < TH; i++) S[i] *= e->embed_scale;
+        R(S, TH);
+    }
+    tap(s, "sc_embed", S, T, H);
+    if (sc) {
+        norm(e, s->hn, S, T, H, &e->sc_pre_norm);
+        gated_mlp(e, s, s->h1, s->hn, T, &e->sc_gate, &e->sc_up, &e->sc_down);
+        for (size_t i = 0; i < TH; i++) s->x[i] += s->h1[i];
+        R(s->x, TH);
+    }
+    norm(e, s->x, s->x, T, H, NULL);
+    tap(s, "input", s->x, T, H);
+}
+
+int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logits, float *logits, char *err, size_t errlen) {
+    const dg_engine *e = s->e;
+    const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
+    if (!canvas || !logits || n < 1 || n > e->cfg.canvas_length)
+        return dg_fail(err, errlen, "decode: canvas of %d tokens (must be 1..canvas_length %d)", n, e->cfg.canvas_length);
+    if (check_ids(e, canvas, n, "decode", err, errlen)) return -1;
+    self_condition(e, s, canvas, n, sc_logits);
+    for (int li = 0; li < e->cfg.n_layers; li++) layer_forward(e, s, li, n, s->n_past, 0);
+    norm(e, s->x, s->x, n, H, &e->final_norm);
+    tap(s, "norm", s->x, n, H);
+    linear(e, logits, s->x, n, &e->lm_head);
+    const float cap = (float)e->cfg.final_logit_softcap;
+    if (cap > 0.0f)
+        for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = tanhf(logits[i] / cap) * cap;
+    tap(s, "logits", logits, n, V);
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* test.h - the tiny test framework: a test is a function returning its number of failed checks. */
+#ifndef DG_TEST_H
+#define DG_TEST_H
+
+#include <stdio.h>
+
+extern int g_check_fail;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            g_check_fail++;                                                     \
+            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} dg_test;
+
+/* root of the fixtures (tests/fixtures unless DG_FIXTURES is set) */
+const char *fixtures_dir(void);
+
+extern const dg_test unit_tests[], parity_tests[], error_tests[];
+
+#endif

@@ -1,0 +1,2 @@
+#include "test.h"
+const dg_test error_tests[] = {{NULL, NULL}};
