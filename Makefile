@@ -24,6 +24,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 MODEL ?= tests/fixtures/tiny-a/bf16
+DEMO  ?= tests/fixtures/tiny-a/cli-bf16
 
 .PHONY: all deps test debug run fixtures clean
 all: dgemma $(BUILD)/dgemma_test
@@ -39,26 +40,30 @@ $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+
+$(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
 
 $(BUILD)/dgemma_test: $(TEST_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	./$(BUILD)/dgemma_test
-	bash tests/test_cli.sh ./dgemma
+	bash tests/run_all.sh ./dgemma ./$(BUILD)/dgemma_test
 
+DEBUG_FLAGS := OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	LDFLAGS="-fsanitize=address,undefined"
 debug: deps
-	@$(MAKE) --no-print-directory BUILD=build-debug OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		LDFLAGS="-fsanitize=address,undefined" build-debug/dgemma_test
-	ASAN_OPTIONS=detect_leaks=1 ./build-debug/dgemma_test
+	@$(MAKE) --no-print-directory BUILD=build-debug $(DEBUG_FLAGS) build-debug/dgemma build-debug/dgemma_test
+	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./build-debug/dgemma ./build-debug/dgemma_test
 
 run: deps
 	@$(MAKE) --no-print-directory dgemma
 	./dgemma inspect $(MODEL) --no-tensors
-	./dgemma forward --model $(MODEL) --prompt-ids tests/fixtures/demo-prompt.txt \
-		--canvas-ids tests/fixtures/demo-canvas.txt --out $(BUILD)/demo-logits.npy
+	./dgemma forward --model $(MODEL) --prompt-ids $(DEMO)/prompt.txt --commit-ids $(DEMO)/commit.txt \
+		--canvas-ids $(DEMO)/canvas2.txt --out $(BUILD)/demo-logits.npy
+	@echo "reference argmax: $$(cat $(DEMO)/argmax-dec2.txt)"
 
 fixtures:
 	python3 tools/reference/make_fixtures.py

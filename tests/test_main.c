@@ -6,9 +6,12 @@
  *
  * Ends with "N passed, N failed" (, N skipped); exit status 1 if anything failed.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
+#include "npy.h"
 #include "test.h"
 
 int g_check_fail;
@@ -18,7 +21,36 @@ const char *fixtures_dir(void) {
     return d && *d ? d : "tests/fixtures";
 }
 
+/* dgemma_test --compare-npy FILE.npy REF.safetensors KEY TOL: max relative error of a .npy
+ * written by `dgemma forward` against a reference tensor (used by tests/test_cli.sh). */
+static int compare_npy(char **argv) {
+    char err[512];
+    float *x;
+    int64_t n, cols;
+    if (npy_read_f32(argv[0], &x, &n, &cols, err, sizeof(err))) { fprintf(stderr, "%s\n", err); return 2; }
+    st_store st = {0};
+    if (st_add_file(&st, argv[1], err, sizeof(err)) || st_finish(&st, err, sizeof(err))) { fprintf(stderr, "%s\n", err); return 2; }
+    const st_tensor *t = st_find(&st, argv[2]);
+    int rc = 2;
+    if (!t || t->dtype != ST_F32 || (int64_t)(t->nbytes / 4) != n) { fprintf(stderr, "%s: no float32 tensor %s of %lld elements\n", argv[1], argv[2], (long long)n); goto out; }
+    double md = 0, mr = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float r;
+        memcpy(&r, t->data + i * 4, 4);
+        md = fmax(md, fabs((double)x[i] - r));
+        mr = fmax(mr, fabs((double)r));
+    }
+    double rel = mr > 0 ? md / mr : md;
+    printf("%s vs %s: max rel error %.3e (max abs %.3e)\n", argv[0], argv[2], rel, md);
+    rc = rel <= atof(argv[3]) ? 0 : 1;
+out:
+    free(x);
+    st_close(&st);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 6 && !strcmp(argv[1], "--compare-npy")) return compare_npy(argv + 2);
     const dg_test *groups[] = {unit_tests, parity_tests, error_tests};
     int passed = 0, failed = 0, list = argc > 1 && !strcmp(argv[1], "--list");
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {

@@ -43,7 +43,7 @@ TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, nu
 # Several shapes with the real structure: both layer types, global head dim and KV heads different from
 # the sliding ones, experts > top-k, a small window so long prompts cross it.
 CONFIGS = [
-    dict(name="tiny-a", seed=1, canvas=16, shard=None, old_style=False, text=dict(
+    dict(name="tiny-a", seed=1, canvas=16, shard=None, old_style=False, cli=True, text=dict(
         vocab_size=2048, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32,
         num_global_key_value_heads=1,
@@ -287,6 +287,21 @@ def run_session(model, tag, prompt, canvases, out, dtype):
     out.update(rec)
 
 
+def write_cli_inputs(d, out, dt):
+    """Plain-text ids (and one .npy) for the `dgemma forward` CLI test: the short session's dec2
+    (prompt, commit, canvas2) and dec1 (prompt, canvas1, --sc-logits = dec0 logits) cases."""
+    os.makedirs(d, exist_ok=True)
+    txt = lambda name, a: open(os.path.join(d, name), "w").write(" ".join(str(int(v)) for v in a.reshape(-1)) + "\n")
+    txt("prompt.txt", out["short.prompt"])
+    txt("commit.txt", out["short.commit"])
+    txt("canvas2.txt", out["short.canvas2"])
+    txt("canvas1.txt", out["short.canvas1"])
+    txt("argmax-dec2.txt", out["short.dec2.logits"].argmax(-1))
+    txt("argmax-dec1.txt", out["short.dec1.logits"].argmax(-1))
+    if dt == "f32":
+        np.save(os.path.join(d, "sc-dec0.npy"), out["short.dec0.logits"].astype(np.float32))
+
+
 def build(spec, outdir):
     name = spec["name"]
     base = os.path.join(outdir, name)
@@ -324,6 +339,8 @@ def build(spec, outdir):
             for tag, (prompt, canvases) in sessions.items():
                 run_session(ref, tag, prompt, canvases, stock, tdt)
             out.update({"stock." + k: v for k, v in stock.items() if k.endswith(".logits")})
+        if spec.get("cli"):
+            write_cli_inputs(os.path.join(base, f"cli-{dt}"), out, dt)
         save_file(out, os.path.join(base, f"ref-{dt}.safetensors"),
                   metadata={"transformers": transformers.__version__, "torch": torch.__version__,
                             "experts_implementation": str(ref.config._experts_implementation),
