@@ -36,6 +36,7 @@ typedef struct {
     int intermediate_size, n_experts, top_k, expert_size;
     int sliding_window, canvas_length, max_position;
     double rms_norm_eps, final_logit_softcap;
+    char dtype;             /* config.json "dtype": 'b' bfloat16, 'h' float16, 'f' float32, 0 absent */
     dg_rope_params rope_sliding, rope_full;
     /* per layer, resolved like transformers' per_layer_config */
     int *layer_full;        /* [n_layers] 1 = full_attention, 0 = sliding_attention */

@@ -78,6 +78,7 @@ typedef struct {
     const char *retype, *dtype;  /* give this tensor another dtype string */
     const char *reshape;         /* swap the two dims of this tensor */
     const char *past_end;        /* make this tensor's end offset point past the file */
+    const char *dup_from, *dup_to; /* add a copy of dup_from named dup_to */
 } edits;
 
 static void write_model(const char *dir, const edits *ed) {
@@ -101,6 +102,12 @@ static void write_model(const char *dir, const edits *ed) {
         json_object_set_new(e, "data_offsets", json_pack("[I, I]", (json_int_t)off, (json_int_t)end));
         json_object_set_new(hdr, t->name, e);
         off += t->nbytes;
+        if (ed->dup_from && !strcmp(t->name, ed->dup_from)) {
+            json_t *e2 = json_deep_copy(e);
+            json_object_set_new(e2, "data_offsets", json_pack("[I, I]", (json_int_t)off, (json_int_t)(off + t->nbytes)));
+            json_object_set_new(hdr, ed->dup_to, e2);
+            off += t->nbytes;
+        }
     }
     char *js = json_dumps(hdr, JSON_COMPACT);
     size_t jl = strlen(js), padded = (jl + 7) / 8 * 8;
@@ -116,6 +123,7 @@ static void write_model(const char *dir, const edits *ed) {
         const st_tensor *t = &st.tensors[i];
         if (ed->drop && !strcmp(t->name, ed->drop)) continue;
         fwrite(t->data, 1, t->nbytes, f);
+        if (ed->dup_from && !strcmp(t->name, ed->dup_from)) fwrite(t->data, 1, t->nbytes, f);
     }
     fclose(f);
     free(js);
@@ -212,6 +220,13 @@ static void t_missing_tensor(void) {
     expect_load_error(dir, "model.encoder.language_model.layers.3.layer_scalar", "missing");
 }
 
+static void t_untied_encoder(void) {
+    const char *dir = case_dir("untied");
+    edits ed = {.dup_from = "model.decoder.embed_tokens.weight", .dup_to = "model.encoder.language_model.embed_tokens.weight"};
+    write_model(dir, &ed);
+    expect_load_error(dir, "model.encoder.language_model.embed_tokens.weight", "untied");
+}
+
 static void t_bad_config(void) {
     const char *dir = case_dir("config");
     edits none = {0};
@@ -247,6 +262,14 @@ static void t_bad_config(void) {
                            "full_attention", "rope_type", "proportional", "rope_theta", 1e6);
     edit_config(dir, "rope_parameters", rp);
     expect_load_error(dir, "rope_parameters.sliding_attention.rope_type", "yarn");
+    dir = case_dir("config8");
+    write_model(dir, &none);
+    edit_config(dir, "final_logit_softcapping", json_null());
+    expect_load_error(dir, "config.json", "final_logit_softcapping must be a number");
+    dir = case_dir("config9");
+    write_model(dir, &none);
+    edit_config(dir, "rms_norm_eps", json_real(0.0));
+    expect_load_error(dir, "config.json", "rms_norm_eps");
     expect_load_error("/nonexistent/model", "/nonexistent/model/config.json", NULL);
 }
 
@@ -300,6 +323,7 @@ const dg_test error_tests[] = {
     {"errors/wrong_dtype", t_wrong_dtype},
     {"errors/wrong_shape", t_wrong_shape},
     {"errors/missing_tensor", t_missing_tensor},
+    {"errors/untied_encoder", t_untied_encoder},
     {"errors/bad_config", t_bad_config},
     {"errors/bad_index", t_bad_index},
     {"errors/bad_calls", t_bad_calls},

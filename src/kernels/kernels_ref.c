@@ -116,7 +116,7 @@ float dg_gelu_tanh(float x) {
     const float k_beta = 0.7978845608028654f;   /* sqrt(2/pi) */
     const float k_kappa = 0.044715f;
     float inner = k_beta * (x + k_kappa * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(inner));
+    return 0.5f * x * (1.0f + (float)tanh((double)inner));   /* correctly rounded tanh, like torch's */
 }
 
 void dg_softmax_ref(float *x, int n) {

@@ -180,8 +180,25 @@ int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
     if (get_int(&c, tc, "head_dim", 256, 2, 1 << 16, &cfg->head_dim)) goto out;
     if (get_int(&c, tc, "max_position_embeddings", 131072, 1, BIG, &cfg->max_position)) goto out;
     if (get_int(&c, tc, "sliding_window", 512, 1, BIG, &cfg->sliding_window)) goto out;
-    if (get_num(&c, tc, "rms_norm_eps", 1e-6, 0, 1, &cfg->rms_norm_eps)) goto out;
-    if (get_num(&c, tc, "final_logit_softcapping", 30.0, 0, 1e30, &cfg->final_logit_softcap)) goto out;
+    if (get_num(&c, tc, "rms_norm_eps", 1e-6, 1e-30, 1, &cfg->rms_norm_eps)) goto out;
+    json_t *sc = json_object_get(tc, "final_logit_softcapping");
+    if (sc && !json_is_number(sc)) {   /* the reference divides by it: null or a string cannot work */
+        dg_fail(err, errlen, "%s: field %sfinal_logit_softcapping must be a number > 0", path, c.scope);
+        goto out;
+    }
+    if (get_num(&c, tc, "final_logit_softcapping", 30.0, 1e-30, 1e30, &cfg->final_logit_softcap)) goto out;
+    if (json_is_false(json_object_get(root, "tie_word_embeddings")) || json_is_false(json_object_get(tc, "tie_word_embeddings"))) {
+        dg_fail(err, errlen, "%s: field tie_word_embeddings = false (separate encoder weights) is not supported", path);
+        goto out;
+    }
+    json_t *dt = json_object_get(root, "dtype");
+    if (!dt) dt = json_object_get(root, "torch_dtype");
+    if (!dt) dt = json_object_get(tc, "dtype");
+    cfg->dtype = 0;
+    if (json_is_string(dt)) {
+        const char *ds = json_string_value(dt);
+        cfg->dtype = !strcmp(ds, "bfloat16") ? 'b' : !strcmp(ds, "float16") ? 'h' : !strcmp(ds, "float32") ? 'f' : 0;
+    }
     if (get_int(&c, tc, "num_experts", -1, 1, 1 << 20, &cfg->n_experts) || cfg->n_experts < 0) {
         if (cfg->n_experts < 0) dg_fail(err, errlen, "%s: field %snum_experts is required", path, c.scope);
         goto out;

@@ -199,12 +199,23 @@ int dg_engine_load(const char *dir, const dg_engine_params *params, dg_engine **
     if (bind_mat(&b, &e->sc_down, "model.decoder.self_conditioning.down_proj.weight", H, I, "hidden_size x intermediate_size")) goto fail;
     for (int i = 0; i < c->n_layers; i++)
         if (bind_layer(&b, i)) goto fail;
+    /* the encoder shares the decoder's weights; a checkpoint with its own copies would be computed
+     * differently by the reference, so refuse it rather than ignore them */
+    for (int i = 0; i < e->st.n_tensors; i++) {
+        const char *nm = e->st.tensors[i].name, *pre = "model.encoder.language_model.";
+        if (!strncmp(nm, pre, strlen(pre)) && !strstr(nm, ".layer_scalar")) {
+            dg_fail(err, errlen, "%s: tensor '%s': separate (untied) encoder weights are not supported", file_of(e, &e->st.tensors[i]), nm);
+            goto fail;
+        }
+    }
 
     switch (p.act) {
     case DG_ACT_F32: e->act = DG_F32; break;
     case DG_ACT_BF16: e->act = DG_BF16; break;
     case DG_ACT_F16: e->act = DG_F16; break;
-    default: e->act = e->embed.dt; break;   /* the reference computes in the checkpoint dtype */
+    default:   /* the reference computes in config.json's dtype (from_pretrained dtype="auto"), else the weights' */
+        e->act = c->dtype == 'b' ? DG_BF16 : c->dtype == 'h' ? DG_F16 : c->dtype == 'f' ? DG_F32 : e->embed.dt;
+        break;
     }
     /* the reference casts sqrt(H) to the weight dtype before multiplying (53.0 for H=2816 in bf16) */
     e->embed_scale = dg_round1((float)sqrt((double)H), e->act);

@@ -523,8 +523,8 @@ int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logit
     tap(s, "norm", s->x, n, H);
     linear(e, logits, s->x, n, &e->lm_head);
     const float cap = (float)e->cfg.final_logit_softcap;
-    if (cap > 0.0f)
-        for (size_t i = 0; i < (size_t)n * V; i++) logits[i] = tanhf(logits[i] / cap) * cap;
+    for (size_t i = 0; i < (size_t)n * V; i++)   /* torch's tanh is correctly rounded; glibc tanhf is not */
+        logits[i] = (float)tanh((double)(logits[i] / cap)) * cap;
     tap(s, "logits", logits, n, V);
     return 0;
 }
