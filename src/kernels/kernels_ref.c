@@ -123,8 +123,8 @@ void dg_softmax_ref(float *x, int n) {
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     /* exp and the sum are exact and rounded once (a sequential float sum over a 262,144-way
-     * vocabulary drifts enough to flip bf16 roundings of the probabilities); then divide, as torch
-     * does (not * 1/sum). */
+     * vocabulary drifts enough to flip bf16 roundings of the probabilities); then one division per
+     * element (ATen's CPU kernel multiplies by 1/sum, at most 1 float32 ulp away). */
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         x[i] = (float)exp((double)(x[i] - mx));   /* correctly rounded float exp */

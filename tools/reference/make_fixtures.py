@@ -121,11 +121,12 @@ def rmsnorm_exact_mean(self, hidden_states):
 
 
 def topk_index_stable(x, k, dim=-1, largest=True, sorted=True):
-    """torch.topk with ties broken by the lower index (ATen's deterministic-mode rule).
+    """torch.topk with ties broken by the lower index.
 
-    Stock CPU topk leaves exactly equal values in whatever order std::nth_element produces. With bf16
-    router logits exact ties between experts are common, so the order is pinned to make the fixtures
-    (and the C engine, which uses the same rule) reproducible."""
+    Stock CPU topk (torch 2.15) leaves exactly equal values in whatever order std::nth_element
+    produces, also under use_deterministic_algorithms(True) (newer ATen sources add an index
+    tie-break in deterministic mode). With bf16 router logits exact ties between experts are common, so
+    the order is pinned to make the fixtures (and the C engine, which uses the same rule) reproducible."""
     assert largest and sorted
     vals, idx = torch.sort(x, dim=dim, descending=True, stable=True)
     return torch.return_types.topk((vals.narrow(dim, 0, k), idx.narrow(dim, 0, k)))
