@@ -15,9 +15,9 @@ LDLIBS  += $(JANSSON_LIBS) -lm
 BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
-           src/kernels/kernels_ref.c src/model/forward.c
+           src/kernels/kernels_ref.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
 CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c cli/npy.c
+TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -100,9 +100,80 @@ int dg_encode(dg_session *session, const int32_t *ids, int n, char *err, size_t 
 /* Decoder pass: one denoising step over a canvas of n tokens (n <= canvas_length) at positions
  * n_past .. n_past+n-1, attending bidirectionally to the cache and the canvas, without writing the
  * cache. sc_logits ([n, vocab] float, row-major) are the self-conditioning logits of the previous
- * step, used as given, or NULL on a canvas's first step. Writes softcapped logits [n, vocab]. */
+ * step, used as given, or NULL on a canvas's first step; they are fully read before any logits are
+ * written, so sc_logits may be the logits buffer itself. Writes softcapped logits [n, vocab]. */
 int dg_decode(dg_session *session, const int32_t *canvas, int n, const float *sc_logits,
               float *logits, char *err, size_t errlen);
+
+/* ===== generation (the reference's DiffusionGemmaGenerationMixin.generate) ===== */
+
+#define DG_MAX_EOS_IDS 16
+
+typedef struct {
+    int max_new_tokens;          /* tokens to emit at most (exact; the reference rounds up to canvases) */
+    int max_denoising_steps;     /* steps per canvas at most */
+    double entropy_bound;        /* entropy-bound acceptance: accept the lowest-entropy prefix whose
+                                    entropy sum minus its largest entropy stays <= this (nats) */
+    double t_min, t_max;         /* linear temperature schedule, t_max on the first step */
+    int stability_threshold;     /* stop when the argmax canvas repeated this many steps ... */
+    double confidence_threshold; /* ... and the mean entropy is below this (nats) */
+    int n_eos;                   /* generation ends after a canvas containing any of these ids */
+    int32_t eos_ids[DG_MAX_EOS_IDS];
+    uint64_t seed;               /* the random stream (canvas init, sampling, renoising) */
+} dg_gen_params;
+
+/* The checkpoint's generation_config.json values (the reference's defaults where absent), seed 0. */
+dg_gen_params dg_gen_default_params(const dg_engine *engine);
+/* 0 if every parameter is valid, else -1 with a message naming the parameter. */
+int dg_gen_params_check(const dg_engine *engine, const dg_gen_params *params, char *err, size_t errlen);
+
+typedef struct {
+    int canvas;                  /* canvas index, from 0 */
+    int step;                    /* denoising step within the canvas, from 1 */
+    int n;                       /* canvas length */
+    int n_accepted;              /* positions that kept their sample this step */
+    float mean_entropy;          /* nats, of the temperature-scaled distributions */
+    float temperature;
+    int stop;                    /* 1 if the stability-and-confidence rule fired on this step */
+    const int32_t *argmax;       /* [n] argmax draft */
+    const uint8_t *accepted;     /* [n] 1 where the sample was accepted */
+    const int32_t *next_canvas;  /* [n] the canvas fed to the next step (accepted + renoised) */
+} dg_step_event;
+
+typedef struct {
+    int canvas;                  /* canvas index, from 0 */
+    int steps;                   /* denoising steps it took */
+    const int32_t *tokens;       /* [n] tokens this canvas emits (argmax, cut at EOS / max_new_tokens) */
+    int n;
+    int eos;                     /* 1 if it contained an EOS (generation ends) */
+} dg_canvas_event;
+
+/* Callbacks run on the generating thread; returning nonzero cancels the generation. */
+typedef struct {
+    int (*on_step)(void *user, const dg_step_event *ev);
+    int (*on_canvas)(void *user, const dg_canvas_event *ev);
+    void *user;
+} dg_callbacks;
+
+typedef enum { DG_FINISH_NONE = 0, DG_FINISH_EOS = 1, DG_FINISH_LENGTH = 2, DG_FINISH_CANCELLED = 3 } dg_finish;
+
+typedef struct {
+    int n_prompt, n_emitted, n_canvases, n_steps;   /* n_steps: decoder steps over all canvases */
+    double ms_prompt;            /* encoding the prompt */
+    double ms_first_canvas;      /* from the call to the first committed canvas */
+    double ms_total;
+    double ms_per_step;          /* mean decoder step (decode + sampling) */
+    double canvas_tok_per_s;     /* canvas positions denoised per second of stepping */
+    double emitted_tok_per_s;    /* emitted tokens per second of the whole call */
+    dg_finish finish;
+} dg_gen_stats;
+
+/* Encode the prompt after what the session holds, then denoise canvases until an EOS, max_new_tokens
+ * or cancellation; committed canvases are encoded into the cache. Emitted tokens (up to, not
+ * including, the first EOS) go to out[0 .. *n_out). cb and stats may be NULL. */
+int dg_generate(dg_session *session, const int32_t *prompt, int n_prompt, const dg_gen_params *params,
+                const dg_callbacks *cb, int32_t *out, int out_cap, int *n_out, dg_gen_stats *stats,
+                char *err, size_t errlen);
 
 /* Debug taps: when set, every stage of every pass is shown to fn (float32 data, rows x cols),
  * named "embed", "layer.<i>", "router.<i>.ids", "router.<i>.weights", "sc_embed", "input",

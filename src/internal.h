@@ -87,6 +87,23 @@ struct dg_engine {
     int n_bound;
 };
 
+/* Generation buffers of a session: allocated on the first dg_generate, kept for the session's life. */
+typedef struct {
+    float *logits;       /* [C, V] logits, then temperature-scaled, then the next step's sc input */
+    double *w;           /* [V] exp(z - max) of one position */
+    float *H;            /* [C] entropies */
+    int32_t *argmax, *sample, *canvas;   /* [C] */
+    uint8_t *accepted;   /* [C] */
+    int *order;          /* [C] */
+    int32_t *hist;       /* [hist_cap, C] argmax history of the stopping rule */
+    int hist_cap;
+} dg_gen_buf;
+
+/* The session's generation buffers, grown (before any loop) to hold a history of hist_n canvases. */
+dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errlen);
+const dg_engine *dg_session_engine(const dg_session *s);
+int dg_session_n_ctx(const dg_session *s);
+
 /* Write a formatted message into err (if any) and return -1. */
 int dg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

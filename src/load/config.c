@@ -191,9 +191,8 @@ int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
         dg_fail(err, errlen, "%s: field tie_word_embeddings = false (separate encoder weights) is not supported", path);
         goto out;
     }
-    json_t *dt = json_object_get(root, "dtype");
+    json_t *dt = json_object_get(root, "dtype");   /* only the top-level field counts (from_pretrained) */
     if (!dt) dt = json_object_get(root, "torch_dtype");
-    if (!dt) dt = json_object_get(tc, "dtype");
     cfg->dtype = 0;
     if (json_is_string(dt)) {
         const char *ds = json_string_value(dt);

@@ -98,14 +98,18 @@ static float *make_inv_freq(const dg_rope_params *rp, int d) {
     int half = d / 2;
     float *f = calloc((size_t)half, sizeof(float));
     if (!f) return NULL;
-    if (rp->type == DG_ROPE_DEFAULT) {
-        for (int i = 0; i < half; i++) f[i] = 1.0f / powf((float)rp->theta, (float)(2 * i) / (float)d);
-    } else {
-        int angles = (int)floor(rp->partial_rotary_factor * d / 2.0);
+    /* 1 / theta^(2i/d): the exponent in float32, the power correctly rounded to float32 (torch uses
+     * Sleef's powf, 1 ulp away at one frequency per layer type for the 26B shapes), then a float32
+     * reciprocal, as the reference's `1.0 / (base ** exps)` */
+    const double theta = (float)rp->theta;
+    int angles = half;
+    if (rp->type == DG_ROPE_PROPORTIONAL) {
+        angles = (int)floor(rp->partial_rotary_factor * d / 2.0);
         if (angles > half) angles = half;
-        for (int i = 0; i < angles; i++) f[i] = 1.0f / powf((float)rp->theta, (float)(2 * i) / (float)d);
-        for (int i = 0; i < half; i++) f[i] = f[i] / (float)rp->factor;
     }
+    for (int i = 0; i < angles; i++) f[i] = 1.0f / (float)pow(theta, (double)((float)(2 * i) / (float)d));
+    if (rp->type == DG_ROPE_PROPORTIONAL)
+        for (int i = 0; i < half; i++) f[i] = f[i] / (float)rp->factor;
     return f;
 }
 
@@ -215,6 +219,13 @@ int dg_engine_load(const char *dir, const dg_engine_params *params, dg_engine **
     case DG_ACT_F16: e->act = DG_F16; break;
     default:   /* the reference computes in config.json's dtype (from_pretrained dtype="auto"), else the weights' */
         e->act = c->dtype == 'b' ? DG_BF16 : c->dtype == 'h' ? DG_F16 : c->dtype == 'f' ? DG_F32 : e->embed.dt;
+        if (c->dtype && e->act != e->embed.dt && e->embed.dt == DG_F32) {
+            /* the reference would also round every weight to that dtype; dgemma reads weights as stored */
+            dg_fail(err, errlen, "%s/config.json: dtype \"%s\" but the weights are stored as F32; the reference would round "
+                    "the weights to it. Convert the checkpoint, or choose the activation precision explicitly",
+                    dir, c->dtype == 'b' ? "bfloat16" : "float16");
+            goto fail;
+        }
         break;
     }
     /* the reference casts sqrt(H) to the weight dtype before multiplying (53.0 for H=2816 in bf16) */

@@ -44,6 +44,7 @@ struct dg_session {
     float *tapbuf;              /* [T, max(K, ...)] for tapping ids as floats */
     dg_tap_fn tap;
     void *tap_user;
+    dg_gen_buf gen;             /* generation buffers (sampler), allocated on first use */
 };
 
 #define R(ptr, n) dg_round_act((ptr), (size_t)(n), e->act)
@@ -63,6 +64,12 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
     void *p = calloc(n ? n : 1, sz);
     if (!p) *oom = 1;
     return p;
+}
+
+static void gen_buf_free(dg_gen_buf *g) {
+    free(g->logits); free(g->w); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
+    free(g->accepted); free(g->order); free(g->hist);
+    memset(g, 0, sizeof(*g));
 }
 
 int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_session **out, char *err, size_t errlen) {
@@ -139,10 +146,41 @@ void dg_session_free(dg_session *s) {
                      s->sinb, s->vrow};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
+    gen_buf_free(&s->gen);
     free(s->pv);
     free(s->sc_acc);
     free(s);
 }
+
+dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errlen) {
+    dg_gen_buf *g = &s->gen;
+    const size_t C = (size_t)s->e->cfg.canvas_length, V = (size_t)s->e->cfg.vocab_size;
+    int oom = 0;
+    if (!g->logits) {
+        g->logits = xcalloc(C * V, sizeof(float), &oom);
+        g->w = xcalloc(V, sizeof(double), &oom);
+        g->H = xcalloc(C, sizeof(float), &oom);
+        g->argmax = xcalloc(C, sizeof(int32_t), &oom);
+        g->sample = xcalloc(C, sizeof(int32_t), &oom);
+        g->canvas = xcalloc(C, sizeof(int32_t), &oom);
+        g->accepted = xcalloc(C, 1, &oom);
+        g->order = xcalloc(C, sizeof(int), &oom);
+    }
+    if (!oom && hist_n > g->hist_cap) {
+        free(g->hist);
+        g->hist = xcalloc((size_t)hist_n * C, sizeof(int32_t), &oom);
+        g->hist_cap = oom ? 0 : hist_n;
+    }
+    if (oom) {
+        gen_buf_free(g);
+        dg_fail(err, errlen, "generate: out of memory for the canvas buffers (%zu x %zu logits)", C, V);
+        return NULL;
+    }
+    return g;
+}
+
+const dg_engine *dg_session_engine(const dg_session *s) { return s->e; }
+int dg_session_n_ctx(const dg_session *s) { return s->n_ctx; }
 
 void dg_session_reset(dg_session *s) { s->n_past = 0; }
 int dg_session_n_past(const dg_session *s) { return s->n_past; }
@@ -192,9 +230,9 @@ static void rope_tables(const dg_engine *e, dg_session *s, const dg_layer *L, in
     int half = L->d / 2;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
-            float th = (float)(pos0 + t) * L->inv_freq[i];
-            s->cosb[t * half + i] = dg_round1(cosf(th), e->act);
-            s->sinb[t * half + i] = dg_round1(sinf(th), e->act);
+            float th = (float)(pos0 + t) * L->inv_freq[i];   /* float32 product, as the reference */
+            s->cosb[t * half + i] = dg_round1((float)cos((double)th), e->act);   /* correctly rounded */
+            s->sinb[t * half + i] = dg_round1((float)sin((double)th), e->act);
         }
 }
 

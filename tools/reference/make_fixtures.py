@@ -34,7 +34,9 @@ import transformers
 from safetensors.numpy import save_file
 from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
+from transformers import activations as hf_act
 from transformers.models.diffusion_gemma import modeling_diffusion_gemma as hf_dg
+from transformers.models.diffusion_gemma.generation_diffusion_gemma import DiffusionGemmaGenerationConfig
 
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                    num_key_value_heads=2, head_dim=8, position_embedding_size=64,
@@ -176,6 +178,53 @@ def tensor_softmax_exact(self, dim, dtype=None):
     return softmax_exact(self, dim=dim, dtype=dtype)
 
 
+_STOCK_TANH = torch.tanh
+_STOCK_GELU = hf_act.GELUTanh.forward
+_STOCK_ROTARY = hf_dg.DiffusionGemmaTextRotaryEmbedding.forward
+
+
+def tanh_exact(x, *, out=None):
+    assert out is None
+    return _STOCK_TANH(x.double()).to(x.dtype)
+
+
+def gelu_exact(self, x):
+    """GELUTanh.forward (gelu_pytorch_tanh) evaluated in double, rounded once to float32, then to the
+    dtype. (Patching F.gelu would not reach it: the module keeps a functools.partial of the original.)"""
+    xd = x.double()
+    y = 0.5 * xd * (1.0 + _STOCK_TANH(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd)))
+    return y.float().to(x.dtype)
+
+
+def exact_inv_freq(config, layer_type):
+    """1 / theta^(2i/d) with the exponent in float32, a correctly rounded float32 power and a float32
+    reciprocal (the stock code's `1.0 / (base ** exps)`, whose Sleef powf is 1 ulp off at times)."""
+    rp = config.rope_parameters[layer_type]
+    d = config.per_layer_config[layer_type].head_dim
+    theta = float(torch.tensor(rp["rope_theta"], dtype=torch.float32))
+    if rp.get("rope_type", "default") == "default":
+        angles = int(d * rp.get("partial_rotary_factor", 1.0)) // 2
+        dim = 2 * angles
+    else:
+        angles, dim = int(rp.get("partial_rotary_factor", 1.0) * d // 2), d
+    exps = torch.arange(0, 2 * angles, 2, dtype=torch.int64).float() / dim
+    inv = 1.0 / (torch.tensor(theta, dtype=torch.float64) ** exps.double()).float()
+    if rp.get("rope_type", "default") != "default":
+        inv = torch.cat([inv, torch.zeros(d // 2 - angles)]) / rp.get("factor", 1.0)
+    return inv
+
+
+def rotary_exact(self, x, position_ids, layer_type):
+    """DiffusionGemmaTextRotaryEmbedding.forward with exact inv_freq and correctly rounded cos/sin."""
+    inv = exact_inv_freq(self.config, layer_type).to(x.device)
+    scaling = getattr(self, f"{layer_type}_attention_scaling")
+    freqs = position_ids[..., None].float() * inv
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos = torch.cos(emb.double()).float() * scaling
+    sin = torch.sin(emb.double()).float() * scaling
+    return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+
 EXACT_PATCHES = [
     (torch.nn.functional, "scaled_dot_product_attention", None),
     (torch, "topk", None),
@@ -185,16 +234,20 @@ EXACT_PATCHES = [
     (torch.nn.functional, "grouped_mm", None),
     (torch.nn.functional, "softmax", None),
     (torch.Tensor, "softmax", None),
+    (torch, "tanh", None),
+    (hf_act.GELUTanh, "forward", None),
+    (hf_dg.DiffusionGemmaTextRotaryEmbedding, "forward", None),
 ]
 
 
 def set_exact(on):
-    """The bf16 reference: the stock transformers graph, rounding at the same points, with every
-    reduction computed exactly (see the replacements above). on=False restores stock torch."""
+    """The exact reference: the stock transformers graph, rounding at the same points, with every
+    reduction computed exactly and every transcendental (exp, tanh, GELU, cos, sin, the RoPE power)
+    correctly rounded (see the replacements above). on=False restores stock torch."""
     repl = [sdpa_exact_exp, topk_index_stable, rmsnorm_exact_mean, linear_exact, matmul_exact, grouped_mm_exact,
-            softmax_exact, tensor_softmax_exact]
+            softmax_exact, tensor_softmax_exact, tanh_exact, gelu_exact, rotary_exact]
     stock = [_STOCK_SDPA, _STOCK_TOPK, _STOCK_NORM, _STOCK_LINEAR, _STOCK_MATMUL, _STOCK_GROUPED_MM,
-             _STOCK_SOFTMAX, _STOCK_TSOFTMAX]
+             _STOCK_SOFTMAX, _STOCK_TSOFTMAX, _STOCK_TANH, _STOCK_GELU, _STOCK_ROTARY]
     for (obj, attr, _), new, old in zip(EXACT_PATCHES, repl, stock):
         setattr(obj, attr, new if on else old)
 
@@ -314,6 +367,10 @@ def build(spec, outdir):
                                vision_config=TINY_VISION, canvas_length=spec["canvas"])
     model = DiffusionGemmaForBlockDiffusion(cfg).eval()
     randomize(model, gen)
+    # the released checkpoint's generation_config.json values
+    model.generation_config = DiffusionGemmaGenerationConfig(
+        max_new_tokens=256, max_denoising_steps=48, sampler_config={"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.1}, t_min=0.4, t_max=0.8,
+        stability_threshold=1, confidence_threshold=0.005, eos_token_id=[1, 106, 50], pad_token_id=0)
     kw = dict(max_shard_size=spec["shard"]) if spec["shard"] else {}
     for dt, tdt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
         path = os.path.join(base, dt)
