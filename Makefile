@@ -2,7 +2,7 @@
 #   make          build ./dgemma (and the test binary)
 #   make test     install system deps if missing, build, run every test (no Python needed)
 #   make debug    the same tests built with -O1 -g -fsanitize=address,undefined
-#   make run      build and run the main job on MODEL (default: the bundled tiny random model)
+#   make run      build and generate on MODEL (default: the bundled tiny random-weight model)
 #   make fixtures regenerate tests/fixtures with the reference (needs torch + transformers)
 
 CC      ?= cc
@@ -61,9 +61,7 @@ debug: deps
 run: deps
 	@$(MAKE) --no-print-directory dgemma
 	./dgemma inspect $(MODEL) --no-tensors
-	./dgemma forward --model $(MODEL) --prompt-ids $(DEMO)/prompt.txt --commit-ids $(DEMO)/commit.txt \
-		--canvas-ids $(DEMO)/canvas2.txt --out $(BUILD)/demo-logits.npy
-	@echo "reference argmax: $$(cat $(DEMO)/argmax-dec2.txt)"
+	./dgemma generate --model $(MODEL) --prompt-ids $(DEMO)/prompt.txt --max-tokens 48 --steps 12 --seed 1 --verbose
 
 fixtures:
 	python3 tools/reference/make_fixtures.py

@@ -1,6 +1,7 @@
 /*
  * main.c - the dgemma command line.
  *
+ *   dgemma generate  block-diffusion generation from prompt token ids
  *   dgemma forward   one encoder + decoder pass, logits to .npy (parity checks on any checkpoint)
  *   dgemma inspect   config, tensors, sizes of a checkpoint
  *
@@ -149,6 +150,146 @@ out:
     return rc;
 }
 
+/* ===== generate ===== */
+
+static int parse_double(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || errno || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "dgemma: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static void usage_generate(FILE *f) {
+    fprintf(f,
+        "usage: dgemma generate --model DIR --prompt-ids F [options]\n"
+        "\n"
+        "Encodes the prompt ids, denoises canvases until an EOS or --max-tokens, and prints the emitted\n"
+        "token ids on stdout (statistics on stderr). Defaults come from the checkpoint's\n"
+        "generation_config.json.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model DIR          Hugging Face checkpoint directory\n"
+        "  --prompt-ids F           prompt token ids (.npy or text; '-' reads text from stdin)\n"
+        "  -n, --max-tokens N       tokens to emit at most (exact)\n"
+        "  --steps N                max denoising steps per canvas\n"
+        "  --entropy-bound X        entropy-bound acceptance (nats, > 0)\n"
+        "  --t-min X, --t-max X     temperature schedule (last / first step)\n"
+        "  --stability N            stop when the argmax repeated N steps (0 = confidence only) ...\n"
+        "  --confidence X           ... and the mean entropy is below X nats\n"
+        "  --eos IDS                comma-separated EOS ids ('' for none)\n"
+        "  --seed N                 random seed (default 0)\n"
+        "  --n-ctx N                KV cache capacity in tokens (default: what the request needs)\n"
+        "  --act auto|f32|bf16|f16  activation precision\n"
+        "  -v, --verbose            one line per denoising step on stderr\n"
+        "  -h, --help               this help\n");
+}
+
+static int gen_on_step(void *user, const dg_step_event *ev) {
+    (void)user;
+    fprintf(stderr, "canvas %d step %2d  T %.3f  accepted %3d/%d  mean entropy %.4f%s\n", ev->canvas, ev->step,
+            ev->temperature, ev->n_accepted, ev->n, ev->mean_entropy, ev->stop ? "  (stable and confident)" : "");
+    return 0;
+}
+
+static int parse_ids_list(const char *v, dg_gen_params *p) {
+    p->n_eos = 0;
+    const char *c = v;
+    while (*c) {
+        char *end;
+        errno = 0;
+        long x = strtol(c, &end, 10);
+        if (end == c || errno || x < 0 || x > INT32_MAX || p->n_eos >= DG_MAX_EOS_IDS || (*end && *end != ',')) {
+            fprintf(stderr, "dgemma: --eos expects up to %d comma-separated ids, got '%s'\n", DG_MAX_EOS_IDS, v);
+            return -1;
+        }
+        p->eos_ids[p->n_eos++] = (int32_t)x;
+        c = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *prompt_f = NULL;
+    int verbose = 0, n_ctx = 0;
+    dg_engine_params ep = dg_engine_default_params();
+    /* options are parsed twice: once to find the model (defaults come from it), once to apply them */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage_generate(stdout); return 0; }
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[i + 1];
+    }
+    if (!model) { fprintf(stderr, "dgemma generate: --model is required (see --help)\n"); return 2; }
+    char err[1024];
+    for (int i = 0; i + 1 < argc; i++)   /* the activation precision is needed to load */
+        if (!strcmp(argv[i], "--act") && parse_act(argv[i + 1], &ep.act)) return 2;
+    dg_engine *e = NULL;
+    dg_session *s = NULL;
+    int32_t *prompt = NULL, *out = NULL;
+    int rc = 1, np = 0;
+    if (dg_engine_load(model, &ep, &e, err, sizeof(err))) { fprintf(stderr, "dgemma generate: %s\n", err); return 1; }
+    dg_gen_params p = dg_gen_default_params(e);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
+        if (!v) { fprintf(stderr, "dgemma generate: %s needs a value (see --help)\n", a); rc = 2; goto out; }
+        double d;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--act")) {}
+        else if (!strcmp(a, "--prompt-ids")) prompt_f = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) bad = parse_int(a, v, 1, 1 << 24, &p.max_new_tokens);
+        else if (!strcmp(a, "--steps")) bad = parse_int(a, v, 1, 100000, &p.max_denoising_steps);
+        else if (!strcmp(a, "--entropy-bound")) bad = parse_double(a, v, 1e-12, 1e9, &p.entropy_bound);
+        else if (!strcmp(a, "--t-min")) bad = parse_double(a, v, 1e-6, 1e6, &p.t_min);
+        else if (!strcmp(a, "--t-max")) bad = parse_double(a, v, 1e-6, 1e6, &p.t_max);
+        else if (!strcmp(a, "--stability")) bad = parse_int(a, v, 0, 100000, &p.stability_threshold);
+        else if (!strcmp(a, "--confidence")) bad = parse_double(a, v, 0, 1e9, &p.confidence_threshold);
+        else if (!strcmp(a, "--eos")) bad = parse_ids_list(v, &p);
+        else if (!strcmp(a, "--seed")) { bad = parse_double(a, v, 0, 18446744073709549568.0, &d); p.seed = (uint64_t)d; }
+        else if (!strcmp(a, "--n-ctx")) bad = parse_int(a, v, 1, 1 << 30, &n_ctx);
+        else { fprintf(stderr, "dgemma generate: unknown option '%s' (see --help)\n", a); rc = 2; goto out; }
+        if (bad) { rc = 2; goto out; }
+        i++;
+    }
+    if (!prompt_f) { fprintf(stderr, "dgemma generate: --prompt-ids is required (see --help)\n"); rc = 2; goto out; }
+    if (dg_gen_params_check(e, &p, err, sizeof(err))) { fprintf(stderr, "dgemma generate: %s\n", err); rc = 2; goto out; }
+    if (ids_read(strcmp(prompt_f, "-") ? prompt_f : "/dev/stdin", &prompt, &np, err, sizeof(err))) {
+        fprintf(stderr, "dgemma generate: %s\n", err);
+        goto out;
+    }
+    const dg_model_info *in = dg_engine_info(e);
+    dg_session_params sp = dg_session_default_params();
+    int C = in->canvas_length;
+    sp.n_ctx = n_ctx ? n_ctx : np + ((p.max_new_tokens + C - 1) / C) * C + 1;
+    if (dg_session_create(e, &sp, &s, err, sizeof(err))) { fprintf(stderr, "dgemma generate: %s\n", err); goto out; }
+    out = malloc(sizeof(int32_t) * (size_t)p.max_new_tokens);
+    if (!out) { fprintf(stderr, "dgemma generate: out of memory\n"); goto out; }
+    dg_callbacks cb = {verbose ? gen_on_step : NULL, NULL, NULL};
+    dg_gen_stats st;
+    int n = 0;
+    if (dg_generate(s, prompt, np, &p, &cb, out, p.max_new_tokens, &n, &st, err, sizeof(err))) {
+        fprintf(stderr, "dgemma generate: %s\n", err);
+        goto out;
+    }
+    for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", out[i]);
+    printf("\n");
+    fprintf(stderr, "generate: %d prompt + %d emitted tokens, %d canvases, %d steps (%.1f per canvas), %.2f ms/step, "
+            "%.0f canvas tok/s, %.1f emitted tok/s, first canvas %.1f ms, finish %s\n",
+            st.n_prompt, st.n_emitted, st.n_canvases, st.n_steps, st.n_canvases ? (double)st.n_steps / st.n_canvases : 0.0,
+            st.ms_per_step, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas,
+            st.finish == DG_FINISH_EOS ? "eos" : st.finish == DG_FINISH_LENGTH ? "length" : "cancelled");
+    rc = 0;
+out:
+    free(prompt);
+    free(out);
+    dg_session_free(s);
+    dg_engine_free(e);
+    return rc;
+}
+
 /* ===== inspect ===== */
 
 static int cmd_inspect(int argc, char **argv) {
@@ -196,6 +337,7 @@ static void usage(FILE *f) {
         "usage: dgemma COMMAND [options]   (dgemma COMMAND --help for details)\n"
         "\n"
         "commands:\n"
+        "  generate  denoise canvases after a prompt of token ids (the reference's generate())\n"
         "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
         "  inspect   show a checkpoint's config, tensors and sizes\n",
         DG_VERSION);
@@ -207,6 +349,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "--version")) { printf("dgemma %s\n", DG_VERSION); return 0; }
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);

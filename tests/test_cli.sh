@@ -43,6 +43,30 @@ if "$BIN" forward -m "$FIX/tiny-a/f32" --prompt-ids "$C/prompt.txt" --canvas-ids
 else
     bad forward-sc-logits "$(cat "$TMP/err")"
 fi
+# generate: the reference trajectory's first case (tiny-a f32, 3 canvases, 6 steps, seed 11, no EOS)
+if "$BIN" generate -m "$FIX/tiny-a/f32" --prompt-ids "$C/gen-prompt.txt" -n 40 --steps 6 --seed 11 --eos '' \
+    >"$TMP/out" 2>"$TMP/err"; then
+    if [ "$(cat "$TMP/out")" = "$(cat "$C/gen-expected.txt")" ] && grep -q "3 canvases, 18 steps" "$TMP/err"; then ok generate-matches-reference
+    else bad generate-matches-reference "got '$(cat "$TMP/out")' / $(cat "$TMP/err")"; fi
+else
+    bad generate-matches-reference "$(cat "$TMP/err")"
+fi
+if cat "$C/gen-prompt.txt" | "$BIN" generate -m "$FIX/tiny-a/f32" --prompt-ids - -n 40 --steps 6 --seed 11 --eos '' -v >"$TMP/out" 2>"$TMP/err" &&
+   [ "$(cat "$TMP/out")" = "$(cat "$C/gen-expected.txt")" ] && [ "$(grep -c '^canvas . step' "$TMP/err")" -eq 18 ]; then ok generate-stdin-verbose
+else bad generate-stdin-verbose "$(tail -2 "$TMP/err")"; fi
+G="$BIN generate -m $FIX/tiny-a/f32 --prompt-ids $C/gen-prompt.txt"
+expect_fail gen-steps-0 "--steps expects" $G --steps 0
+expect_fail gen-bound-0 "--entropy-bound expects" $G --entropy-bound 0
+expect_fail gen-tmin "--t-min expects" $G --t-min -1
+expect_fail gen-stability "--stability expects" $G --stability -2
+expect_fail gen-stability-range "stability_threshold" $G --steps 4 --stability 9
+expect_fail gen-eos "--eos expects" $G --eos 1,x
+expect_fail gen-eos-vocab "outside the vocabulary" $G --eos 5000
+expect_fail gen-max-tokens "--max-tokens expects" $G --max-tokens 0
+expect_fail gen-no-prompt "--prompt-ids is required" "$BIN" generate -m "$FIX/tiny-a/f32"
+expect_fail gen-no-model "--model is required" "$BIN" generate --prompt-ids "$C/gen-prompt.txt"
+expect_fail gen-unknown "unknown option" $G --temperature 1
+
 # help and inspect
 if "$BIN" --help | grep -q forward && "$BIN" forward --help | grep -q -- --sc-logits; then ok help; else bad help "help text"; fi
 if "$BIN" inspect "$FIX/tiny-c/f32" >"$TMP/out" 2>&1 && grep -q "layers         6 (1 full attention)" "$TMP/out" &&

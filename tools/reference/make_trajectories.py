@@ -279,6 +279,11 @@ def main():
         print(f"{case['name']}: canvases {len(canvases)}, steps {steps}, emitted {len(emitted)}", file=sys.stderr)
         records.append(dict(name=case["name"], model=case["model"], dtype=case["dtype"], prompt=prompt,
                             seed=case["seed"], params=params, canvases=canvases, sequence=new, emitted=emitted))
+    # the CLI test's expectation: `dgemma generate` on the first case prints exactly these tokens
+    first = records[0]
+    d = os.path.join(args.out, "tiny-a", "cli-f32")
+    open(os.path.join(d, "gen-prompt.txt"), "w").write(" ".join(map(str, first["prompt"])) + "\n")
+    open(os.path.join(d, "gen-expected.txt"), "w").write(" ".join(map(str, first["emitted"])) + "\n")
     with open(os.path.join(args.out, "trajectories.json"), "w") as f:
         json.dump(dict(generator="tools/reference/make_trajectories.py", cases=records, units=unit_vectors()), f, indent=None,
                   separators=(",", ":"))
