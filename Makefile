@@ -65,6 +65,7 @@ run: deps
 
 fixtures:
 	python3 tools/reference/make_fixtures.py
+	python3 tools/reference/make_trajectories.py
 
 clean:
 	rm -rf build build-debug dgemma
