@@ -17,7 +17,8 @@ BUILD   ?= build
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
            src/kernels/kernels_ref.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
 CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c cli/npy.c
+TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
+            tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -45,8 +46,10 @@ dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
 
+# the test binary counts the engine's allocations (tests/alloc_count.c)
+WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(BUILD)/dgemma_test: $(TEST_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(WRAP) -o $@ $(TEST_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory all

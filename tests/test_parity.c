@@ -210,6 +210,7 @@ static void t_parity_a_f32(void) { parity_case("tiny-a", "f32"); }
 static void t_parity_a_bf16(void) { parity_case("tiny-a", "bf16"); }
 static void t_parity_b_f32(void) { parity_case("tiny-b", "f32"); }
 static void t_parity_b_bf16(void) { parity_case("tiny-b", "bf16"); }
+static void t_parity_b_f16(void) { parity_case("tiny-b", "f16"); }
 static void t_parity_c_f32(void) { parity_case("tiny-c", "f32"); }
 static void t_parity_c_bf16(void) { parity_case("tiny-c", "bf16"); }
 
@@ -218,6 +219,7 @@ const dg_test parity_tests[] = {
     {"parity/tiny-a/bf16", t_parity_a_bf16},
     {"parity/tiny-b/f32", t_parity_b_f32},
     {"parity/tiny-b/bf16", t_parity_b_bf16},
+    {"parity/tiny-b/f16", t_parity_b_f16},
     {"parity/tiny-c/f32", t_parity_c_f32},
     {"parity/tiny-c/bf16", t_parity_c_bf16},
     {NULL, NULL},

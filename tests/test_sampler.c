@@ -333,7 +333,38 @@ static void t_reproducible(void) {
     dg_engine_free(e);
 }
 
+extern long g_alloc_calls;
+
+/* Once a session has generated, another generation (prompt encode, every step, every commit)
+ * allocates nothing. */
+static void t_no_alloc(void) {
+    dg_engine *e = tiny();
+    if (!e) return;
+    char err[512];
+    dg_session *s;
+    dg_session_params sp = {512, 0};
+    CHECK(dg_session_create(e, &sp, &s, err, sizeof(err)) == 0, "%s", err);
+    dg_gen_params p = dg_gen_default_params(e);
+    p.max_new_tokens = 24;
+    p.max_denoising_steps = 4;
+    p.n_eos = 0;
+    int32_t prompt[5] = {3, 1, 4, 1, 5}, out[32];
+    int n;
+    dg_gen_stats st;
+    CHECK(dg_generate(s, prompt, 5, &p, NULL, out, 32, &n, &st, err, sizeof(err)) == 0, "%s", err);
+    long before = g_alloc_calls;
+    p.seed = 99;
+    CHECK(dg_generate(s, prompt, 5, &p, NULL, out, 32, &n, &st, err, sizeof(err)) == 0, "%s", err);
+    long during = g_alloc_calls - before;
+    CHECK(during == 0, "%ld allocations during a generation of %d steps", during, st.n_steps);
+    CHECK(before > 0, "the allocation counter is not wired (link with --wrap=malloc)");
+    printf("  second generation: %d canvases, %d steps, %ld allocations\n", st.n_canvases, st.n_steps, during);
+    dg_session_free(s);
+    dg_engine_free(e);
+}
+
 const dg_test sampler_tests[] = {
+    {"sampler/no_alloc_in_steps", t_no_alloc},
     {"sampler/temperature", t_temperature},
     {"sampler/entropy", t_entropy},
     {"sampler/accept", t_accept},

@@ -66,17 +66,14 @@ int32_t dg_row_sample(const double *w, int V, double wsum, double u) {
     return last;   /* u * wsum rounded up to the total */
 }
 
-static const float *g_sort_h;
-static int cmp_entropy(const void *a, const void *b) {
-    const int i = *(const int *)a, j = *(const int *)b;
-    const float x = g_sort_h[i], y = g_sort_h[j];
-    return x < y ? -1 : x > y ? 1 : (i > j) - (i < j);
-}
-
 int dg_accept(const float *H, int n, double bound, int *order, uint8_t *accepted) {
-    for (int i = 0; i < n; i++) order[i] = i;
-    g_sort_h = H;
-    qsort(order, (size_t)n, sizeof(int), cmp_entropy);
+    /* stable insertion sort by entropy (ties keep position order); in place, no allocation
+     * (glibc's qsort may malloc), and n is a canvas (256) */
+    for (int i = 0; i < n; i++) {
+        int k = i;
+        while (k > 0 && H[order[k - 1]] > H[i]) { order[k] = order[k - 1]; k--; }
+        order[k] = i;
+    }
     double run = 0.0;   /* torch's CPU cumsum accumulates float32 in double */
     int count = 0;
     for (int k = 0; k < n; k++) {

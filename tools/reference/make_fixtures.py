@@ -52,7 +52,7 @@ CONFIGS = [
         layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
         sliding_window=8, num_experts=8, top_k_experts=2, moe_intermediate_size=32),
         prompts=dict(short=5, long=29)),
-    dict(name="tiny-b", seed=2, canvas=8, shard=None, old_style=False, text=dict(
+    dict(name="tiny-b", seed=2, canvas=8, shard=None, old_style=False, f16=True, text=dict(
         vocab_size=1500, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=4, head_dim=12, global_head_dim=24,
         num_global_key_value_heads=2,
@@ -372,7 +372,8 @@ def build(spec, outdir):
         max_new_tokens=256, max_denoising_steps=48, sampler_config={"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.1}, t_min=0.4, t_max=0.8,
         stability_threshold=1, confidence_threshold=0.005, eos_token_id=[1, 106, 50], pad_token_id=0)
     kw = dict(max_shard_size=spec["shard"]) if spec["shard"] else {}
-    for dt, tdt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = [("f32", torch.float32), ("bf16", torch.bfloat16)] + ([("f16", torch.float16)] if spec.get("f16") else [])
+    for dt, tdt in dtypes:
         path = os.path.join(base, dt)
         model.to(tdt).save_pretrained(path, **kw)
         if spec["old_style"]:
@@ -385,14 +386,14 @@ def build(spec, outdir):
     for tag, plen in spec["prompts"].items():
         sessions[tag] = (rng.integers(0, V, plen).tolist(), [rng.integers(0, V, C).tolist() for _ in range(3)])
 
-    for dt, tdt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+    for dt, tdt in dtypes:
         ref = DiffusionGemmaForBlockDiffusion.from_pretrained(os.path.join(base, dt), dtype=tdt).eval()
         out = {}
-        set_exact(dt == "bf16")   # float32: stock transformers; bfloat16: exact reductions (see set_exact)
+        set_exact(dt != "f32")   # float32: stock transformers; 16-bit: the exact graph (see set_exact)
         for tag, (prompt, canvases) in sessions.items():
             run_session(ref, tag, prompt, canvases, out, tdt)
         set_exact(False)
-        if dt == "bf16":   # stock torch kernels, for the size of the reference's own noise
+        if dt != "f32":   # stock torch kernels, for the size of the reference's own noise
             stock = {}
             for tag, (prompt, canvases) in sessions.items():
                 run_session(ref, tag, prompt, canvases, stock, tdt)
