@@ -175,6 +175,68 @@ int dg_generate(dg_session *session, const int32_t *prompt, int n_prompt, const 
                 const dg_callbacks *cb, int32_t *out, int out_cap, int *n_out, dg_gen_stats *stats,
                 char *err, size_t errlen);
 
+/* ===== tokenizer (Hugging Face tokenizer.json, the Gemma BPE family) ===== */
+
+typedef struct dg_tokenizer dg_tokenizer;
+
+/* Load a tokenizer.json (a file, or a model directory containing one). */
+int dg_tokenizer_load(const char *path, dg_tokenizer **out, char *err, size_t errlen);
+void dg_tokenizer_free(dg_tokenizer *tok);
+/* Number of ids (the model vocabulary plus added tokens beyond it). */
+int dg_tokenizer_n_vocab(const dg_tokenizer *tok);
+/* The id of a token string (vocabulary or added token), or -1. */
+int32_t dg_tokenizer_find(const dg_tokenizer *tok, const char *piece);
+/* The string of an id (NULL if out of range); 1 in *special for special added tokens. */
+const char *dg_tokenizer_piece(const dg_tokenizer *tok, int32_t id, int *special);
+
+/* Encode UTF-8 text like tokenizers' encode(text, add_special_tokens=False): added tokens (special
+ * tokens written in the text are recognised), normalizer, pre-tokenizer, BPE with byte fallback.
+ * *ids is malloc'ed (free it). */
+int dg_tokenize(const dg_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n, char *err, size_t errlen);
+
+/* Decode like tokenizers' decode(ids, skip_special_tokens). *text is malloc'ed and NUL-terminated. */
+int dg_detokenize(const dg_tokenizer *tok, const int32_t *ids, int n, int skip_special, char **text, size_t *len,
+                  char *err, size_t errlen);
+
+/* Streaming decode: push ids one at a time; each push returns the text that is final so far (a run
+ * of byte-fallback tokens is held until it ends, so a UTF-8 character split across tokens is never
+ * emitted half). The concatenation of all pushes and the flush equals dg_detokenize. */
+typedef struct dg_detok_stream dg_detok_stream;
+dg_detok_stream *dg_detok_stream_new(const dg_tokenizer *tok, int skip_special);
+void dg_detok_stream_free(dg_detok_stream *st);
+/* Returns the new final text (NUL-terminated, *len bytes), valid until the next call; NULL only when
+ * out of memory. */
+const char *dg_detok_stream_push(dg_detok_stream *st, int32_t id, size_t *len);
+const char *dg_detok_stream_flush(dg_detok_stream *st, size_t *len);
+
+/* ===== chat templates (the checkpoint's Jinja template, as transformers' apply_chat_template) ===== */
+
+typedef struct dg_chat_template dg_chat_template;
+
+/* The chat template of a model directory: chat_template.jinja, else "chat_template" in
+ * tokenizer_config.json, else the built-in Gemma 4 template. bos/eos token strings come from
+ * tokenizer_config.json (default "<bos>", "<eos>"). */
+int dg_chat_template_load(const char *model_dir, dg_chat_template **out, char *err, size_t errlen);
+/* A template from source text; name is used in error messages ("chat_template.jinja:12: ..."). */
+int dg_chat_template_parse(const char *source, size_t len, const char *name, dg_chat_template **out,
+                           char *err, size_t errlen);
+/* The built-in Gemma 4 template (used when a checkpoint ships none). */
+int dg_chat_template_default(dg_chat_template **out, char *err, size_t errlen);
+void dg_chat_template_free(dg_chat_template *t);
+
+typedef struct {
+    const char *messages_json;   /* JSON array of messages: {"role", "content" (string or a list of
+                                    parts), "tool_calls", "reasoning_content", ...} as OpenAI/HF */
+    const char *tools_json;      /* JSON array of tool declarations, or NULL */
+    int add_generation_prompt;
+    int enable_thinking;
+    const char *extra_json;      /* JSON object of further template variables, or NULL */
+} dg_chat_params;
+
+/* Render the template. *out is malloc'ed and NUL-terminated. Errors name the template and line. */
+int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **out, size_t *len,
+                   char *err, size_t errlen);
+
 /* Debug taps: when set, every stage of every pass is shown to fn (float32 data, rows x cols),
  * named "embed", "layer.<i>", "router.<i>.ids", "router.<i>.weights", "sc_embed", "input",
  * "norm", "logits". Used by the parity tests; costs nothing when unset. */
