@@ -63,9 +63,8 @@ typedef struct {
     dg_mat gate, up, down;                  /* dense MLP */
     dg_mat router;                          /* [E, H] */
     dg_vec router_scale, per_expert_scale;  /* [H], [E] */
-    const uint8_t *experts_gate_up;         /* [E, 2*Ie, H] */
-    const uint8_t *experts_down;            /* [E, H, Ie] */
-    dg_dtype experts_dt;
+    dg_mat experts_gate_up;                 /* [E, 2*Ie, H] viewed as [E*2*Ie, H] */
+    dg_mat experts_down;                    /* [E, H, Ie] viewed as [E*H, Ie] */
     float enc_scalar, dec_scalar;           /* layer_scalar of the encoder / decoder role */
     float *inv_freq;                        /* [d/2] rotary inverse frequencies (0 = no rotation) */
 } dg_layer;
@@ -81,6 +80,9 @@ struct dg_engine {
     dg_vec sc_pre_norm;
     dg_mat sc_gate, sc_up, sc_down;
     dg_dtype act;                /* activation rounding */
+    dg_dtype wdt;                /* the checkpoint's float dtype: the embedding's (F32/F16/BF16), or the
+                                    activation dtype when the embedding is quantized; the reference casts
+                                    self-conditioning logits and probabilities to it */
     float embed_scale;           /* sqrt(H) rounded to the activation dtype */
     dg_model_info info;
     const st_tensor **bound;     /* tensors bound, in binding order (for inspect) */
@@ -109,14 +111,12 @@ int dg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((forma
 
 /* One expert's gate_up [2*Ie, H] and down [H, Ie] matrices. */
 static inline dg_mat dg_expert_gate_up(const dg_engine *e, const dg_layer *L, int ex) {
-    int64_t rows = 2 * (int64_t)e->cfg.expert_size, cols = e->cfg.hidden_size;
-    dg_mat m = {L->experts_gate_up + (size_t)ex * rows * cols * dg_dtype_size(L->experts_dt), L->experts_dt, rows, cols};
-    return m;
+    const int64_t rows = 2 * (int64_t)e->cfg.expert_size;
+    return dg_mat_rows(&L->experts_gate_up, ex * rows, rows);
 }
 static inline dg_mat dg_expert_down(const dg_engine *e, const dg_layer *L, int ex) {
-    int64_t rows = e->cfg.hidden_size, cols = e->cfg.expert_size;
-    dg_mat m = {L->experts_down + (size_t)ex * rows * cols * dg_dtype_size(L->experts_dt), L->experts_dt, rows, cols};
-    return m;
+    const int64_t rows = e->cfg.hidden_size;
+    return dg_mat_rows(&L->experts_down, ex * rows, rows);
 }
 
 #endif

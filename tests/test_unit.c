@@ -101,7 +101,7 @@ static void t_matmul_dtypes(void) {
         wb[i] = dg_f32_to_bf16(wf[i]);
         wh[i] = dg_f32_to_f16(wf[i]);
     }
-    dg_mat mf = {wf, DG_F32, R, K}, mb = {wb, DG_BF16, R, K}, mh = {wh, DG_F16, R, K};
+    dg_mat mf = dg_mat_init(wf, DG_F32, R, K), mb = dg_mat_init(wb, DG_BF16, R, K), mh = dg_mat_init(wh, DG_F16, R, K);
     dg_matmul_ref(y1, x, N, &mf);
     dg_matmul_ref(y2, x, N, &mb);
     dg_matmul_ref(y3, x, N, &mh);

@@ -209,7 +209,7 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
             }
             const int stop = dg_stop_rule(b->argmax, b->H, C, p->stability_threshold, p->confidence_threshold, b->hist);
             /* the next step self-conditions on z as the reference passes it: cast to the embedding dtype */
-            dg_round_act(b->logits, (size_t)C * V, e->embed.dt);
+            dg_round_act(b->logits, (size_t)C * V, e->wdt);
             sc = b->logits;
             steps++;
             ms_steps += now_ms() - ts;

@@ -16,13 +16,41 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef enum { DG_F32 = 0, DG_F16 = 1, DG_BF16 = 2 } dg_dtype;
+/*
+ * Weight element types. F32/F16/BF16 are plain arrays. The GGUF block formats use ggml's block
+ * layouts (src/kernels/quants.h). The MLX formats (src/kernels/quants_mlx.h) pack codes LSB-first
+ * into uint32 words with separate per-group scales (and biases for affine).
+ */
+typedef enum {
+    DG_F32 = 0, DG_F16 = 1, DG_BF16 = 2,
+    /* GGUF / ggml blocks */
+    DG_Q4_0, DG_Q4_1, DG_Q5_0, DG_Q5_1, DG_Q8_0,
+    DG_Q2_K, DG_Q3_K, DG_Q4_K, DG_Q5_K, DG_Q6_K, DG_IQ4_NL,
+    /* MLX quantization */
+    DG_MLX_AFFINE, DG_MLX_MXFP4, DG_MLX_MXFP8, DG_MLX_NVFP4,
+    DG_N_DTYPES
+} dg_dtype;
 
-/* A weight matrix view: [rows, cols], row-major, contiguous. */
+/* MLX per-group parameters of a quantized matrix (dt is one of DG_MLX_*). */
+typedef struct {
+    const void *scales;     /* [rows, cols / group] */
+    const void *biases;     /* [rows, cols / group], affine only (NULL otherwise) */
+    int sdt;                /* element type of scales/biases: DG_F32, DG_F16, DG_BF16, or -1 for
+                               uint8 (the E8M0 / E4M3 scales of the mx/nv fp modes) */
+    int bits, group;
+} dg_mlx_q;
+
+/*
+ * A weight matrix view: [rows, cols], row-major, row r at data + r * row_bytes. For block formats a
+ * row is cols / block_size blocks. Build views with dg_mat_init (float and GGUF types) or the MLX
+ * binder; never index data directly, use dg_dequant_range or a kernel.
+ */
 typedef struct {
     const void *data;
     dg_dtype dt;
     int64_t rows, cols;
+    size_t row_bytes;
+    dg_mlx_q mlx;           /* dt == DG_MLX_* only */
 } dg_mat;
 
 /* A weight vector view. */
@@ -63,7 +91,25 @@ static inline float dg_wget(const void *data, dg_dtype dt, int64_t i) {
     }
 }
 
+/* Size in bytes of one element of a float type (F32/F16/BF16); 0 for block / MLX types. */
 size_t dg_dtype_size(dg_dtype dt);
+/* Name of a type ("F32", "BF16", "Q4_K", "MLX_AFFINE", ...). */
+const char *dg_dtype_name(dg_dtype dt);
+/* Elements per block (1 for float types, 32 or 256 for GGUF blocks, the group size for MLX is in the
+ * view). */
+int dg_dtype_block(dg_dtype dt);
+/* Bytes of one row of cols elements for a float or GGUF type; 0 if cols is not a multiple of the
+ * block size (or for MLX types, whose rows are (cols * bits / 32) uint32 words). */
+size_t dg_row_bytes(dg_dtype dt, int64_t cols);
+/* A view of a float or GGUF-typed [rows, cols] matrix at data (row_bytes from dg_row_bytes). */
+dg_mat dg_mat_init(const void *data, dg_dtype dt, int64_t rows, int64_t cols);
+/* The view of rows [r0, r0 + n) of m (for MLX with their scales and biases); e.g. expert e of a
+ * stacked [E, R, C] tensor bound as an [E*R, C] matrix is dg_mat_rows(&m, e * R, R). */
+dg_mat dg_mat_rows(const dg_mat *m, int64_t r0, int64_t n);
+
+/* Dequantize elements [c0, c0 + n) of row r to float. c0 and n must be multiples of the type's block
+ * (or MLX group) size, except that n may end at cols. Scalar reference for every type. */
+void dg_dequant_range(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out);
 
 /* Round x[0..n) in place to the activation dtype (DG_F32: no-op). */
 void dg_round_act(float *x, size_t n, dg_dtype act);

@@ -3,6 +3,8 @@
  * fast path; keep them simple and obviously right.
  */
 #include "kernels.h"
+#include "kernels/quants.h"
+#include "kernels/quants_mlx.h"
 
 #include <math.h>
 
@@ -53,7 +55,72 @@ uint16_t dg_f32_to_f16(float f) {
     return sign | (uint16_t)(r >> 13);
 }
 
-size_t dg_dtype_size(dg_dtype dt) { return dt == DG_F32 ? 4 : 2; }
+size_t dg_dtype_size(dg_dtype dt) { return dt == DG_F32 ? 4 : dt == DG_F16 || dt == DG_BF16 ? 2 : 0; }
+
+const char *dg_dtype_name(dg_dtype dt) {
+    static const char *names[DG_N_DTYPES] = {
+        "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+        "IQ4_NL", "MLX_AFFINE", "MLX_MXFP4", "MLX_MXFP8", "MLX_NVFP4"};
+    return (unsigned)dt < DG_N_DTYPES ? names[dt] : "?";
+}
+
+static int is_float_type(dg_dtype dt) { return dt == DG_F32 || dt == DG_F16 || dt == DG_BF16; }
+static int is_mlx_type(dg_dtype dt) { return dt >= DG_MLX_AFFINE && dt <= DG_MLX_NVFP4; }
+
+int dg_dtype_block(dg_dtype dt) { return is_float_type(dt) ? 1 : dg_gguf_block_elems(dt); }
+
+size_t dg_row_bytes(dg_dtype dt, int64_t cols) {
+    if (is_float_type(dt)) return (size_t)cols * dg_dtype_size(dt);
+    const int blk = dg_gguf_block_elems(dt);
+    if (!blk || cols % blk) return 0;
+    return (size_t)(cols / blk) * dg_gguf_block_bytes(dt);
+}
+
+dg_mat dg_mat_init(const void *data, dg_dtype dt, int64_t rows, int64_t cols) {
+    dg_mat m;
+    memset(&m, 0, sizeof(m));
+    m.data = data;
+    m.dt = dt;
+    m.rows = rows;
+    m.cols = cols;
+    m.row_bytes = dg_row_bytes(dt, cols);
+    return m;
+}
+
+static size_t mlx_scale_size(int sdt) { return sdt < 0 ? 1 : dg_dtype_size((dg_dtype)sdt); }
+
+dg_mat dg_mat_rows(const dg_mat *m, int64_t r0, int64_t n) {
+    dg_mat v = *m;
+    v.rows = n;
+    v.data = (const uint8_t *)m->data + (size_t)r0 * m->row_bytes;
+    if (is_mlx_type(m->dt)) {
+        const size_t per_row = (size_t)(m->cols / m->mlx.group) * mlx_scale_size(m->mlx.sdt);
+        v.mlx.scales = (const uint8_t *)m->mlx.scales + (size_t)r0 * per_row;
+        if (m->mlx.biases) v.mlx.biases = (const uint8_t *)m->mlx.biases + (size_t)r0 * per_row;
+    }
+    return v;
+}
+
+void dg_dequant_range(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    switch (w->dt) {
+    case DG_F32: memcpy(out, (const float *)row + c0, sizeof(float) * (size_t)n); return;
+    case DG_BF16:
+        for (int64_t i = 0; i < n; i++) out[i] = dg_bf16_to_f32(((const uint16_t *)row)[c0 + i]);
+        return;
+    case DG_F16:
+        for (int64_t i = 0; i < n; i++) out[i] = dg_f16_to_f32(((const uint16_t *)row)[c0 + i]);
+        return;
+    default:
+        if (is_mlx_type(w->dt)) {
+            dg_dequant_mlx(w, r, c0, n, out);
+        } else {
+            const int blk = dg_gguf_block_elems(w->dt);
+            dg_dequant_gguf(w->dt, row + (size_t)(c0 / blk) * dg_gguf_block_bytes(w->dt), out, n);
+        }
+        return;
+    }
+}
 
 void dg_round_act(float *x, size_t n, dg_dtype act) {
     if (act == DG_BF16)
@@ -68,29 +135,50 @@ void dg_round_act(float *x, size_t n, dg_dtype act) {
  * does not depend on summation order, so every fast path can be held to it within float32 noise. */
 void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) {
     const int64_t R = w->rows, K = w->cols;
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (int64_t)t * K;
-        float *yt = y + (int64_t)t * R;
-        for (int64_t r = 0; r < R; r++) {
-            double acc = 0.0;
-            switch (w->dt) {
-            case DG_F32: {
-                const float *wr = (const float *)w->data + r * K;
-                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * wr[k];
-                break;
+    if (is_float_type(w->dt)) {
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (int64_t)t * K;
+            float *yt = y + (int64_t)t * R;
+            for (int64_t r = 0; r < R; r++) {
+                double acc = 0.0;
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+                switch (w->dt) {
+                case DG_F32:
+                    for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * ((const float *)row)[k];
+                    break;
+                case DG_BF16:
+                    for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_bf16_to_f32(((const uint16_t *)row)[k]);
+                    break;
+                default:
+                    for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_f16_to_f32(((const uint16_t *)row)[k]);
+                    break;
+                }
+                yt[r] = (float)acc;
             }
-            case DG_BF16: {
-                const uint16_t *wr = (const uint16_t *)w->data + r * K;
-                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_bf16_to_f32(wr[k]);
-                break;
+        }
+        return;
+    }
+    /* quantized: dequantize a chunk of the row at a time (the chunk is a multiple of every block
+     * and group size), then the same exact dot product */
+    enum { CH = 256 };
+    float buf[CH];
+    for (int64_t r = 0; r < R; r++) {
+        for (int t = 0; t < n; t++) y[(int64_t)t * R + r] = 0.0f;
+        double acc[64];
+        for (int t0 = 0; t0 < n; t0 += 64) {
+            const int nt = n - t0 < 64 ? n - t0 : 64;
+            for (int t = 0; t < nt; t++) acc[t] = 0.0;
+            for (int64_t c0 = 0; c0 < K; c0 += CH) {
+                const int64_t m = K - c0 < CH ? K - c0 : CH;
+                dg_dequant_range(w, r, c0, m, buf);
+                for (int t = 0; t < nt; t++) {
+                    const float *xt = x + (int64_t)(t0 + t) * K + c0;
+                    double a = 0.0;
+                    for (int64_t k = 0; k < m; k++) a += (double)xt[k] * buf[k];
+                    acc[t] += a;
+                }
             }
-            case DG_F16: {
-                const uint16_t *wr = (const uint16_t *)w->data + r * K;
-                for (int64_t k = 0; k < K; k++) acc += (double)xt[k] * dg_f16_to_f32(wr[k]);
-                break;
-            }
-            }
-            yt[r] = (float)acc;
+            for (int t = 0; t < nt; t++) y[(int64_t)(t0 + t) * R + r] = (float)acc[t];
         }
     }
 }

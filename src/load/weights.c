@@ -68,11 +68,10 @@ static const st_tensor *bind(binder *b, const char *name, int ndim, const int64_
 
 static int bind_mat(binder *b, dg_mat *m, const char *name, int64_t rows, int64_t cols, const char *why) {
     int64_t shape[2] = {rows, cols};
-    const st_tensor *t = bind(b, name, 2, shape, why, &m->dt);
+    dg_dtype dt;
+    const st_tensor *t = bind(b, name, 2, shape, why, &dt);
     if (!t) return -1;
-    m->data = t->data;
-    m->rows = rows;
-    m->cols = cols;
+    *m = dg_mat_init(t->data, dt, rows, cols);
     return 0;
 }
 
@@ -158,9 +157,8 @@ static int bind_layer(binder *b, int i) {
     if (!dn) return -1;
     if (dt1 != dt2)
         return dg_fail(b->err, b->errlen, "%s: layer %d: experts.gate_up_proj and experts.down_proj have different dtypes", e->dir, i);
-    L->experts_gate_up = gu->data;
-    L->experts_down = dn->data;
-    L->experts_dt = dt1;
+    L->experts_gate_up = dg_mat_init(gu->data, dt1, E * 2 * Ie, H);
+    L->experts_down = dg_mat_init(dn->data, dt2, E * H, Ie);
     if (bind_scalar(b, &L->dec_scalar, NAME("layer_scalar"))) return -1;
     p = "model.encoder.language_model.layers";
     if (bind_scalar(b, &L->enc_scalar, NAME("layer_scalar"))) return -1;
@@ -170,7 +168,6 @@ static int bind_layer(binder *b, int i) {
     return 0;
 }
 
-static const char *dtype_str(dg_dtype d) { return d == DG_BF16 ? "BF16" : d == DG_F16 ? "F16" : "F32"; }
 
 dg_engine_params dg_engine_default_params(void) {
     dg_engine_params p = {DG_ACT_AUTO};
@@ -228,6 +225,7 @@ int dg_engine_load(const char *dir, const dg_engine_params *params, dg_engine **
         }
         break;
     }
+    e->wdt = dg_dtype_size(e->embed.dt) ? e->embed.dt : e->act;
     /* the reference casts sqrt(H) to the weight dtype before multiplying (53.0 for H=2816 in bf16) */
     e->embed_scale = dg_round1((float)sqrt((double)H), e->act);
 
@@ -245,8 +243,8 @@ int dg_engine_load(const char *dir, const dg_engine_params *params, dg_engine **
     for (int i = 0; i < c->n_layers; i++) in->n_full_layers += c->layer_full[i];
     in->final_logit_softcap = (float)c->final_logit_softcap;
     in->rms_norm_eps = (float)c->rms_norm_eps;
-    in->weight_dtype = dtype_str(e->embed.dt);
-    in->act_dtype = dtype_str(e->act);
+    in->weight_dtype = dg_dtype_name(e->embed.dt);
+    in->act_dtype = dg_dtype_name(e->act);
     *out = e;
     return 0;
 fail:

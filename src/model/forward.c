@@ -196,8 +196,9 @@ void dg_session_set_tap(dg_session *s, dg_tap_fn fn, void *user) {
 static void embed_tokens(const dg_engine *e, float *x, const int32_t *ids, int T) {
     const int64_t H = e->cfg.hidden_size;
     for (int t = 0; t < T; t++) {
-        for (int64_t i = 0; i < H; i++)
-            x[t * H + i] = dg_wget(e->embed.data, e->embed.dt, (int64_t)ids[t] * H + i) * e->embed_scale;
+        float *xt = x + t * H;
+        dg_dequant_range(&e->embed, ids[t], 0, H, xt);
+        for (int64_t i = 0; i < H; i++) xt[i] *= e->embed_scale;
     }
     R(x, T * H);
 }
@@ -522,14 +523,15 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
         for (int t = 0; t < T; t++) {
             memcpy(s->vrow, sc + (size_t)t * V, (size_t)V * sizeof(float));
             dg_softmax_ref(s->vrow, V);
-            dg_round_act(s->vrow, (size_t)V, e->embed.dt);
+            dg_round_act(s->vrow, (size_t)V, e->wdt);
             /* S_t = P_t . E, a V-long reduction per element: accumulated exactly, rounded once */
             double *acc = s->sc_acc;
             for (int i = 0; i < H; i++) acc[i] = 0.0;
             for (int v = 0; v < V; v++) {
                 const double p = s->vrow[v];
                 if (p == 0.0) continue;
-                for (int i = 0; i < H; i++) acc[i] += p * dg_wget(e->embed.data, e->embed.dt, (int64_t)v * H + i);
+                dg_dequant_range(&e->embed, v, 0, H, s->e_y);
+                for (int i = 0; i < H; i++) acc[i] += p * s->e_y[i];
             }
             float *St = S + (size_t)t * H;
             for (int i = 0; i < H; i++) St[i] = (float)acc[i];
