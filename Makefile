@@ -11,13 +11,13 @@ JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
-LDLIBS  += $(JANSSON_LIBS) -lm
+LDLIBS  += $(JANSSON_LIBS) -lm -pthread
 BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
-           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
+           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
 CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
+TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

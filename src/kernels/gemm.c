@@ -1,0 +1,219 @@
+#define _GNU_SOURCE
+/*
+ * gemm.c - dg_matmul: splits W's rows into tasks for the pool, packs the activations once per call
+ * when a path wants them packed, and hands each task to the path's kernel. The kernels themselves
+ * are in gemm_x86.c (AVX2, AVX-512, AMX) and gemm_neon.c; the portable kernel is here.
+ *
+ * Every kernel computes y[t][r] = sum_k x[t][k] * W[r][k] with float32 accumulation (the order is
+ * the kernel's own, so results differ from the exact oracle by float32 rounding noise).
+ */
+#include "kernels/gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/gemm_impl.h"
+
+const char *dg_path_name(dg_path p) {
+    static const char *n[DG_N_PATHS] = {"ref", "generic", "avx2", "avx512", "amx", "neon"};
+    return (unsigned)p < DG_N_PATHS ? n[p] : "?";
+}
+
+int dg_path_available(dg_path p) {
+    switch (p) {
+    case DG_PATH_REF:
+    case DG_PATH_GENERIC: return 1;
+#if defined(__x86_64__)
+    case DG_PATH_AVX2: return dg_cpu_has_avx2();
+    case DG_PATH_AVX512: return dg_cpu_has_avx512();
+    case DG_PATH_AMX: return dg_cpu_has_amx();
+#endif
+#if defined(__aarch64__)
+    case DG_PATH_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+dg_path dg_path_best(void) {
+    const dg_path order[] = {DG_PATH_AMX, DG_PATH_AVX512, DG_PATH_AVX2, DG_PATH_NEON};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        if (dg_path_available(order[i])) return order[i];
+    return DG_PATH_GENERIC;
+}
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k) {
+    memset(k, 0, sizeof(*k));
+    k->pool = pool;
+    k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
+    k->max_n = max_n < 1 ? 1 : max_n;
+    k->max_k = max_k < 1 ? 1 : max_k;
+    const int64_t kp = round_up(k->max_k, DG_KC);
+    /* AMX tiles hold 16 tokens per block: round the rows up to 16 */
+    k->xpack_bytes = (size_t)round_up(k->max_n, 16) * (size_t)kp * sizeof(uint16_t);
+    k->xpack = aligned_alloc(64, k->xpack_bytes);
+    const int nt = dg_pool_size(pool);
+    k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + 64;
+    k->panel = calloc((size_t)nt, sizeof(float *));
+    if (!k->xpack || !k->panel) { dg_kctx_free(k); return -1; }
+    for (int i = 0; i < nt; i++) {
+        k->panel[i] = aligned_alloc(64, round_up((int64_t)k->panel_bytes, 64));
+        if (!k->panel[i]) { dg_kctx_free(k); return -1; }
+    }
+    return 0;
+}
+
+void dg_kctx_free(dg_kctx *k) {
+    if (k->panel)
+        for (int i = 0; i < dg_pool_size(k->pool); i++) free(k->panel[i]);
+    free(k->panel);
+    free(k->xpack);
+    memset(k, 0, sizeof(*k));
+}
+
+/* ===== the portable kernel ===== */
+
+/* one MT x MR block over K: 8 partial sums per output, float32 */
+static inline __attribute__((always_inline)) void generic_block(const float *x, int64_t ldx, const float *w, int64_t ldw,
+                                                                 int64_t K, float *y, int64_t ldy, int MT, int MR) {
+    float acc[4][4][8];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < MR; j++)
+            for (int l = 0; l < 8; l++) acc[i][j][l] = 0.0f;
+    const int64_t K8 = K / 8 * 8;
+    for (int64_t k = 0; k < K8; k += 8)
+        for (int i = 0; i < MT; i++)
+            for (int j = 0; j < MR; j++)
+                for (int l = 0; l < 8; l++) acc[i][j][l] += x[i * ldx + k + l] * w[j * ldw + k + l];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < MR; j++) {
+            float s = 0.0f;
+            for (int64_t k = K8; k < K; k++) s += x[i * ldx + k] * w[j * ldw + k];
+            for (int l = 0; l < 8; l++) s += acc[i][j][l];
+            y[i * ldy + j] = s;
+        }
+}
+
+/* y[nt, nr] (row stride ldy) = x[nt, K] . P^T for an f32 panel P [nr, K] (row stride ldw) */
+void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
+                           float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 4) {
+        const int mt = nt - t < 4 ? nt - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx, *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define GB(a, b) generic_block(xt, ldx, wr, ldw, K, yt, ldy, a, b)
+            switch (mt * 4 + mr) {
+            case 4 * 4 + 4: GB(4, 4); break;
+            case 4 * 4 + 3: GB(4, 3); break;
+            case 4 * 4 + 2: GB(4, 2); break;
+            case 4 * 4 + 1: GB(4, 1); break;
+            case 3 * 4 + 4: GB(3, 4); break;
+            case 2 * 4 + 4: GB(2, 4); break;
+            case 1 * 4 + 4: GB(1, 4); break;
+            default:
+                for (int i = 0; i < mt; i++)
+                    for (int j = 0; j < mr; j++) generic_block(xt + i * ldx, ldx, wr + j * ldw, ldw, K, yt + i * ldy + j, ldy, 1, 1);
+            }
+#undef GB
+        }
+    }
+}
+
+/* ===== panels ===== */
+
+/* rows [r0, r0+nr) of w as float32 in buf [nr, K] (dequantized with the scalar reference) */
+void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf) {
+    const int64_t K = w->cols;
+    enum { CH = 256 };
+    for (int r = 0; r < nr; r++)
+        for (int64_t c0 = 0; c0 < K; c0 += CH) {
+            const int64_t m = K - c0 < CH ? K - c0 : CH;
+            dg_dequant_range(w, r0 + r, c0, m, buf + (int64_t)r * K + c0);
+        }
+}
+
+/* ===== dispatch ===== */
+
+static void task(void *ctx, int i, int tid) {
+    const dg_job *j = ctx;
+    const int64_t r0 = (int64_t)i * j->rb;
+    const int nr = (int)(j->w->rows - r0 < j->rb ? j->w->rows - r0 : j->rb);
+    float *panel = j->k->panel[tid];
+    switch (j->kind) {
+#if defined(__x86_64__)
+    case DG_KIND_AMX: dg_task_amx(j, r0, nr, panel); return;
+    case DG_KIND_AVX512_BF16: dg_task_avx512_bf16(j, r0, nr, panel); return;
+    case DG_KIND_AVX512: dg_task_avx512(j, r0, nr, panel); return;
+    case DG_KIND_AVX2: dg_task_avx2(j, r0, nr, panel); return;
+#endif
+#if defined(__aarch64__)
+    case DG_KIND_NEON: dg_task_neon(j, r0, nr, panel); return;
+#endif
+    default: break;
+    }
+    const float *wp;
+    int64_t ldw;
+    if (j->w->dt == DG_F32) {
+        wp = (const float *)((const uint8_t *)j->w->data + (size_t)r0 * j->w->row_bytes);
+        ldw = (int64_t)(j->w->row_bytes / sizeof(float));
+    } else {
+        dg_panel_f32(j->w, r0, nr, panel);
+        wp = panel;
+        ldw = j->w->cols;
+    }
+    dg_kernel_generic_f32(j->x, j->w->cols, j->n, wp, ldw, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+static int is_quant(dg_dtype dt) { return dt != DG_F32 && dt != DG_F16 && dt != DG_BF16; }
+
+void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+    if (n <= 0 || w->rows <= 0) return;
+    if (p == DG_PATH_REF) { dg_matmul_ref(y, x, n, w); return; }
+    if (!dg_path_available(p)) p = DG_PATH_GENERIC;
+    dg_job j;
+    memset(&j, 0, sizeof(j));
+    j.k = k;
+    j.y = y;
+    j.x = x;
+    j.n = n;
+    j.w = w;
+    j.rb = DG_RB / 2;
+    j.kind = DG_KIND_GENERIC;
+    switch (p) {
+#if defined(__x86_64__)
+    case DG_PATH_AMX:
+        /* bf16 tiles only when nothing gets rounded on the way in: bf16-exact activations and bf16
+         * (or quantized, dequantized to bf16: documented) weights */
+        if (x_bf16 && (w->dt == DG_BF16 || is_quant(w->dt))) {
+            j.kind = DG_KIND_AMX;
+            j.rb = DG_RB;
+            dg_pack_amx(&j);
+            break;
+        }
+        /* fall through */
+    case DG_PATH_AVX512:
+        if (x_bf16 && w->dt == DG_BF16 && dg_cpu_has_avx512bf16()) {
+            j.kind = DG_KIND_AVX512_BF16;
+            dg_pack_rows_bf16(&j);
+        } else {
+            j.kind = DG_KIND_AVX512;
+        }
+        break;
+    case DG_PATH_AVX2: j.kind = DG_KIND_AVX2; break;
+#endif
+#if defined(__aarch64__)
+    case DG_PATH_NEON: j.kind = DG_KIND_NEON; break;
+#endif
+    default: break;
+    }
+    const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
+    dg_pool_run(k->pool, n_tasks, task, &j);
+}
+
+void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+    dg_matmul_path(k, k->path, y, x, n, w, x_bf16);
+}

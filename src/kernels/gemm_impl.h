@@ -1,0 +1,45 @@
+/*
+ * gemm_impl.h - what gemm.c shares with the per-ISA kernel files (private to src/kernels).
+ */
+#ifndef DG_GEMM_IMPL_H
+#define DG_GEMM_IMPL_H
+
+#include "kernels/gemm.h"
+
+enum {
+    DG_RB = 32,   /* weight rows per task (AMX: two 16-row A tiles); other paths take DG_RB / 2 */
+    DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
+};
+
+typedef enum { DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
+
+typedef struct {
+    const dg_kctx *k;
+    dg_kind kind;
+    float *y;
+    const float *x;
+    int n;
+    const dg_mat *w;
+    int rb;
+    int64_t kp;              /* K rounded up to DG_KC (packed activations) */
+} dg_job;
+
+/* cpu features (x86) */
+int dg_cpu_has_avx2(void);
+int dg_cpu_has_avx512(void);
+int dg_cpu_has_avx512bf16(void);
+int dg_cpu_has_amx(void);
+
+void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
+                           float *y, int64_t ldy);
+void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf);
+
+void dg_pack_amx(dg_job *j);
+void dg_pack_rows_bf16(dg_job *j);
+void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
+
+#endif

@@ -1,0 +1,382 @@
+#define _GNU_SOURCE
+/*
+ * gemm_x86.c - x86-64 kernels for dg_matmul: AVX2+FMA, AVX-512F, AVX512-BF16 and AMX-BF16, each
+ * compiled for its own target with function attributes and chosen at run time (gemm.c), so one
+ * binary runs on any x86-64 CPU.
+ *
+ * Layout convention: y[t][r] = sum_k x[t][k] W[r][k]; W rows are read straight from the mapping
+ * (float types) or from a per-thread panel the task dequantizes first (block / MLX types).
+ */
+#if defined(__x86_64__)
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kernels/gemm_impl.h"
+
+/* ===== CPU features ===== */
+
+static struct {
+    int avx2, avx512, avx512bf16, amx;
+} g_cpu;
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static unsigned long long xgetbv0(void) {
+    unsigned a, d;
+    __asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+    return ((unsigned long long)d << 32) | a;
+}
+
+static void cpu_detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return;
+    const unsigned long long xcr0 = xgetbv0();
+    const int ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6, tile_os = (xcr0 & 0x60000) == 0x60000;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    __cpuid_count(7, 1, a, b, c, d);
+    const int avx512bf16 = (a >> 5) & 1;
+    g_cpu.avx2 = ymm_os && avx2 && fma && f16c;
+    g_cpu.avx512 = g_cpu.avx2 && zmm_os && avx512f && avx512bw && avx512vl;
+    g_cpu.avx512bf16 = g_cpu.avx512 && avx512bf16;
+    if (g_cpu.avx512bf16 && tile_os && amx_tile && amx_bf16) {
+        /* Linux hands out the AMX tile state only on request (once per process) */
+        const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+        g_cpu.amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+}
+
+int dg_cpu_has_avx2(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx2; }
+int dg_cpu_has_avx512(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512; }
+int dg_cpu_has_avx512bf16(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512bf16; }
+int dg_cpu_has_amx(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.amx; }
+
+/* the weights of rows [r0, r0+nr) as a row-major view: straight from the mapping for float types,
+ * else dequantized to float32 into the panel */
+static const void *rows_of(const dg_job *j, int64_t r0, int nr, float *panel, dg_dtype *dt, int64_t *ld_bytes) {
+    const dg_mat *w = j->w;
+    if (w->dt == DG_F32 || w->dt == DG_BF16 || w->dt == DG_F16) {
+        *dt = w->dt;
+        *ld_bytes = (int64_t)w->row_bytes;
+        return (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    }
+    dg_panel_f32(w, r0, nr, panel);
+    *dt = DG_F32;
+    *ld_bytes = w->cols * (int64_t)sizeof(float);
+    return panel;
+}
+
+/* ===== AVX2 + FMA ===== */
+
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+T_AVX2 static inline __m256 ld8(const void *row, dg_dtype dt, int64_t k) {
+    if (dt == DG_F32) return _mm256_loadu_ps((const float *)row + k);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+    if (dt == DG_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+T_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float wget1(const void *row, dg_dtype dt, int64_t k) { return dg_wget(row, dt, k); }
+
+T_AVX2 static inline __attribute__((always_inline)) void avx2_block(const float *x, int64_t ldx, const uint8_t *w,
+                                                                    int64_t ldw, dg_dtype dt, int64_t K, float *y,
+                                                                    int64_t ldy, int MT, int MR) {
+    __m256 acc[3][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    const int64_t K8 = K / 8 * 8;
+    for (int64_t k = 0; k < K8; k += 8) {
+        __m256 wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = ld8(w + r * ldw, dt, k);
+        for (int i = 0; i < MT; i++) {
+            const __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) {
+            float s = hsum8(acc[i][r]);
+            for (int64_t k = K8; k < K; k++) s += x[i * ldx + k] * wget1(w + r * ldw, dt, k);
+            y[i * ldy + r] = s;
+        }
+}
+
+T_AVX2 static void avx2_kernel(const float *x, int64_t ldx, int nt, const uint8_t *w, int64_t ldw, dg_dtype dt, int nr,
+                               int64_t K, float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 3) {
+        const int mt = nt - t < 3 ? nt - t : 3;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define B2(a, b) avx2_block(xt, ldx, wr, ldw, dt, K, yt, ldy, a, b)
+            if (mt == 3 && mr == 4) B2(3, 4);
+            else if (mt == 2 && mr == 4) B2(2, 4);
+            else if (mt == 1 && mr == 4) B2(1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) avx2_block(xt + i * ldx, ldx, wr + q * ldw, ldw, dt, K, yt + i * ldy + q, ldy, 1, 1);
+#undef B2
+        }
+    }
+}
+
+void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel) {
+    dg_dtype dt;
+    int64_t ldw;
+    const void *w = rows_of(j, r0, nr, panel, &dt, &ldw);
+    avx2_kernel(j->x, j->w->cols, j->n, w, ldw, dt, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+/* ===== AVX-512F ===== */
+
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+
+T_512 static inline __m512 ld16(const void *row, dg_dtype dt, int64_t k, __mmask16 m) {
+    if (dt == DG_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    if (dt == DG_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+T_512 static inline __attribute__((always_inline)) void avx512_block(const float *x, int64_t ldx, const uint8_t *w,
+                                                                      int64_t ldw, dg_dtype dt, int64_t K, float *y,
+                                                                      int64_t ldy, int MT, int MR) {
+    __m512 acc[4][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = ld16(w + r * ldw, dt, k, m);
+        for (int i = 0; i < MT; i++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) y[i * ldy + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+T_512 static void avx512_kernel(const float *x, int64_t ldx, int nt, const uint8_t *w, int64_t ldw, dg_dtype dt, int nr,
+                                int64_t K, float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 4) {
+        const int mt = nt - t < 4 ? nt - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define B5(a, b) avx512_block(xt, ldx, wr, ldw, dt, K, yt, ldy, a, b)
+            if (mt == 4 && mr == 4) B5(4, 4);
+            else if (mt == 3 && mr == 4) B5(3, 4);
+            else if (mt == 2 && mr == 4) B5(2, 4);
+            else if (mt == 1 && mr == 4) B5(1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) avx512_block(xt + i * ldx, ldx, wr + q * ldw, ldw, dt, K, yt + i * ldy + q, ldy, 1, 1);
+#undef B5
+        }
+    }
+}
+
+void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel) {
+    dg_dtype dt;
+    int64_t ldw;
+    const void *w = rows_of(j, r0, nr, panel, &dt, &ldw);
+    avx512_kernel(j->x, j->w->cols, j->n, w, ldw, dt, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+/* ===== AVX512-BF16: vdpbf16ps on bf16-exact activations and bf16 weights ===== */
+
+#define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* activations as bf16 rows [n, kp] (kp = K rounded up to 32, zero padded); exact for bf16-exact x */
+void dg_pack_rows_bf16(dg_job *j) {
+    const int64_t K = j->w->cols;
+    j->kp = (K + DG_KC - 1) / DG_KC * DG_KC;
+    uint16_t *xb = j->k->xpack;
+    for (int t = 0; t < j->n; t++) {
+        for (int64_t k = 0; k < K; k++) xb[t * j->kp + k] = dg_f32_to_bf16(j->x[t * K + k]);
+        for (int64_t k = K; k < j->kp; k++) xb[t * j->kp + k] = 0;
+    }
+}
+
+T_BF16 static inline __attribute__((always_inline)) void bf16_block(const uint16_t *x, int64_t ldx, const uint8_t *w,
+                                                                     int64_t ldw, int64_t K, float *y, int64_t ldy,
+                                                                     int MT, int MR) {
+    __m512 acc[4][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+        const __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
+        __m512bh wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ldw) + k);
+        for (int i = 0; i < MT; i++) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + i * ldx + k));
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) y[i * ldy + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+T_BF16 void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel) {
+    (void)panel;
+    const uint16_t *x = j->k->xpack;
+    const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * j->w->row_bytes;
+    const int64_t ldw = (int64_t)j->w->row_bytes, K = j->w->cols, ldy = j->w->rows;
+    float *y = j->y + r0;
+    for (int t = 0; t < j->n; t += 4) {
+        const int mt = j->n - t < 4 ? j->n - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const uint16_t *xt = x + t * j->kp;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+            if (mt == 4 && mr == 4) bf16_block(xt, j->kp, wr, ldw, K, yt, ldy, 4, 4);
+            else if (mr == 4)
+                for (int i = 0; i < mt; i++) bf16_block(xt + i * j->kp, j->kp, wr, ldw, K, yt + i * ldy, ldy, 1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) bf16_block(xt + i * j->kp, j->kp, wr + q * ldw, ldw, K, yt + i * ldy + q, ldy, 1, 1);
+        }
+    }
+}
+
+/* ===== AMX-BF16 =====
+ * A tiles: 16 weight rows x 32 bf16 (row-major, K contiguous: the weights as stored).
+ * B tiles: 16 pairs of K x 16 tokens, the "VNNI" layout: row p holds (x[t][2p], x[t][2p+1]) for t.
+ * C tiles: 16 weight rows x 16 tokens, float32; written transposed into y[t][r].
+ * Registers: C in tiles 0-3 (2 row blocks x 2 token blocks), A in 4-5, B in 6-7. */
+
+#define T_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+/* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
+void dg_pack_amx(dg_job *j) {
+    const int64_t K = j->w->cols;
+    j->kp = (K + DG_KC - 1) / DG_KC * DG_KC;
+    const int64_t nkc = j->kp / DG_KC;
+    const int ntb = (j->n + 15) / 16;
+    uint16_t *xb = j->k->xpack;
+    for (int tb = 0; tb < ntb; tb++)
+        for (int64_t kc = 0; kc < nkc; kc++) {
+            uint16_t *tile = xb + ((size_t)tb * nkc + kc) * 512;
+            for (int p = 0; p < 16; p++)
+                for (int t = 0; t < 16; t++) {
+                    const int tok = tb * 16 + t;
+                    const int64_t k = kc * DG_KC + 2 * p;
+                    uint16_t a = 0, b = 0;
+                    if (tok < j->n) {
+                        if (k < K) a = dg_f32_to_bf16(j->x[(int64_t)tok * K + k]);
+                        if (k + 1 < K) b = dg_f32_to_bf16(j->x[(int64_t)tok * K + k + 1]);
+                    }
+                    tile[p * 32 + t * 2] = a;
+                    tile[p * 32 + t * 2 + 1] = b;
+                }
+        }
+}
+
+/* the rows [r0, r0+nr) as bf16 [32, kp] in the panel (zero padded), unless they can be tiled in place */
+T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel, int64_t *ld) {
+    const dg_mat *w = j->w;
+    const int64_t K = w->cols;
+    if (w->dt == DG_BF16 && K % DG_KC == 0 && nr == DG_RB) {
+        *ld = (int64_t)w->row_bytes;
+        return (const uint16_t *)((const uint8_t *)w->data + (size_t)r0 * w->row_bytes);
+    }
+    uint16_t *pb = (uint16_t *)(panel + (size_t)DG_RB * j->kp);   /* after the f32 area */
+    if (w->dt == DG_BF16) {
+        for (int r = 0; r < nr; r++) memcpy(pb + r * j->kp, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, (size_t)K * 2);
+    } else {
+        dg_panel_f32(w, r0, nr, panel);
+        for (int r = 0; r < nr; r++) {
+            const float *src = panel + (int64_t)r * K;
+            uint16_t *dst = pb + r * j->kp;
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16)
+                _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+            for (; k < K; k++) dst[k] = dg_f32_to_bf16(src[k]);
+        }
+    }
+    for (int r = 0; r < DG_RB; r++) {
+        const int64_t from = r < nr ? K : 0;
+        memset(pb + r * j->kp + from, 0, (size_t)(j->kp - from) * 2);
+    }
+    *ld = j->kp * 2;
+    return pb;
+}
+
+T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy) {
+    for (int r = 0; r < nrow; r++)
+        for (int t = 0; t < ntok; t++) y[t * ldy + r] = c[r * 16 + t];
+}
+
+T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
+    __attribute__((aligned(64))) tilecfg cfg;
+    __attribute__((aligned(64))) float c[4][256];
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    int64_t lda;
+    const uint16_t *a = amx_rows(j, r0, nr, panel, &lda);
+    const uint16_t *xb = j->k->xpack;
+    const int64_t nkc = j->kp / DG_KC, ldy = j->w->rows;
+    const int ntb = (j->n + 15) / 16;
+    const int two_a = nr > 16;
+    float *y = j->y + r0;
+    _tile_loadconfig(&cfg);
+    for (int tb = 0; tb < ntb; tb += 2) {
+        const int two_b = tb + 1 < ntb;
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        const uint16_t *b0 = xb + (size_t)tb * nkc * 512, *b1 = b0 + (size_t)nkc * 512;
+        const uint8_t *a0 = (const uint8_t *)a, *a1 = a0 + 16 * lda;
+        for (int64_t kc = 0; kc < nkc; kc++) {
+            _tile_loadd(4, a0 + kc * 64, lda);
+            _tile_loadd(6, b0 + kc * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two_b) { _tile_loadd(7, b1 + kc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+            if (two_a) {
+                _tile_loadd(5, a1 + kc * 64, lda);
+                _tile_dpbf16ps(2, 5, 6);
+                if (two_b) _tile_dpbf16ps(3, 5, 7);
+            }
+        }
+        const int nt0 = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
+        const int nt1 = two_b ? (j->n - tb * 16 - 16 < 16 ? j->n - tb * 16 - 16 : 16) : 0;
+        const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
+        _tile_stored(0, c[0], 64);
+        amx_store(c[0], nr0, nt0, y + (int64_t)tb * 16 * ldy, ldy);
+        if (two_b) { _tile_stored(1, c[1], 64); amx_store(c[1], nr0, nt1, y + (int64_t)(tb + 1) * 16 * ldy, ldy); }
+        if (two_a) {
+            _tile_stored(2, c[2], 64);
+            amx_store(c[2], nr1, nt0, y + (int64_t)tb * 16 * ldy + 16, ldy);
+            if (two_b) { _tile_stored(3, c[3], 64); amx_store(c[3], nr1, nt1, y + (int64_t)(tb + 1) * 16 * ldy + 16, ldy); }
+        }
+    }
+    _tile_release();
+}
+
+#endif /* __x86_64__ */

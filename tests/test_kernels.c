@@ -1,0 +1,133 @@
+/*
+ * test_kernels.c - every fast matmul path against the scalar oracle (dg_matmul_ref), on shapes with
+ * tails in every dimension, for every float weight type, with 1-3 threads; and the thread pool.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kernels/gemm.h"
+#include "test.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {   /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* max over outputs of |y - ref| / sum_k |x_k w_k| (the float32 accumulation error scale) */
+static double matmul_err(const float *y, const float *ref, const float *x, int n, const dg_mat *w) {
+    const int64_t K = w->cols;
+    float *row = malloc(sizeof(float) * (size_t)K);
+    double worst = 0.0;
+    for (int64_t r = 0; r < w->rows; r++) {
+        dg_dequant_range(w, r, 0, K, row);
+        for (int t = 0; t < n; t++) {
+            double l1 = 0.0;
+            for (int64_t k = 0; k < K; k++) l1 += fabs((double)x[t * K + k] * row[k]);
+            const double e = fabs((double)y[t * w->rows + r] - ref[t * w->rows + r]) / (l1 > 0 ? l1 : 1.0);
+            if (e > worst || isnan(y[t * w->rows + r])) worst = isnan(y[t * w->rows + r]) ? INFINITY : e;
+        }
+    }
+    free(row);
+    return worst;
+}
+
+static void fill_weights(void *data, dg_dtype dt, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = frand();
+        if (dt == DG_F32) ((float *)data)[i] = v;
+        else if (dt == DG_BF16) ((uint16_t *)data)[i] = dg_f32_to_bf16(v);
+        else ((uint16_t *)data)[i] = dg_f32_to_f16(v);
+    }
+}
+
+static void test_matmul_paths(void) {
+    const int shapes[][3] = {   /* n, rows, cols */
+        {1, 1, 16}, {1, 7, 24}, {3, 5, 48}, {4, 16, 64}, {16, 32, 64}, {17, 33, 96}, {33, 40, 100},
+        {5, 64, 256}, {64, 48, 2816 / 8}, {40, 70, 704}, {256, 32, 64}, {20, 31, 33},
+    };
+    const dg_dtype types[] = {DG_F32, DG_BF16, DG_F16};
+    int runs = 0;
+    for (int th = 1; th <= 3; th++) {
+        dg_pool *pool = dg_pool_create(th);
+        CHECK(pool != NULL, "pool of %d threads", th);
+        if (!pool) return;
+        dg_kctx k;
+        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816) == 0, "kctx");
+        for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
+            if (!dg_path_available((dg_path)p)) {
+                if (th == 1) printf("  path %-8s not available on this CPU: skipped\n", dg_path_name((dg_path)p));
+                continue;
+            }
+            double worst[3] = {0, 0, 0};
+            for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+                const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+                float *x = malloc(sizeof(float) * (size_t)n * K), *y = malloc(sizeof(float) * (size_t)n * R),
+                      *ref = malloc(sizeof(float) * (size_t)n * R);
+                void *wd = malloc(sizeof(float) * (size_t)R * K);
+                for (int xb = 0; xb < 2; xb++) {
+                    /* xb = 1: bf16-exact activations (what a bf16 model feeds every linear) */
+                    for (int i = 0; i < n * K; i++) x[i] = xb ? dg_round_bf16(frand()) : frand();
+                    for (size_t ti = 0; ti < 3; ti++) {
+                        fill_weights(wd, types[ti], (size_t)R * K);
+                        dg_mat w = dg_mat_init(wd, types[ti], R, K);
+                        dg_matmul_ref(ref, x, n, &w);
+                        for (int i = 0; i < n * R; i++) y[i] = NAN;
+                        dg_matmul_path(&k, (dg_path)p, y, x, n, &w, xb);
+                        const double e = matmul_err(y, ref, x, n, &w);
+                        if (e > worst[ti]) worst[ti] = e;
+                        CHECK(e < 2e-6, "path %s threads %d %s n=%d R=%d K=%d xbf16=%d: error %.3g", dg_path_name((dg_path)p), th,
+                              dg_dtype_name(types[ti]), n, R, K, xb, e);
+                        runs++;
+                    }
+                }
+                free(x); free(y); free(ref); free(wd);
+            }
+            if (th == 2)
+                printf("  path %-8s max error / sum|x*w|: F32 %.2e  BF16 %.2e  F16 %.2e\n", dg_path_name((dg_path)p), worst[0], worst[1], worst[2]);
+        }
+        dg_kctx_free(&k);
+        dg_pool_free(pool);
+    }
+    printf("  %d products checked against the oracle\n", runs);
+}
+
+typedef struct {
+    int *hits;
+    int *tids;
+} pool_ctx;
+
+static void pool_task(void *ctx, int i, int tid) {
+    pool_ctx *c = ctx;
+    __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+    c->tids[i] = tid;
+}
+
+static void test_pool(void) {
+    for (int th = 1; th <= 4; th++) {
+        dg_pool *p = dg_pool_create(th);
+        CHECK(p && dg_pool_size(p) == th, "pool size %d", th);
+        enum { N = 1000 };
+        int hits[N], tids[N];
+        for (int rep = 0; rep < 50; rep++) {
+            memset(hits, 0, sizeof(hits));
+            pool_ctx c = {hits, tids};
+            dg_pool_run(p, N, pool_task, &c);
+            int bad = 0;
+            for (int i = 0; i < N; i++) bad += hits[i] != 1 || tids[i] < 0 || tids[i] >= th;
+            CHECK(bad == 0, "threads %d rep %d: %d tasks not run exactly once", th, rep, bad);
+        }
+        dg_pool_run(p, 0, pool_task, NULL);
+        dg_pool_free(p);
+    }
+    dg_pool_free(NULL);
+    printf("  best path here: %s, %d CPUs\n", dg_path_name(dg_path_best()), dg_cpu_count());
+}
+
+const dg_test kernel_tests[] = {
+    {"kernels/pool", test_pool},
+    {"kernels/matmul-paths", test_matmul_paths},
+    {NULL, NULL},
+};
