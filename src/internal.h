@@ -80,9 +80,8 @@ struct dg_engine {
     dg_vec sc_pre_norm;
     dg_mat sc_gate, sc_up, sc_down;
     dg_dtype act;                /* activation rounding */
-    dg_dtype wdt;                /* the checkpoint's float dtype: the embedding's (F32/F16/BF16), or the
-                                    activation dtype when the embedding is quantized; the reference casts
-                                    self-conditioning logits and probabilities to it */
+    dg_dtype wdt;                /* the reference's compute dtype (= act): it casts the self-conditioning
+                                    logits and probabilities to it */
     float embed_scale;           /* sqrt(H) rounded to the activation dtype */
     dg_model_info info;
     const st_tensor **bound;     /* tensors bound, in binding order (for inspect) */

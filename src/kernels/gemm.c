@@ -214,6 +214,45 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
     dg_pool_run(k->pool, n_tasks, task, &j);
 }
 
+/* ===== vector helpers ===== */
+
+static float dot_generic(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+static void axpy_generic(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float (*g_dot)(const float *, const float *, int);
+static void (*g_axpy)(float *, float, const float *, int);
+
+static void pick_vec(void) {
+    g_dot = dot_generic;
+    g_axpy = axpy_generic;
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512()) { g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; }
+    else if (dg_cpu_has_avx2()) { g_dot = dg_dot_f32_avx2; g_axpy = dg_axpy_f32_avx2; }
+#endif
+}
+
+float dg_dot_f32(const float *a, const float *b, int n) {
+    if (!g_dot) pick_vec();   /* idempotent: racing first calls store the same pointers */
+    return g_dot(a, b, n);
+}
+
+void dg_axpy_f32(float *y, float a, const float *x, int n) {
+    if (!g_axpy) pick_vec();
+    g_axpy(y, a, x, n);
+}
+
 void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
     dg_matmul_path(k, k->path, y, x, n, w, x_bf16);
 }

@@ -55,4 +55,9 @@ void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *
  * run here). */
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16);
 
+/* Vector helpers of the fast path (float32, the path's own summation order; dispatched like the
+ * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
+float dg_dot_f32(const float *a, const float *b, int n);
+void dg_axpy_f32(float *y, float a, const float *x, int n);
+
 #endif

@@ -40,6 +40,10 @@ void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel);
 void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel);
 void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel);
 void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel);
+float dg_dot_f32_avx512(const float *a, const float *b, int n);
+void dg_axpy_f32_avx512(float *y, float a, const float *x, int n);
+float dg_dot_f32_avx2(const float *a, const float *b, int n);
+void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);
 void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
 
 #endif

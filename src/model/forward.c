@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /*
  * forward.c - the DiffusionGemma text forward pass: sessions, KV cache, encoder and decoder.
  *
@@ -16,8 +17,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+#include "kernels/gemm.h"
 
 typedef struct {
     int cap;          /* slots: all tokens (full) or window-1 (sliding) */
@@ -27,6 +30,7 @@ typedef struct {
 struct dg_session {
     const dg_engine *e;
     int n_ctx, n_batch, T;      /* T = rows of scratch = max(n_batch, canvas_length) */
+    int dmax;                   /* largest head dim */
     int n_past;
     dg_kv *kv;                  /* [n_layers] */
     /* scratch, sized for T rows */
@@ -34,8 +38,7 @@ struct dg_session {
     float *rl;                  /* [T, E] router logits / probabilities */
     int *top_i;                 /* [T, K] */
     float *top_w;               /* [T, K] */
-    float *e_gu, *e_act, *e_y;  /* one token through one expert: [2Ie], [Ie], [H] */
-    float *e_acc;               /* [H] float32 sum of weighted expert outputs */
+    float *erow;                /* [H] one dequantized embedding row */
     float *scores;              /* [n_ctx + T] attention scores of one query */
     double *pv;                 /* [dmax] P.V accumulator of one query */
     double *sc_acc;             /* [H] soft-embedding accumulator of one canvas row */
@@ -45,7 +48,21 @@ struct dg_session {
     dg_tap_fn tap;
     void *tap_user;
     dg_gen_buf gen;             /* generation buffers (sampler), allocated on first use */
-};
+    /* kernels */
+    dg_pool *pool;
+    dg_kctx kc;
+    int fast;                   /* 0: the scalar oracle everywhere (DG_KERNELS_REF) */
+    int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
+    float *scores_t;            /* [n_threads, n_ctx + T] attention scores, fast path */
+    float *pv_t;                /* [n_threads, dmax] P.V accumulator, fast path */
+    /* experts grouped by expert (fast path) */
+    int *moe_cnt, *moe_list;    /* [E] tokens per expert; [T*K] routings t*K+k grouped by expert */
+    float *moe_x, *moe_gu, *moe_act, *moe_dn;   /* one expert's rows: [T, H] gathered inputs, [T, 2Ie],
+                                                   [T, Ie] activations, [T, H] outputs */
+    float *moe_y;               /* [T*K, H] every routed expert output, rounded, by routing */
+    float *sc_part;             /* [n_threads, T, H] self-conditioning partial sums, fast path */
+    dg_profile prof;
+}; 
 
 #define R(ptr, n) dg_round_act((ptr), (size_t)(n), e->act)
 
@@ -56,8 +73,14 @@ static void tap(dg_session *s, const char *name, const float *data, int rows, in
 /* ===== session lifetime ===== */
 
 dg_session_params dg_session_default_params(void) {
-    dg_session_params p = {0, 0};
+    dg_session_params p = {0, 0, 0, DG_KERNELS_AUTO};
     return p;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
 static void *xcalloc(size_t n, size_t sz, int *oom) {
@@ -77,6 +100,11 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     dg_session_params p = params ? *params : dg_session_default_params();
     const dg_config *c = &e->cfg;
     if (p.n_ctx < 0 || p.n_batch < 0) return dg_fail(err, errlen, "session: n_ctx and n_batch must be >= 0");
+    if (p.n_threads < 0 || p.n_threads > 1024) return dg_fail(err, errlen, "session: n_threads must be in [0, 1024] (got %d)", p.n_threads);
+    if ((unsigned)p.kernels > DG_KERNELS_NEON) return dg_fail(err, errlen, "session: unknown kernels value %d", (int)p.kernels);
+    const dg_path want = p.kernels == DG_KERNELS_AUTO ? dg_path_best() : (dg_path)(p.kernels - 1);
+    if (!dg_path_available(want))
+        return dg_fail(err, errlen, "session: the %s kernels cannot run on this CPU", dg_path_name(want));
     dg_session *s = calloc(1, sizeof(*s));
     if (!s) return dg_fail(err, errlen, "out of memory");
     s->e = e;
@@ -118,16 +146,36 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     s->top_i = xcalloc(T * (size_t)c->top_k, sizeof(int), &oom);
     s->top_w = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
     s->tapbuf = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
-    s->e_gu = xcalloc(2 * (size_t)c->expert_size, sizeof(float), &oom);
-    s->e_act = xcalloc((size_t)c->expert_size, sizeof(float), &oom);
-    s->e_y = xcalloc(H, sizeof(float), &oom);
-    s->e_acc = xcalloc(H, sizeof(float), &oom);
+    s->erow = xcalloc(H, sizeof(float), &oom);
     s->scores = xcalloc((size_t)s->n_ctx + T, sizeof(float), &oom);
     s->pv = xcalloc(dmax, sizeof(double), &oom);
     s->sc_acc = xcalloc(H, sizeof(double), &oom);
     s->cosb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
     s->sinb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
     s->vrow = xcalloc((size_t)c->vocab_size, sizeof(float), &oom);
+    s->fast = want != DG_PATH_REF;
+    s->dmax = (int)dmax;
+    s->x_bf16 = e->act == DG_BF16;
+    const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
+    if (!oom && !(s->pool = dg_pool_create(s->fast ? nth : 1))) oom = 1;
+    int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
+    if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
+    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k)) oom = 1;
+    {
+        const size_t K = (size_t)c->top_k, E = (size_t)c->n_experts, Ie = (size_t)c->expert_size;
+        s->moe_cnt = xcalloc(E, sizeof(int), &oom);
+        s->moe_list = xcalloc(T * K, sizeof(int), &oom);
+        s->moe_x = xcalloc(T * H, sizeof(float), &oom);
+        s->moe_gu = xcalloc(T * 2 * Ie, sizeof(float), &oom);
+        s->moe_act = xcalloc(T * Ie, sizeof(float), &oom);
+        s->moe_dn = xcalloc(T * H, sizeof(float), &oom);
+        s->moe_y = xcalloc(T * K * H, sizeof(float), &oom);
+    }
+    if (s->fast && !oom) {
+        s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+        s->pv_t = xcalloc((size_t)nth * dmax, sizeof(float), &oom);
+        s->sc_part = xcalloc((size_t)nth * (size_t)c->canvas_length * H, sizeof(float), &oom);
+    }
     if (oom) {
         dg_session_free(s);
         return dg_fail(err, errlen, "session: out of memory (n_ctx %d, n_batch %d)", p.n_ctx, p.n_batch);
@@ -142,10 +190,16 @@ void dg_session_free(dg_session *s) {
         for (int i = 0; i < s->e->cfg.n_layers; i++) { free(s->kv[i].k); free(s->kv[i].v); }
     free(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
-                     s->top_w, s->tapbuf, s->e_gu, s->e_act, s->e_y, s->e_acc, s->scores, s->cosb,
+                     s->top_w, s->tapbuf, s->erow, s->scores, s->cosb,
                      s->sinb, s->vrow};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
+    float *fast_bufs[] = {s->scores_t, s->pv_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y, s->sc_part};
+    for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
+    free(s->moe_cnt);
+    free(s->moe_list);
+    if (s->kc.panel) dg_kctx_free(&s->kc);
+    dg_pool_free(s->pool);
     gen_buf_free(&s->gen);
     free(s->pv);
     free(s->sc_acc);
@@ -183,6 +237,13 @@ const dg_engine *dg_session_engine(const dg_session *s) { return s->e; }
 int dg_session_n_ctx(const dg_session *s) { return s->n_ctx; }
 
 void dg_session_reset(dg_session *s) { s->n_past = 0; }
+const char *dg_session_kernels(const dg_session *s) { return dg_path_name(s->fast ? s->kc.path : DG_PATH_REF); }
+int dg_session_threads(const dg_session *s) { return dg_pool_size(s->pool); }
+void dg_session_profile(const dg_session *s, dg_profile *out) { *out = s->prof; }
+void dg_session_profile_reset(dg_session *s) { memset(&s->prof, 0, sizeof(s->prof)); }
+dg_profile *dg_session_prof(dg_session *s) { return &s->prof; }
+dg_pool *dg_session_pool(dg_session *s) { return s->pool; }
+int dg_session_fast(const dg_session *s) { return s->fast; }
 int dg_session_n_past(const dg_session *s) { return s->n_past; }
 
 void dg_session_set_tap(dg_session *s, dg_tap_fn fn, void *user) {
@@ -209,8 +270,9 @@ static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, c
     R(y, (size_t)n * dim);
 }
 
-static void linear(const dg_engine *e, float *y, const float *x, int n, const dg_mat *w) {
-    dg_matmul_ref(y, x, n, w);
+static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
+    if (s->fast) dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
+    else dg_matmul_ref(y, x, n, w);
     R(y, (size_t)n * w->rows);
 }
 
@@ -218,12 +280,12 @@ static void linear(const dg_engine *e, float *y, const float *x, int n, const dg
 static void gated_mlp(const dg_engine *e, dg_session *s, float *out, const float *x, int n,
                       const dg_mat *gate, const dg_mat *up, const dg_mat *down) {
     const size_t m = (size_t)n * gate->rows;
-    linear(e, s->mg, x, n, gate);
-    linear(e, s->mu, x, n, up);
+    linear(e, s, s->mg, x, n, gate);
+    linear(e, s, s->mu, x, n, up);
     for (size_t i = 0; i < m; i++) s->mg[i] = dg_round1(dg_gelu_tanh(s->mg[i]), e->act);
     for (size_t i = 0; i < m; i++) s->mg[i] = s->mg[i] * s->mu[i];
     R(s->mg, m);
-    linear(e, out, s->mg, n, down);
+    linear(e, s, out, s->mg, n, down);
 }
 
 /* cos/sin tables [T, d/2] for positions pos0.., rounded to the activation dtype like the reference */
@@ -253,9 +315,9 @@ static float dot_exact(const float *a, const float *b, int d) {
  */
 static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
     const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, half = d / 2;
-    linear(e, s->q, hn, T, &L->q);
-    linear(e, s->k, hn, T, &L->k);
-    if (L->v.data) linear(e, s->v, hn, T, &L->v);
+    linear(e, s, s->q, hn, T, &L->q);
+    linear(e, s, s->k, hn, T, &L->k);
+    if (L->v.data) linear(e, s, s->v, hn, T, &L->v);
     else memcpy(s->v, s->k, sizeof(float) * (size_t)T * nkv * d);   /* full layers: V is the raw K */
     norm(e, s->q, s->q, T * nq, d, &L->q_norm);
     norm(e, s->k, s->k, T * nkv, d, &L->k_norm);
@@ -273,67 +335,128 @@ static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const floa
  *   !causal (decoder): every cached key in the layer's view and every new key is visible.
  * The cache holds positions [n_past - min(n_past, cap), n_past). Scale 1.0, float32 softmax.
  */
-static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
-    const dg_layer *L = &e->layers[li];
-    const dg_kv *kv = &s->kv[li];
-    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, group = nq / nkv;
-    const int W = e->cfg.sliding_window, sliding = !L->is_full;
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    int li, T, pos0, causal;
+} att_job;
+
+/* the visible keys of query t: cached positions [*c0, n_past) and new rows [*j0, *n1) */
+static void visible(const att_job *a, int t, int *c0, int *j0, int *n1) {
+    const dg_engine *e = a->e;
+    const dg_session *s = a->s;
+    const dg_kv *kv = &s->kv[a->li];
+    const int W = e->cfg.sliding_window, sliding = !e->layers[a->li].is_full, qp = a->pos0 + t;
     const int n_cached = s->n_past < kv->cap ? s->n_past : kv->cap;
-    const int first_cached = s->n_past - n_cached;
-    const size_t kw = (size_t)nkv * d;
-    float *sc = s->scores;
-    for (int t = 0; t < T; t++) {
-        const int qp = pos0 + t;
-        for (int h = 0; h < nq; h++) {
-            const int g = h / group;
-            const float *qv = s->q + ((size_t)t * nq + h) * d;
-            float *out = s->att + ((size_t)t * nq + h) * d;
-            /* visible cached range [c0, n_past) and new range [0, n1) */
-            int c0 = first_cached, n1 = T;
-            if (causal) {
-                n1 = t + 1;
-                if (sliding && qp - W + 1 > c0) c0 = qp - W + 1;
-            }
-            int nk = 0;
-            float mx = -INFINITY;
-            for (int kp = c0; kp < s->n_past; kp++) {
-                const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
-                sc[nk++] = dot;
-                mx = dot > mx ? dot : mx;
-            }
-            int j0 = 0;
-            if (causal && sliding && qp - W + 1 > pos0) j0 = qp - W + 1 - pos0;
-            for (int j = j0; j < n1; j++) {
-                const float dot = dot_exact(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
-                sc[nk++] = dot;
-                mx = dot > mx ? dot : mx;
-            }
-            /* like the reference's flash kernels: the sum uses exp(s - max) unrounded, the weights
-             * multiplying V are exp(s - max) rounded to the activation dtype, and the division by
-             * the sum comes last. exp, the sum and P.V are computed exactly and rounded once to
-             * float32, so no result depends on summation order or on an exp approximation. */
-            double dsum = 0.0;
-            for (int j = 0; j < nk; j++) {
-                sc[j] = (float)exp((double)(sc[j] - mx));   /* correctly rounded float exp */
-                dsum += sc[j];
-                sc[j] = dg_round1(sc[j], e->act);
-            }
-            const float sum = (float)dsum;
-            double *acc = s->pv;
-            for (int i = 0; i < d; i++) acc[i] = 0.0;
-            int j = 0;
-            for (int kp = c0; kp < s->n_past; kp++, j++) {
-                const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
-                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
-            }
-            for (int jj = j0; jj < n1; jj++, j++) {
-                const float *vvec = s->v + (size_t)jj * kw + (size_t)g * d;
-                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
-            }
-            for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
-        }
+    *c0 = s->n_past - n_cached;
+    *j0 = 0;
+    *n1 = a->T;
+    if (a->causal) {
+        *n1 = t + 1;
+        if (sliding && qp - W + 1 > *c0) *c0 = qp - W + 1;
+        if (sliding && qp - W + 1 > a->pos0) *j0 = qp - W + 1 - a->pos0;
     }
-    R(s->att, (size_t)T * nq * d);
+}
+
+/* The oracle: exact q.k, exp and sums (double, rounded once), P.V exact. */
+static void attend_exact(const att_job *a, int t, int h) {
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const dg_kv *kv = &s->kv[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, g = h / (nq / L->n_kv);
+    const size_t kw = (size_t)L->n_kv * d;
+    const float *qv = s->q + ((size_t)t * nq + h) * d;
+    float *out = s->att + ((size_t)t * nq + h) * d, *sc = s->scores;
+    int c0, j0, n1;
+    visible(a, t, &c0, &j0, &n1);
+    int nk = 0;
+    float mx = -INFINITY;
+    for (int kp = c0; kp < s->n_past; kp++) {
+        const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    for (int j = j0; j < n1; j++) {
+        const float dot = dot_exact(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    /* like the reference's flash kernels: the sum uses exp(s - max) unrounded, the weights
+     * multiplying V are exp(s - max) rounded to the activation dtype, and the division by
+     * the sum comes last. exp, the sum and P.V are computed exactly and rounded once to
+     * float32, so no result depends on summation order or on an exp approximation. */
+    double dsum = 0.0;
+    for (int j = 0; j < nk; j++) {
+        sc[j] = (float)exp((double)(sc[j] - mx));   /* correctly rounded float exp */
+        dsum += sc[j];
+        sc[j] = dg_round1(sc[j], e->act);
+    }
+    const float sum = (float)dsum;
+    double *acc = s->pv;
+    for (int i = 0; i < d; i++) acc[i] = 0.0;
+    int j = 0;
+    for (int kp = c0; kp < s->n_past; kp++, j++) {
+        const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
+        for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+    }
+    for (int jj = j0; jj < n1; jj++, j++) {
+        const float *vvec = s->v + (size_t)jj * kw + (size_t)g * d;
+        for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+    }
+    for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
+}
+
+/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
+ * one (query, head); each thread has its own score and accumulator rows. */
+static void attend_fast(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const dg_kv *kv = &s->kv[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
+    const size_t kw = (size_t)L->n_kv * d;
+    const float *qv = s->q + ((size_t)t * nq + h) * d;
+    float *out = s->att + ((size_t)t * nq + h) * d;
+    float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = s->pv_t + (size_t)tid * s->dmax;
+    int c0, j0, n1;
+    visible(a, t, &c0, &j0, &n1);
+    int nk = 0;
+    float mx = -INFINITY;
+    for (int kp = c0; kp < s->n_past; kp++) {
+        const float dot = dg_dot_f32(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    for (int j = j0; j < n1; j++) {
+        const float dot = dg_dot_f32(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+        sc[j] = dg_round1(sc[j], e->act);
+    }
+    memset(acc, 0, sizeof(float) * (size_t)d);
+    int j = 0;
+    for (int kp = c0; kp < s->n_past; kp++, j++) dg_axpy_f32(acc, sc[j], kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+    for (int jj = j0; jj < n1; jj++, j++) dg_axpy_f32(acc, sc[j], s->v + (size_t)jj * kw + (size_t)g * d, d);
+    for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
+}
+
+static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
+    const int nq = e->cfg.n_heads;
+    att_job a = {e, s, li, T, pos0, causal};
+    if (s->fast) {
+        dg_pool_run(s->pool, T * nq, attend_fast, &a);
+    } else {
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nq; h++) attend_exact(&a, t, h);
+    }
+    R(s->att, (size_t)T * nq * e->layers[li].d);
 }
 
 /* Append the T new K/V rows (positions n_past..) of layer li to its cache. */
@@ -365,7 +488,7 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
             float v = dg_round1(s->a[(size_t)t * H + i] * dg_wget(L->router_scale.data, L->router_scale.dt, i), e->act);
             s->a[(size_t)t * H + i] = dg_round1(v * root, e->act);
         }
-    linear(e, s->rl, s->a, T, &L->router);
+    linear(e, s, s->rl, s->a, T, &L->router);
     for (int t = 0; t < T; t++) {
         float *p = s->rl + (size_t)t * E;
         dg_softmax_ref(p, E);
@@ -391,25 +514,41 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
 /*
  * out[T,H] = sum_k w_k * expert_{i_k}(u_t): each expert output rounded to the activation dtype,
  * weighted in float32 and summed in float32 in top-k order, rounded once (transformers'
- * grouped_mm experts path, the default).
+ * grouped_mm experts path, the default). The routings are grouped by expert so that each expert
+ * runs once, as a matrix product over its tokens; every output row is the same dot products as
+ * a per-token evaluation, so the grouping changes nothing in the result.
  */
 static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float *out, const float *u, int T) {
-    const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size;
-    for (int t = 0; t < T; t++) {
-        for (int i = 0; i < H; i++) s->e_acc[i] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            const int ex = s->top_i[(size_t)t * K + k];
-            dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
-            linear(e, s->e_gu, u + (size_t)t * H, 1, &gu);
-            for (int i = 0; i < Ie; i++) {
-                float g = dg_round1(dg_gelu_tanh(s->e_gu[i]), e->act);
-                s->e_act[i] = dg_round1(g * s->e_gu[Ie + i], e->act);
-            }
-            linear(e, s->e_y, s->e_act, 1, &dn);
-            const float w = s->top_w[(size_t)t * K + k];
-            for (int i = 0; i < H; i++) s->e_acc[i] += s->e_y[i] * w;
+    const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size, E = e->cfg.n_experts, TK = T * K;
+    int *cnt = s->moe_cnt, *list = s->moe_list;
+    memset(cnt, 0, sizeof(int) * (size_t)E);
+    for (int r = 0; r < TK; r++) cnt[s->top_i[r]]++;
+    int pos = 0;
+    for (int ex = 0; ex < E; ex++) {
+        if (!cnt[ex]) continue;
+        int *rows = list + pos;
+        int n = 0;
+        for (int r = 0; r < TK; r++)
+            if (s->top_i[r] == ex) rows[n++] = r;
+        pos += n;
+        for (int i = 0; i < n; i++) memcpy(s->moe_x + (size_t)i * H, u + (size_t)(rows[i] / K) * H, sizeof(float) * (size_t)H);
+        const dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
+        linear(e, s, s->moe_gu, s->moe_x, n, &gu);
+        for (int i = 0; i < n; i++) {
+            const float *g = s->moe_gu + (size_t)i * 2 * Ie;
+            float *a = s->moe_act + (size_t)i * Ie;
+            for (int c = 0; c < Ie; c++) a[c] = dg_round1(dg_round1(dg_gelu_tanh(g[c]), e->act) * g[Ie + c], e->act);
         }
-        for (int i = 0; i < H; i++) out[(size_t)t * H + i] = s->e_acc[i];
+        linear(e, s, s->moe_dn, s->moe_act, n, &dn);
+        for (int i = 0; i < n; i++) memcpy(s->moe_y + (size_t)rows[i] * H, s->moe_dn + (size_t)i * H, sizeof(float) * (size_t)H);
+    }
+    for (int t = 0; t < T; t++) {
+        float *o = out + (size_t)t * H;
+        for (int i = 0; i < H; i++) o[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float w = s->top_w[(size_t)t * K + k], *y = s->moe_y + ((size_t)t * K + k) * H;
+            for (int i = 0; i < H; i++) o[i] += y[i] * w;
+        }
     }
     R(out, (size_t)T * H);
 }
@@ -440,7 +579,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
         snprintf(name, sizeof(name), "attn.%d", li);
         tap(s, name, s->att, T, e->cfg.n_heads * L->d);
     }
-    linear(e, s->a, s->att, T, &L->o);
+    linear(e, s, s->a, s->att, T, &L->o);
     norm(e, s->a, s->a, T, H, &L->post_attn_norm);
     for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
     R(x, TH);
@@ -530,8 +669,8 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
             for (int v = 0; v < V; v++) {
                 const double p = s->vrow[v];
                 if (p == 0.0) continue;
-                dg_dequant_range(&e->embed, v, 0, H, s->e_y);
-                for (int i = 0; i < H; i++) acc[i] += p * s->e_y[i];
+                dg_dequant_range(&e->embed, v, 0, H, s->erow);
+                for (int i = 0; i < H; i++) acc[i] += p * s->erow[i];
             }
             float *St = S + (size_t)t * H;
             for (int i = 0; i < H; i++) St[i] = (float)acc[i];
@@ -561,7 +700,7 @@ int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logit
     for (int li = 0; li < e->cfg.n_layers; li++) layer_forward(e, s, li, n, s->n_past, 0);
     norm(e, s->x, s->x, n, H, &e->final_norm);
     tap(s, "norm", s->x, n, H);
-    linear(e, logits, s->x, n, &e->lm_head);
+    linear(e, s, logits, s->x, n, &e->lm_head);
     const float cap = (float)e->cfg.final_logit_softcap;
     for (size_t i = 0; i < (size_t)n * V; i++)   /* torch's tanh is correctly rounded; glibc tanhf is not */
         logits[i] = (float)tanh((double)(logits[i] / cap)) * cap;
