@@ -94,6 +94,82 @@ static void test_matmul_paths(void) {
     printf("  %d products checked against the oracle\n", runs);
 }
 
+/* the soft-embedding product P . E on every path against the exact oracle */
+static void test_matmul_nn(void) {
+    const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}};   /* n, V, H */
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, DG_PATH_GENERIC, 64, 128) == 0, "kctx");
+    for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
+        if (!dg_path_available((dg_path)p)) continue;
+        k.path = (dg_path)p;
+        double worst = 0;
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+            const int n = shapes[si][0], V = shapes[si][1], H = shapes[si][2];
+            float *pr = malloc(sizeof(float) * (size_t)n * V), *y = malloc(sizeof(float) * (size_t)n * H), *ref = malloc(sizeof(float) * (size_t)n * H);
+            uint16_t *e = malloc(sizeof(uint16_t) * (size_t)V * H);
+            for (int i = 0; i < n * V; i++) pr[i] = dg_round_bf16(fabsf(frand()) / V);
+            for (int i = 0; i < V * H; i++) e[i] = dg_f32_to_bf16(frand());
+            dg_mat em = dg_mat_init(e, DG_BF16, V, H);
+            for (int t = 0; t < n; t++)   /* exact sums in double, rounded once */
+                for (int h = 0; h < H; h++) {
+                    double a = 0, l1 = 0;
+                    for (int v = 0; v < V; v++) { a += (double)pr[t * V + v] * dg_bf16_to_f32(e[v * H + h]); l1 += fabs((double)pr[t * V + v] * dg_bf16_to_f32(e[v * H + h])); }
+                    ref[t * H + h] = (float)a;
+                    y[t * H + h] = (float)l1;   /* stash the error scale */
+                }
+            float *scale = malloc(sizeof(float) * (size_t)n * H);
+            memcpy(scale, y, sizeof(float) * (size_t)n * H);
+            for (int i = 0; i < n * H; i++) y[i] = NAN;
+            dg_matmul_nn(&k, y, pr, V, n, &em, 1);
+            for (int i = 0; i < n * H; i++) {
+                const double err = fabs((double)y[i] - ref[i]) / (scale[i] > 0 ? scale[i] : 1);
+                if (!(err <= worst)) worst = isnan(err) ? INFINITY : err;
+            }
+            if (p == DG_PATH_REF) CHECK(memcmp(y, ref, sizeof(float) * (size_t)n * H) == 0, "ref path not exact (n=%d V=%d H=%d)", n, V, H);
+            free(pr); free(y); free(ref); free(e); free(scale);
+        }
+        CHECK(worst < 1e-5, "path %s: P.E error %.3g", dg_path_name((dg_path)p), worst);
+        printf("  P.E path %-8s max error / sum|p*e|: %.2e\n", dg_path_name((dg_path)p), worst);
+    }
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
+/* the fast path's vector helpers against double-precision references */
+static void test_vector_ops(void) {
+    enum { N = 1003 };
+    float x[N], z[N];
+    for (int i = 0; i < N; i++) z[i] = x[i] = 20.0f * frand();
+    z[517] = x[517] = 25.0f;
+    z[800] = x[800] = 25.0f;   /* a tie: the first index wins */
+    int arg;
+    const float mx = dg_max_f32(x, N, &arg);
+    CHECK(mx == 25.0f && arg == 517, "max %g at %d", mx, arg);
+    double sum = 0, ulp = 0, num = 0;
+    for (int i = 0; i < N; i++) sum += exp((double)(z[i] - mx));
+    const float s = dg_expsum_f32(x, N, mx);
+    for (int i = 0; i < N; i++) {
+        const double want = exp((double)(z[i] - mx));   /* the float32 difference, as softmax has it */
+        const double u = fabs(x[i] - want) / (nextafterf((float)want, INFINITY) - (float)want);
+        if (want > 1e-37 && u > ulp) ulp = u;
+        num += want * (mx - z[i]);
+    }
+    CHECK(ulp <= 2.0, "exp error %.2f ulp", ulp);
+    CHECK(fabs(s - sum) <= 1e-5 * sum, "exp sum %.9g vs %.9g", s, sum);
+    const float dd = dg_dotdiff_f32(x, z, N, mx);
+    CHECK(fabs(dd - num) <= 1e-5 * num, "entropy numerator %.9g vs %.9g", dd, num);
+    float a[37], b[37], y[37];
+    double d = 0;
+    for (int i = 0; i < 37; i++) { a[i] = frand(); b[i] = frand(); y[i] = 1.0f; d += (double)a[i] * b[i]; }
+    CHECK(fabs(dg_dot_f32(a, b, 37) - d) < 1e-5, "dot");
+    dg_axpy_f32(y, 2.0f, a, 37);
+    int bad = 0;
+    for (int i = 0; i < 37; i++) bad += fabsf(y[i] - (1.0f + 2.0f * a[i])) > 1e-6f;
+    CHECK(bad == 0, "axpy");
+    printf("  exp within %.2f ulp of exp(); sums within 1e-5\n", ulp);
+}
+
 typedef struct {
     int *hits;
     int *tids;
@@ -129,5 +205,7 @@ static void test_pool(void) {
 const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
+    {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "diffusion/rng.h"
+#include "kernels/gemm.h"
 #include "diffusion/sampler.h"
 #include "internal.h"
 
@@ -99,6 +100,66 @@ int dg_stop_rule(const int32_t *argmax, const float *H, int n, int stability, do
     for (int i = 0; i < n; i++) sum += H[i];
     const float mean = (float)(sum / n);
     return stable && mean < (float)confidence;
+}
+
+/* The fast path's row statistics: float32 exp and sums in the kernels' order. */
+static float row_stats_fast(const float *z, int V, float *w, float *entropy, int32_t *argmax) {
+    int best;
+    const float mx = dg_max_f32(z, V, &best);
+    memcpy(w, z, sizeof(float) * (size_t)V);
+    const float sum = dg_expsum_f32(w, V, mx);
+    *argmax = best;
+    *entropy = logf(sum) + dg_dotdiff_f32(w, z, V, mx) / sum;
+    return sum;
+}
+
+static int32_t row_sample_fast(const float *w, int V, float wsum, double u) {
+    const double target = u * wsum;
+    double acc = 0.0;
+    int last = 0;
+    for (int v = 0; v < V; v += 64) {   /* skip whole chunks first, then walk the one that crosses */
+        const int m = V - v < 64 ? V - v : 64;
+        float cs = 0.0f;
+        for (int i = 0; i < m; i++) cs += w[v + i];
+        if (acc + cs <= target) {
+            acc += cs;
+            for (int i = m - 1; i >= 0; i--)
+                if (w[v + i] > 0.0f) { last = v + i; break; }
+            continue;
+        }
+        for (int i = 0; i < m; i++) {
+            if (w[v + i] <= 0.0f) continue;
+            acc += w[v + i];
+            last = v + i;
+            if (acc > target) return v + i;
+        }
+    }
+    return last;
+}
+
+/* One step's per-position work, positions in parallel: z = logits / T, argmax, entropy, sample. */
+typedef struct {
+    dg_gen_buf *b;
+    int V, fast;
+    float T;
+    dg_dtype wdt;
+} step_job;
+
+static void step_rows(void *ctx, int i, int tid) {
+    const step_job *j = ctx;
+    dg_gen_buf *b = j->b;
+    float *z = b->logits + (size_t)i * j->V;
+    for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
+    double *w = b->w + (size_t)tid * j->V;
+    if (j->fast) {
+        const float wsum = row_stats_fast(z, j->V, (float *)w, &b->H[i], &b->argmax[i]);
+        b->sample[i] = row_sample_fast((const float *)w, j->V, wsum, b->u[i]);
+    } else {
+        const double wsum = dg_row_stats(z, j->V, w, &b->H[i], &b->argmax[i]);
+        b->sample[i] = dg_row_sample(w, j->V, wsum, b->u[i]);
+    }
+    /* the next step self-conditions on z as the reference passes it: cast to its compute dtype */
+    dg_round_act(z, (size_t)j->V, j->wdt);
 }
 
 /* ===== parameters ===== */
@@ -201,22 +262,19 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
         for (int cur = p->max_denoising_steps; cur >= 1; cur--) {
             const double ts = now_ms();
             if (dg_decode(s, b->canvas, C, sc, b->logits, err, errlen)) return -1;
+            const double tsample = now_ms();
             const float T = dg_temperature(cur, p->max_denoising_steps, p->t_min, p->t_max);
-            for (int i = 0; i < C; i++) {
-                float *z = b->logits + (size_t)i * V;
-                for (int v = 0; v < V; v++) z[v] = z[v] / T;
-                const double wsum = dg_row_stats(z, V, b->w, &b->H[i], &b->argmax[i]);
-                b->sample[i] = dg_row_sample(b->w, V, wsum, dg_rng_uniform(&rng));
-            }
+            for (int i = 0; i < C; i++) b->u[i] = dg_rng_uniform(&rng);
+            step_job sj = {b, V, dg_session_fast(s), T, e->wdt};
+            dg_pool_run(dg_session_pool(s), C, step_rows, &sj);
             const int n_acc = dg_accept(b->H, C, p->entropy_bound, b->order, b->accepted);
             for (int i = 0; i < C; i++) {
                 const int32_t fresh = (int32_t)dg_rng_below(&rng, (uint32_t)V);
                 b->canvas[i] = b->accepted[i] ? b->sample[i] : fresh;
             }
             const int stop = dg_stop_rule(b->argmax, b->H, C, stab, p->confidence_threshold, b->hist);
-            /* the next step self-conditions on z as the reference passes it: cast to the embedding dtype */
-            dg_round_act(b->logits, (size_t)C * V, e->wdt);
             sc = b->logits;
+            dg_session_prof(s)->sample += now_ms() - tsample;
             steps++;
             ms_steps += now_ms() - ts;
             if (cb && cb->on_step) {

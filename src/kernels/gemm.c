@@ -9,6 +9,7 @@
  */
 #include "kernels/gemm.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,9 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     k->xpack = aligned_alloc(64, k->xpack_bytes);
     const int nt = dg_pool_size(pool);
     k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + 64;
+    /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
+    const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
+    if (nn > k->panel_bytes) k->panel_bytes = nn;
     k->panel = calloc((size_t)nt, sizeof(float *));
     if (!k->xpack || !k->panel) { dg_kctx_free(k); return -1; }
     for (int i = 0; i < nt; i++) {
@@ -144,6 +148,7 @@ static void task(void *ctx, int i, int tid) {
     const int nr = (int)(j->w->rows - r0 < j->rb ? j->w->rows - r0 : j->rb);
     float *panel = j->k->panel[tid];
     switch (j->kind) {
+    case DG_KIND_REF: dg_matmul_ref_rows(j->y, j->w->rows, j->x, j->n, j->w, r0, r0 + nr); return;
 #if defined(__x86_64__)
     case DG_KIND_AMX: dg_task_amx(j, r0, nr, panel); return;
     case DG_KIND_AVX512_BF16: dg_task_avx512_bf16(j, r0, nr, panel); return;
@@ -172,7 +177,13 @@ static int is_quant(dg_dtype dt) { return dt != DG_F32 && dt != DG_F16 && dt != 
 
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
     if (n <= 0 || w->rows <= 0) return;
-    if (p == DG_PATH_REF) { dg_matmul_ref(y, x, n, w); return; }
+    if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
+        dg_job j;
+        memset(&j, 0, sizeof(j));
+        j.k = k; j.y = y; j.x = x; j.n = n; j.w = w; j.rb = DG_RB / 2; j.kind = DG_KIND_REF;
+        dg_pool_run(k->pool, (int)((w->rows + j.rb - 1) / j.rb), task, &j);
+        return;
+    }
     if (!dg_path_available(p)) p = DG_PATH_GENERIC;
     dg_job j;
     memset(&j, 0, sizeof(j));
@@ -231,16 +242,70 @@ static void axpy_generic(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+static float max_generic(const float *x, int n, int *arg) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    *arg = best;
+    return x[best];
+}
+
+static float expsum_generic(float *x, int n, float mx) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    return s;
+}
+
+static float dotdiff_generic(const float *x, const float *z, int n, float mx) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += x[i] * (mx - z[i]);
+    return s;
+}
+
 static float (*g_dot)(const float *, const float *, int);
 static void (*g_axpy)(float *, float, const float *, int);
+static float (*g_max)(const float *, int, int *);
+static float (*g_expsum)(float *, int, float);
+static float (*g_dotdiff)(const float *, const float *, int, float);
 
 static void pick_vec(void) {
     g_dot = dot_generic;
     g_axpy = axpy_generic;
+    g_max = max_generic;
+    g_expsum = expsum_generic;
+    g_dotdiff = dotdiff_generic;
 #if defined(__x86_64__)
-    if (dg_cpu_has_avx512()) { g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; }
-    else if (dg_cpu_has_avx2()) { g_dot = dg_dot_f32_avx2; g_axpy = dg_axpy_f32_avx2; }
+    if (dg_cpu_has_avx512()) {
+        g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; g_max = dg_max_f32_avx512;
+        g_expsum = dg_expsum_f32_avx512; g_dotdiff = dg_dotdiff_f32_avx512;
+    } else if (dg_cpu_has_avx2()) {
+        g_dot = dg_dot_f32_avx2; g_axpy = dg_axpy_f32_avx2;
+    }
 #endif
+}
+
+float dg_max_f32(const float *x, int n, int *arg) {
+    if (!g_max) pick_vec();
+    return g_max(x, n, arg);
+}
+
+float dg_expsum_f32(float *x, int n, float mx) {
+    if (!g_expsum) pick_vec();
+    return g_expsum(x, n, mx);
+}
+
+float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {
+    if (!g_dotdiff) pick_vec();
+    return g_dotdiff(x, z, n, mx);
+}
+
+void dg_softmax_fast(float *x, int n) {
+    int arg;
+    const float mx = dg_max_f32(x, n, &arg), sum = dg_expsum_f32(x, n, mx);
+    for (int i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
 float dg_dot_f32(const float *a, const float *b, int n) {
@@ -255,4 +320,87 @@ void dg_axpy_f32(float *y, float a, const float *x, int n) {
 
 void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
     dg_matmul_path(k, k->path, y, x, n, w, x_bf16);
+}
+
+/* ===== probabilities times the embedding (self-conditioning) ===== */
+
+enum { NN_HB = 32, NN_VB = 512 };   /* columns per task, embedding rows per panel */
+
+typedef struct {
+    const dg_kctx *k;
+    dg_path path;
+    float *y;
+    const float *p;
+    int64_t ldp;
+    int n;
+    const dg_mat *e;
+} nn_job;
+
+/* the panel of E rows [v0, v0+nv), columns [h0, h0+hb) as float32 [nv, NN_HB] (zero padded) */
+static void nn_panel(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, float *pan, float *row) {
+    const int blk = dg_dtype_block(e->dt) > 0 ? dg_dtype_block(e->dt) : 1;
+    for (int v = 0; v < nv; v++) {
+        float *dst = pan + (int64_t)v * NN_HB;
+        if (e->dt == DG_F32 || e->dt == DG_BF16 || e->dt == DG_F16) {
+            dg_dequant_range(e, v0 + v, h0, hb, dst);
+        } else {   /* block formats: dequantize the enclosing blocks */
+            const int64_t c0 = h0 / blk * blk, c1 = (h0 + hb + blk - 1) / blk * blk;
+            const int64_t end = c1 < e->cols ? c1 : e->cols;
+            dg_dequant_range(e, v0 + v, c0, end - c0, row);
+            memcpy(dst, row + (h0 - c0), sizeof(float) * (size_t)hb);
+        }
+        for (int c = hb; c < NN_HB; c++) dst[c] = 0.0f;
+    }
+}
+
+static void nn_task(void *ctx, int i, int tid) {
+    const nn_job *j = ctx;
+    const int64_t V = j->e->rows, H = j->e->cols, h0 = (int64_t)i * NN_HB;
+    const int hb = (int)(H - h0 < NN_HB ? H - h0 : NN_HB);
+    float *pan = j->k->panel[tid];                  /* [NN_VB, NN_HB] */
+    float *row = pan + NN_VB * NN_HB;               /* one dequantized row of E */
+    float *acc = row + ((H + 255) / 256) * 256;     /* [n, NN_HB] running sums */
+    double *dacc = (double *)(acc + (size_t)j->n * NN_HB);   /* [n, NN_HB], the oracle's exact sums */
+    const int exact = j->path == DG_PATH_REF;
+    memset(acc, 0, sizeof(float) * (size_t)j->n * NN_HB);
+    if (exact) memset(dacc, 0, sizeof(double) * (size_t)j->n * NN_HB);
+    for (int64_t v0 = 0; v0 < V; v0 += NN_VB) {
+        const int nv = (int)(V - v0 < NN_VB ? V - v0 : NN_VB);
+        nn_panel(j->e, v0, nv, h0, hb, pan, row);
+        if (exact) {   /* each output the exact sum (products exact in double), rounded once below */
+            for (int t = 0; t < j->n; t++) {
+                const float *pt = j->p + (int64_t)t * j->ldp + v0;
+                double *at = dacc + (int64_t)t * NN_HB;
+                for (int v = 0; v < nv; v++) {
+                    if (pt[v] == 0.0f) continue;
+                    const double pv = pt[v];
+                    for (int c = 0; c < hb; c++) at[c] += pv * pan[(int64_t)v * NN_HB + c];
+                }
+            }
+            continue;
+        }
+#if defined(__x86_64__)
+        if (j->path == DG_PATH_AVX512 || j->path == DG_PATH_AMX) { dg_nn_block_avx512(j->p + v0, j->ldp, j->n, pan, nv, acc); continue; }
+#endif
+        for (int t = 0; t < j->n; t++) {
+            const float *pt = j->p + (int64_t)t * j->ldp + v0;
+            float *at = acc + (int64_t)t * NN_HB;
+            for (int v = 0; v < nv; v++) {
+                const float pv = pt[v];
+                const float *ev = pan + (int64_t)v * NN_HB;
+                for (int c = 0; c < NN_HB; c++) at[c] += pv * ev[c];
+            }
+        }
+    }
+    if (exact)
+        for (int t = 0; t < j->n; t++)
+            for (int c = 0; c < hb; c++) acc[(int64_t)t * NN_HB + c] = (float)dacc[(int64_t)t * NN_HB + c];
+    for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * NN_HB, sizeof(float) * (size_t)hb);
+}
+
+void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
+    (void)p_bf16;
+    if (n <= 0) return;
+    nn_job j = {k, k->path, y, p, ldp, n, e};
+    dg_pool_run(k->pool, (int)((e->cols + NN_HB - 1) / NN_HB), nn_task, &j);
 }

@@ -55,9 +55,23 @@ void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *
  * run here). */
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16);
 
+/*
+ * y[n, e->cols] = p[n, e->rows] . E: the self-conditioning soft embedding (probabilities times the
+ * embedding matrix, E as stored: [V, H] row-major). p rows have stride ldp. p_bf16 = 1 promises every
+ * probability is bf16-exact (the reference rounds them to its compute dtype first). Threaded over
+ * column blocks of E; with path REF every output is the exact sum rounded once.
+ */
+void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16);
+
 /* Vector helpers of the fast path (float32, the path's own summation order; dispatched like the
  * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
 float dg_dot_f32(const float *a, const float *b, int n);
 void dg_axpy_f32(float *y, float a, const float *x, int n);
+/* max of x[0..n) and its first index */
+float dg_max_f32(const float *x, int n, int *arg);
+/* x[i] = exp(x[i] - mx) (a vectorized float32 exp, within 2 ulp of expf) and the float32 sum */
+float dg_expsum_f32(float *x, int n, float mx);
+/* sum of x[i] * (mx - z[i]) (the entropy numerator of a softmax) */
+float dg_dotdiff_f32(const float *x, const float *z, int n, float mx);
 
 #endif

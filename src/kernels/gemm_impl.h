@@ -11,7 +11,7 @@ enum {
     DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
 };
 
-typedef enum { DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
+typedef enum { DG_KIND_REF, DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
 
 typedef struct {
     const dg_kctx *k;
@@ -42,8 +42,13 @@ void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel);
 void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel);
 float dg_dot_f32_avx512(const float *a, const float *b, int n);
 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n);
+float dg_max_f32_avx512(const float *x, int n, int *arg);
+float dg_expsum_f32_avx512(float *x, int n, float mx);
+float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx);
 float dg_dot_f32_avx2(const float *a, const float *b, int n);
 void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);
+/* acc[t][0..32) += sum_v p[t][v] * pan[v][0..32) for t < n, v < nv (p row stride ldp) */
+void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc);
 void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
 
 #endif

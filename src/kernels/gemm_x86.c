@@ -10,6 +10,7 @@
 #if defined(__x86_64__)
 
 #include <cpuid.h>
+#include <math.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <string.h>
@@ -241,6 +242,96 @@ T_512 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    float mx = _mm512_reduce_max_ps(m);
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)   /* the first index of the max, as the scalar scan finds it */
+        if (x[i] == mx) break;
+    *arg = i < n ? i : 0;
+    return mx;
+}
+
+/* exp(x) for x <= 0 (the argument is always z - max): n = round(x log2 e), r = x - n ln 2 in two
+ * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n; below -87.3 the result
+ * flushes to 0 like expf's underflow */
+T_512 static inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-103.97f);
+    x = _mm512_max_ps(x, lo);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        s = _mm512_add_ps(s, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_sub_ps(m, _mm512_maskz_loadu_ps(k, z + i)), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+/* the soft embedding's inner block: 8 tokens x 32 columns of accumulators in registers, one
+ * broadcast probability per token and row of E */
+T_512 void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc) {
+    for (int t0 = 0; t0 < n; t0 += 8) {
+        const int mt = n - t0 < 8 ? n - t0 : 8;
+        __m512 a[8][2];
+        for (int i = 0; i < mt; i++) {
+            a[i][0] = _mm512_loadu_ps(acc + (int64_t)(t0 + i) * 32);
+            a[i][1] = _mm512_loadu_ps(acc + (int64_t)(t0 + i) * 32 + 16);
+        }
+        const float *pt = p + (int64_t)t0 * ldp;
+        if (mt == 8) {
+            for (int v = 0; v < nv; v++) {
+                const __m512 e0 = _mm512_loadu_ps(pan + v * 32), e1 = _mm512_loadu_ps(pan + v * 32 + 16);
+                for (int i = 0; i < 8; i++) {
+                    const __m512 pv = _mm512_set1_ps(pt[i * ldp + v]);
+                    a[i][0] = _mm512_fmadd_ps(pv, e0, a[i][0]);
+                    a[i][1] = _mm512_fmadd_ps(pv, e1, a[i][1]);
+                }
+            }
+        } else {
+            for (int v = 0; v < nv; v++) {
+                const __m512 e0 = _mm512_loadu_ps(pan + v * 32), e1 = _mm512_loadu_ps(pan + v * 32 + 16);
+                for (int i = 0; i < mt; i++) {
+                    const __m512 pv = _mm512_set1_ps(pt[i * ldp + v]);
+                    a[i][0] = _mm512_fmadd_ps(pv, e0, a[i][0]);
+                    a[i][1] = _mm512_fmadd_ps(pv, e1, a[i][1]);
+                }
+            }
+        }
+        for (int i = 0; i < mt; i++) {
+            _mm512_storeu_ps(acc + (int64_t)(t0 + i) * 32, a[i][0]);
+            _mm512_storeu_ps(acc + (int64_t)(t0 + i) * 32 + 16, a[i][1]);
+        }
     }
 }
 

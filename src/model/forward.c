@@ -38,12 +38,8 @@ struct dg_session {
     float *rl;                  /* [T, E] router logits / probabilities */
     int *top_i;                 /* [T, K] */
     float *top_w;               /* [T, K] */
-    float *erow;                /* [H] one dequantized embedding row */
-    float *scores;              /* [n_ctx + T] attention scores of one query */
-    double *pv;                 /* [dmax] P.V accumulator of one query */
-    double *sc_acc;             /* [H] soft-embedding accumulator of one canvas row */
     float *cosb, *sinb;         /* [T, dmax/2] */
-    float *vrow;                /* [V] one row of self-conditioning probabilities */
+    float *probs;               /* [C, V] self-conditioning probabilities */
     float *tapbuf;              /* [T, max(K, ...)] for tapping ids as floats */
     dg_tap_fn tap;
     void *tap_user;
@@ -53,14 +49,14 @@ struct dg_session {
     dg_kctx kc;
     int fast;                   /* 0: the scalar oracle everywhere (DG_KERNELS_REF) */
     int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
-    float *scores_t;            /* [n_threads, n_ctx + T] attention scores, fast path */
-    float *pv_t;                /* [n_threads, dmax] P.V accumulator, fast path */
+    float *scores_t;            /* [n_threads, n_ctx + T] attention scores of one query */
+    double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the fast path
+                                   uses the first dmax floats of each row) */
     /* experts grouped by expert (fast path) */
     int *moe_cnt, *moe_list;    /* [E] tokens per expert; [T*K] routings t*K+k grouped by expert */
     float *moe_x, *moe_gu, *moe_act, *moe_dn;   /* one expert's rows: [T, H] gathered inputs, [T, 2Ie],
                                                    [T, Ie] activations, [T, H] outputs */
     float *moe_y;               /* [T*K, H] every routed expert output, rounded, by routing */
-    float *sc_part;             /* [n_threads, T, H] self-conditioning partial sums, fast path */
     dg_profile prof;
 }; 
 
@@ -90,7 +86,7 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
 }
 
 static void gen_buf_free(dg_gen_buf *g) {
-    free(g->logits); free(g->w); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
+    free(g->logits); free(g->w); free(g->u); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
     free(g->accepted); free(g->order); free(g->hist);
     memset(g, 0, sizeof(*g));
 }
@@ -146,18 +142,17 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     s->top_i = xcalloc(T * (size_t)c->top_k, sizeof(int), &oom);
     s->top_w = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
     s->tapbuf = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
-    s->erow = xcalloc(H, sizeof(float), &oom);
-    s->scores = xcalloc((size_t)s->n_ctx + T, sizeof(float), &oom);
-    s->pv = xcalloc(dmax, sizeof(double), &oom);
-    s->sc_acc = xcalloc(H, sizeof(double), &oom);
     s->cosb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
     s->sinb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
-    s->vrow = xcalloc((size_t)c->vocab_size, sizeof(float), &oom);
+    s->probs = xcalloc((size_t)c->canvas_length * (size_t)c->vocab_size, sizeof(float), &oom);
     s->fast = want != DG_PATH_REF;
     s->dmax = (int)dmax;
     s->x_bf16 = e->act == DG_BF16;
     const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
-    if (!oom && !(s->pool = dg_pool_create(s->fast ? nth : 1))) oom = 1;
+    /* the oracle is threaded too: every output is computed the same way whichever thread does it */
+    if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
+    s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+    s->pv_t = xcalloc((size_t)nth * dmax, sizeof(double), &oom);
     int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
     if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
     if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k)) oom = 1;
@@ -170,11 +165,6 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
         s->moe_act = xcalloc(T * Ie, sizeof(float), &oom);
         s->moe_dn = xcalloc(T * H, sizeof(float), &oom);
         s->moe_y = xcalloc(T * K * H, sizeof(float), &oom);
-    }
-    if (s->fast && !oom) {
-        s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
-        s->pv_t = xcalloc((size_t)nth * dmax, sizeof(float), &oom);
-        s->sc_part = xcalloc((size_t)nth * (size_t)c->canvas_length * H, sizeof(float), &oom);
     }
     if (oom) {
         dg_session_free(s);
@@ -190,19 +180,18 @@ void dg_session_free(dg_session *s) {
         for (int i = 0; i < s->e->cfg.n_layers; i++) { free(s->kv[i].k); free(s->kv[i].v); }
     free(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
-                     s->top_w, s->tapbuf, s->erow, s->scores, s->cosb,
-                     s->sinb, s->vrow};
+                     s->top_w, s->tapbuf, s->cosb,
+                     s->sinb, s->probs};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
-    float *fast_bufs[] = {s->scores_t, s->pv_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y, s->sc_part};
+    free(s->pv_t);
+    float *fast_bufs[] = {s->scores_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
     for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
     free(s->moe_cnt);
     free(s->moe_list);
     if (s->kc.panel) dg_kctx_free(&s->kc);
     dg_pool_free(s->pool);
     gen_buf_free(&s->gen);
-    free(s->pv);
-    free(s->sc_acc);
     free(s);
 }
 
@@ -212,7 +201,8 @@ dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errl
     int oom = 0;
     if (!g->logits) {
         g->logits = xcalloc(C * V, sizeof(float), &oom);
-        g->w = xcalloc(V, sizeof(double), &oom);
+        g->w = xcalloc((size_t)dg_pool_size(s->pool) * V, sizeof(double), &oom);
+        g->u = xcalloc(C, sizeof(double), &oom);
         g->H = xcalloc(C, sizeof(float), &oom);
         g->argmax = xcalloc(C, sizeof(int32_t), &oom);
         g->sample = xcalloc(C, sizeof(int32_t), &oom);
@@ -271,8 +261,7 @@ static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, c
 }
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
-    if (s->fast) dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
-    else dg_matmul_ref(y, x, n, w);
+    dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
     R(y, (size_t)n * w->rows);
 }
 
@@ -359,15 +348,16 @@ static void visible(const att_job *a, int t, int *c0, int *j0, int *n1) {
 }
 
 /* The oracle: exact q.k, exp and sums (double, rounded once), P.V exact. */
-static void attend_exact(const att_job *a, int t, int h) {
+static void attend_exact(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
     const dg_engine *e = a->e;
     dg_session *s = a->s;
     const dg_layer *L = &e->layers[a->li];
     const dg_kv *kv = &s->kv[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, g = h / (nq / L->n_kv);
+    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
     const size_t kw = (size_t)L->n_kv * d;
     const float *qv = s->q + ((size_t)t * nq + h) * d;
-    float *out = s->att + ((size_t)t * nq + h) * d, *sc = s->scores;
+    float *out = s->att + ((size_t)t * nq + h) * d, *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
     int nk = 0;
@@ -393,7 +383,7 @@ static void attend_exact(const att_job *a, int t, int h) {
         sc[j] = dg_round1(sc[j], e->act);
     }
     const float sum = (float)dsum;
-    double *acc = s->pv;
+    double *acc = s->pv_t + (size_t)tid * s->dmax;
     for (int i = 0; i < d; i++) acc[i] = 0.0;
     int j = 0;
     for (int kp = c0; kp < s->n_past; kp++, j++) {
@@ -419,7 +409,7 @@ static void attend_fast(void *ctx, int task, int tid) {
     const size_t kw = (size_t)L->n_kv * d;
     const float *qv = s->q + ((size_t)t * nq + h) * d;
     float *out = s->att + ((size_t)t * nq + h) * d;
-    float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = s->pv_t + (size_t)tid * s->dmax;
+    float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
     int nk = 0;
@@ -450,12 +440,7 @@ static void attend_fast(void *ctx, int task, int tid) {
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
     att_job a = {e, s, li, T, pos0, causal};
-    if (s->fast) {
-        dg_pool_run(s->pool, T * nq, attend_fast, &a);
-    } else {
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < nq; h++) attend_exact(&a, t, h);
-    }
+    dg_pool_run(s->pool, T * nq, s->fast ? attend_fast : attend_exact, &a);
     R(s->att, (size_t)T * nq * e->layers[li].d);
 }
 
@@ -562,6 +547,8 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     float *x = s->x;
 
     /* attention block */
+    /* stage timers count decoder steps only (encoder passes are timed whole) */
+    double t0 = causal ? 0 : now_ms(), t1;
     norm(e, s->hn, x, T, H, &L->in_norm);
     qkv(e, s, L, s->hn, T, pos0);
     if (s->tap) {
@@ -580,6 +567,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
         tap(s, name, s->att, T, e->cfg.n_heads * L->d);
     }
     linear(e, s, s->a, s->att, T, &L->o);
+    if (!causal) { t1 = now_ms(); s->prof.attention += t1 - t0; t0 = t1; }
     norm(e, s->a, s->a, T, H, &L->post_attn_norm);
     for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
     R(x, TH);
@@ -587,11 +575,13 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     /* feed-forward: dense MLP and routed experts in parallel from the same residual */
     norm(e, s->hn, x, T, H, &L->pre_ff_norm);
     gated_mlp(e, s, s->h1, s->hn, T, &L->gate, &L->up, &L->down);
+    if (!causal) { t1 = now_ms(); s->prof.mlp += t1 - t0; t0 = t1; }
     norm(e, s->h1, s->h1, T, H, &L->post_ff1_norm);
 
     route(e, s, L, x, T);                       /* the router reads the raw residual */
     norm(e, s->hn, x, T, H, &L->pre_ff2_norm);
     experts(e, s, L, s->h2, s->hn, T);
+    if (!causal) { t1 = now_ms(); s->prof.moe += t1 - t0; }
     norm(e, s->h2, s->h2, T, H, &L->post_ff2_norm);
 
     for (size_t i = 0; i < TH; i++) s->h1[i] += s->h2[i];
@@ -631,6 +621,7 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
     if (check_ids(e, ids, n, "encode", err, errlen)) return -1;
     if ((int64_t)s->n_past + n > s->n_ctx)
         return dg_fail(err, errlen, "encode: context full: %d cached + %d new tokens exceed n_ctx %d", s->n_past, n, s->n_ctx);
+    const double t0 = now_ms();
     for (int off = 0; off < n; off += s->n_batch) {
         const int T = n - off < s->n_batch ? n - off : s->n_batch;
         embed_tokens(e, s->x, ids + off, T);
@@ -641,6 +632,8 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
         }
         s->n_past += T;
     }
+    s->prof.encode += now_ms() - t0;
+    s->prof.n_encode_tokens += n;
     return 0;
 }
 
@@ -651,6 +644,24 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
  * weight dtype first), then x = rmsnorm(embed(canvas) + MLP(rmsnorm(S, pre_norm))) without weight.
  * With no sc_logits S = 0 and the MLP contributes exactly 0.
  */
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    const float *sc;
+    int V;
+} sm_job;
+
+/* probabilities of one row of self-conditioning logits, rounded to the compute dtype */
+static void softmax_rows(void *ctx, int t, int tid) {
+    (void)tid;
+    const sm_job *j = ctx;
+    float *p = j->s->probs + (size_t)t * j->V;
+    memcpy(p, j->sc + (size_t)t * j->V, (size_t)j->V * sizeof(float));
+    if (j->s->fast) dg_softmax_fast(p, j->V);
+    else dg_softmax_ref(p, j->V);
+    dg_round_act(p, (size_t)j->V, j->e->wdt);
+}
+
 static void self_condition(const dg_engine *e, dg_session *s, const int32_t *canvas, int T, const float *sc) {
     const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
     const size_t TH = (size_t)T * H;
@@ -659,22 +670,11 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     float *S = s->h2;
     memset(S, 0, TH * sizeof(float));
     if (sc) {
-        for (int t = 0; t < T; t++) {
-            memcpy(s->vrow, sc + (size_t)t * V, (size_t)V * sizeof(float));
-            dg_softmax_ref(s->vrow, V);
-            dg_round_act(s->vrow, (size_t)V, e->wdt);
-            /* S_t = P_t . E, a V-long reduction per element: accumulated exactly, rounded once */
-            double *acc = s->sc_acc;
-            for (int i = 0; i < H; i++) acc[i] = 0.0;
-            for (int v = 0; v < V; v++) {
-                const double p = s->vrow[v];
-                if (p == 0.0) continue;
-                dg_dequant_range(&e->embed, v, 0, H, s->erow);
-                for (int i = 0; i < H; i++) acc[i] += p * s->erow[i];
-            }
-            float *St = S + (size_t)t * H;
-            for (int i = 0; i < H; i++) St[i] = (float)acc[i];
-        }
+        /* P = softmax(sc) in float32, cast to the compute dtype, then S = P . E (a V-long reduction per
+         * element: exact and rounded once in the oracle) */
+        sm_job sj = {e, s, sc, V};
+        dg_pool_run(s->pool, T, softmax_rows, &sj);
+        dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
         R(S, TH);
         for (size_t i = 0; i < TH; i++) S[i] *= e->embed_scale;
         R(S, TH);
@@ -690,20 +690,46 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     tap(s, "input", s->x, T, H);
 }
 
+typedef struct {
+    float *logits;
+    int V;
+    float cap;
+    int fast;
+} cap_job;
+
+/* cap * tanh(x / cap) on one row: torch's tanh is correctly rounded (a double tanh rounded once);
+ * glibc's tanhf is not, which the fast path accepts */
+static void softcap_rows(void *ctx, int t, int tid) {
+    (void)tid;
+    const cap_job *j = ctx;
+    float *l = j->logits + (size_t)t * j->V;
+    if (j->fast)
+        for (int v = 0; v < j->V; v++) l[v] = tanhf(l[v] / j->cap) * j->cap;
+    else
+        for (int v = 0; v < j->V; v++) l[v] = (float)tanh((double)(l[v] / j->cap)) * j->cap;
+}
+
 int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logits, float *logits, char *err, size_t errlen) {
     const dg_engine *e = s->e;
     const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
     if (!canvas || !logits || n < 1 || n > e->cfg.canvas_length)
         return dg_fail(err, errlen, "decode: canvas of %d tokens (must be 1..canvas_length %d)", n, e->cfg.canvas_length);
     if (check_ids(e, canvas, n, "decode", err, errlen)) return -1;
+    const double t0 = now_ms();
     self_condition(e, s, canvas, n, sc_logits);
+    const double t1 = now_ms();
     for (int li = 0; li < e->cfg.n_layers; li++) layer_forward(e, s, li, n, s->n_past, 0);
+    const double t2 = now_ms();
     norm(e, s->x, s->x, n, H, &e->final_norm);
     tap(s, "norm", s->x, n, H);
     linear(e, s, logits, s->x, n, &e->lm_head);
-    const float cap = (float)e->cfg.final_logit_softcap;
-    for (size_t i = 0; i < (size_t)n * V; i++)   /* torch's tanh is correctly rounded; glibc tanhf is not */
-        logits[i] = (float)tanh((double)(logits[i] / cap)) * cap;
+    cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
+    dg_pool_run(s->pool, n, softcap_rows, &cj);
     tap(s, "logits", logits, n, V);
+    const double t3 = now_ms();
+    s->prof.self_cond += t1 - t0;
+    s->prof.lm_head += t3 - t2;
+    s->prof.decode += t3 - t0;
+    s->prof.n_decode++;
     return 0;
 }
