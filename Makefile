@@ -18,7 +18,7 @@ BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
-CLI_SRC := cli/main.c cli/npy.c
+CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
             tests/alloc_count.c cli/npy.c
 
@@ -35,9 +35,13 @@ all: dgemma $(BUILD)/dgemma_test
 deps:
 	@bash tools/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icli -c $< -o $@
+	$(CC) $(CFLAGS) -Icli -I. -c $< -o $@
+
+# the SIMD kernels rely on complete unrolling of their small register-block loops (accumulators
+# kept in registers), which GCC does at -O3
+$(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/bench/peak.o: CFLAGS += -O3
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^

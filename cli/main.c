@@ -16,6 +16,7 @@
 
 #include "dgemma.h"
 #include "npy.h"
+#include "bench/bench.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -375,7 +376,8 @@ static void usage(FILE *f) {
         "commands:\n"
         "  generate  denoise canvases after a prompt of token ids (the reference's generate())\n"
         "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
-        "  inspect   show a checkpoint's config, tensors and sizes\n",
+        "  inspect   show a checkpoint's config, tensors and sizes\n"
+        "  bench     the fixed-protocol speed benchmark (CSV)\n",
         DG_VERSION);
 }
 
@@ -387,6 +389,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return dg_bench_main(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
