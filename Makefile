@@ -29,7 +29,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 MODEL ?= tests/fixtures/tiny-a/bf16
 DEMO  ?= tests/fixtures/tiny-a/cli-bf16
 
-.PHONY: all deps test debug run fixtures clean
+.PHONY: all deps test test-arm debug run fixtures clean
 all: dgemma $(BUILD)/dgemma_test
 
 deps:
@@ -61,11 +61,23 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	bash tests/run_all.sh ./dgemma ./$(BUILD)/dgemma_test
 
+# the kernels (NEON path) cross-compiled for aarch64 and run under qemu-aarch64; tests/run_all.sh
+# runs this when the cross toolchain is present (tools/install-deps.sh installs it)
+ARM_CC ?= aarch64-linux-gnu-gcc
+KERNEL_SRC := src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
+              src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c
+build-arm/kernels_test: tests/kernels_main.c tests/test_kernels.c $(KERNEL_SRC) $(wildcard src/kernels/*.h tests/*.h)
+	@mkdir -p build-arm
+	$(ARM_CC) -O3 -g -std=c11 -ffp-contract=off -Wall -Wextra -Wshadow -Iinclude -Isrc -static -pthread \
+		-o $@ tests/kernels_main.c tests/test_kernels.c $(KERNEL_SRC) -lm
+test-arm: build-arm/kernels_test
+	qemu-aarch64 build-arm/kernels_test
+
 DEBUG_FLAGS := OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	LDFLAGS="-fsanitize=address,undefined"
 debug: deps
 	@$(MAKE) --no-print-directory BUILD=build-debug $(DEBUG_FLAGS) build-debug/dgemma build-debug/dgemma_test
-	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./build-debug/dgemma ./build-debug/dgemma_test
+	DG_SKIP_ARM=1 ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./build-debug/dgemma ./build-debug/dgemma_test
 
 run: deps
 	@$(MAKE) --no-print-directory dgemma
@@ -77,4 +89,4 @@ fixtures:
 	python3 tools/reference/make_trajectories.py
 
 clean:
-	rm -rf build build-debug dgemma
+	rm -rf build build-debug build-arm dgemma

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
 #include "kernels/gemm.h"
+#include "kernels/kernels.h"
 #include "test.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
