@@ -97,6 +97,10 @@ typedef struct {
     int n_batch;        /* most tokens encoded per chunk; 0 = canvas_length */
     int n_threads;      /* threads (the caller included); 0 = every online CPU */
     dg_kernels kernels; /* default DG_KERNELS_AUTO */
+    int sc_top_k;       /* 0: the self-conditioning soft embedding over the whole vocabulary (the
+                           reference); k > 0: only each position's k most probable tokens (their exact
+                           probabilities, not renormalised): an approximation that skips most of the
+                           [canvas x vocab x hidden] product; its error is measured in ARCHITECTURE.md */
 } dg_session_params;
 
 dg_session_params dg_session_default_params(void);

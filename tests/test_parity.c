@@ -126,7 +126,7 @@ static int32_t *ref_ids(tapctx *c, const char *key, int *n) {
 static int run_session(dg_engine *e, tapctx *c, const char *sess, int n_batch, dg_kernels kern, float **logits2) {
     char err[1024], key[128];
     const dg_model_info *in = dg_engine_info(e);
-    dg_session_params sp = {256, n_batch, 0, kern};
+    dg_session_params sp = {256, n_batch, 0, kern, 0};
     dg_session *s;
     if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); return -1; }
     int np, nc[3], ncm;
@@ -226,6 +226,65 @@ static void parity_case(const char *cfg, const char *dt, dg_kernels kern) {
     dg_engine_free(e);
 }
 
+/* The top-k self-conditioning approximation against the exact soft embedding: logits of a
+ * self-conditioned decoder step (the fixture's dec1: canvas 1 conditioned on dec0's logits). */
+static void t_sc_topk(void) {
+    const char *models[] = {"tiny-a/f32", "tiny-b-sharp/f32"};
+    const int ks[] = {1, 8, 64, 256, 100000, 0};   /* 100000: the whole vocabulary, must equal the exact path */
+    for (int mi = 0; mi < 2; mi++) {
+        char dir[512], err[1024];
+        snprintf(dir, sizeof(dir), "%s/%s", fixtures_dir(), models[mi]);
+        dg_engine *e;
+        if (dg_engine_load(dir, NULL, &e, err, sizeof(err))) { CHECK(0, "%s", err); continue; }
+        const dg_model_info *in = dg_engine_info(e);
+        const int V = in->vocab_size, C = in->canvas_length;
+        float *sc = malloc(sizeof(float) * (size_t)C * V), *exact = malloc(sizeof(float) * (size_t)C * V),
+              *approx = malloc(sizeof(float) * (size_t)C * V);
+        int32_t prompt[5] = {11, 22, 33, 44, 55}, canvas0[256], canvas1[256];
+        for (int i = 0; i < C; i++) { canvas0[i] = (7 * i + 3) % V; canvas1[i] = (13 * i + 5) % V; }
+        printf("  %s:", models[mi]);
+        for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
+            dg_session_params sp = {64, 0, 0, DG_KERNELS_AUTO, ks[ki] > V ? V : ks[ki]};
+            dg_session *s;
+            if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); break; }
+            CHECK(dg_encode(s, prompt, 5, err, sizeof(err)) == 0, "%s", err);
+            CHECK(dg_decode(s, canvas0, C, NULL, sc, err, sizeof(err)) == 0, "%s", err);
+            float *dst = ks[ki] ? approx : exact;
+            CHECK(dg_decode(s, canvas1, C, sc, dst, err, sizeof(err)) == 0, "%s", err);
+            dg_session_free(s);
+            if (!ks[ki]) break;
+        }
+        /* recompute each k against the exact logits */
+        for (size_t ki = 0; ks[ki]; ki++) {
+            dg_session_params sp = {64, 0, 0, DG_KERNELS_AUTO, ks[ki] > V ? V : ks[ki]};
+            dg_session *s;
+            if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); break; }
+            dg_encode(s, prompt, 5, err, sizeof(err));
+            dg_decode(s, canvas0, C, NULL, sc, err, sizeof(err));
+            dg_decode(s, canvas1, C, sc, approx, err, sizeof(err));
+            double md = 0, mr = 0;
+            int agree = 0;
+            for (int t = 0; t < C; t++) {
+                int a = 0, b = 0;
+                for (int v = 0; v < V; v++) {
+                    const size_t i = (size_t)t * V + v;
+                    md = fmax(md, fabs((double)approx[i] - exact[i]));
+                    mr = fmax(mr, fabs((double)exact[i]));
+                    if (approx[i] > approx[(size_t)t * V + a]) a = v;
+                    if (exact[i] > exact[(size_t)t * V + b]) b = v;
+                }
+                agree += a == b;
+            }
+            printf("  top-%d: logits max rel err %.2e, argmax %d/%d", ks[ki] > V ? V : ks[ki], md / mr, agree, C);
+            if (ks[ki] >= V) CHECK(md / mr < 1e-4 && agree == C, "%s: top-k over the whole vocabulary differs from the exact path: %.3g", models[mi], md / mr);
+            dg_session_free(s);
+        }
+        printf("\n");
+        free(sc); free(exact); free(approx);
+        dg_engine_free(e);
+    }
+}
+
 #define PARITY(fn, cfg, dt) \
     static void fn(void) { parity_case(cfg, dt, DG_KERNELS_REF); } \
     static void fn##_fast(void) { parity_case(cfg, dt, DG_KERNELS_AUTO); }
@@ -252,5 +311,6 @@ const dg_test parity_tests[] = {
     {"parity-fast/tiny-b/f16", t_parity_b_f16_fast},
     {"parity-fast/tiny-c/f32", t_parity_c_f32_fast},
     {"parity-fast/tiny-c/bf16", t_parity_c_bf16_fast},
+    {"parity/sc-top-k", t_sc_topk},
     {NULL, NULL},
 };

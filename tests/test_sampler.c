@@ -193,7 +193,7 @@ static void run_trajectories(dg_kernels kern, const char *const *must_match) {
         int np = (int)json_array_size(pr);
         int32_t prompt[64], out[512];
         for (int k = 0; k < np; k++) prompt[k] = (int32_t)json_integer_value(json_array_get(pr, (size_t)k));
-        dg_session_params sp = {1024, 0, 0, kern};
+        dg_session_params sp = {1024, 0, 0, kern, 0};
         dg_session *s;
         if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); dg_engine_free(e); continue; }
         const int strict = kern == DG_KERNELS_REF;
@@ -293,7 +293,7 @@ static void t_rejected(void) {
     CHECK(dg_gen_params_check(e, &p, err, sizeof(err)) == 0, "t_min 0 / stability 1000 should be accepted: %s", err);
     CHECK(dg_gen_params_check(e, &base, err, sizeof(err)) == 0, "defaults rejected: %s", err);
     /* a rejected call leaves the session untouched; a too-long generation is refused up front */
-    dg_session_params sp = {40, 0, 0, DG_KERNELS_REF};
+    dg_session_params sp = {40, 0, 0, DG_KERNELS_REF, 0};
     dg_session *s;
     dg_session_create(e, &sp, &s, err, sizeof(err));
     int32_t prompt[4] = {1, 2, 3, 4}, out[64];
@@ -311,7 +311,7 @@ static void t_rejected(void) {
 static int run_once(dg_engine *e, uint64_t seed, int32_t *out, int cap, const dg_callbacks *cb, dg_gen_stats *st) {
     char err[512];
     dg_session *s;
-    dg_session_params sp = {256, 0, 0, DG_KERNELS_REF};
+    dg_session_params sp = {256, 0, 0, DG_KERNELS_REF, 0};
     dg_session_create(e, &sp, &s, err, sizeof(err));
     dg_gen_params p = dg_gen_default_params(e);
     p.max_new_tokens = 20;
@@ -366,7 +366,7 @@ static void t_no_alloc(void) {
     if (!e) return;
     char err[512];
     dg_session *s;
-    dg_session_params sp = {512, 0, 0, DG_KERNELS_REF};
+    dg_session_params sp = {512, 0, 0, DG_KERNELS_REF, 0};
     CHECK(dg_session_create(e, &sp, &s, err, sizeof(err)) == 0, "%s", err);
     dg_gen_params p = dg_gen_default_params(e);
     p.max_new_tokens = 24;

@@ -31,6 +31,9 @@ struct dg_session {
     const dg_engine *e;
     int n_ctx, n_batch, T;      /* T = rows of scratch = max(n_batch, canvas_length) */
     int dmax;                   /* largest head dim */
+    int sc_top_k;               /* 0: exact soft embedding; else the top-k approximation */
+    int *topk_i;                /* [n_threads, sc_top_k] indices of the top-k heap */
+    float *topk_row;            /* [n_threads, H] one dequantized embedding row */
     int n_past;
     dg_kv *kv;                  /* [n_layers] */
     /* scratch, sized for T rows */
@@ -69,7 +72,7 @@ static void tap(dg_session *s, const char *name, const float *data, int rows, in
 /* ===== session lifetime ===== */
 
 dg_session_params dg_session_default_params(void) {
-    dg_session_params p = {0, 0, 0, DG_KERNELS_AUTO};
+    dg_session_params p = {0, 0, 0, DG_KERNELS_AUTO, 0};
     return p;
 }
 
@@ -98,6 +101,8 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     if (p.n_ctx < 0 || p.n_batch < 0) return dg_fail(err, errlen, "session: n_ctx and n_batch must be >= 0");
     if (p.n_threads < 0 || p.n_threads > 1024) return dg_fail(err, errlen, "session: n_threads must be in [0, 1024] (got %d)", p.n_threads);
     if ((unsigned)p.kernels > DG_KERNELS_NEON) return dg_fail(err, errlen, "session: unknown kernels value %d", (int)p.kernels);
+    if (p.sc_top_k < 0 || p.sc_top_k > c->vocab_size)
+        return dg_fail(err, errlen, "session: sc_top_k must be in [0, vocab_size = %d] (got %d)", c->vocab_size, p.sc_top_k);
     const dg_path want = p.kernels == DG_KERNELS_AUTO ? dg_path_best() : (dg_path)(p.kernels - 1);
     if (!dg_path_available(want))
         return dg_fail(err, errlen, "session: the %s kernels cannot run on this CPU", dg_path_name(want));
@@ -152,6 +157,11 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     /* the oracle is threaded too: every output is computed the same way whichever thread does it */
     if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
     s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+    s->sc_top_k = p.sc_top_k;
+    if (p.sc_top_k) {
+        s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
+        s->topk_row = xcalloc((size_t)nth * H, sizeof(float), &oom);
+    }
     s->pv_t = xcalloc((size_t)nth * dmax, sizeof(double), &oom);
     int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
     if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
@@ -185,6 +195,8 @@ void dg_session_free(dg_session *s) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
     free(s->pv_t);
+    free(s->topk_i);
+    free(s->topk_row);
     float *fast_bufs[] = {s->scores_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
     for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
     free(s->moe_cnt);
@@ -649,6 +661,7 @@ typedef struct {
     dg_session *s;
     const float *sc;
     int V;
+    float *S;
 } sm_job;
 
 /* probabilities of one row of self-conditioning logits, rounded to the compute dtype */
@@ -662,6 +675,44 @@ static void softmax_rows(void *ctx, int t, int tid) {
     dg_round_act(p, (size_t)j->V, j->e->wdt);
 }
 
+/* sift the heap h[0..n) (a min-heap by probability) down from i */
+static void heap_down(int *h, int n, const float *p, int i) {
+    for (;;) {
+        int m = i;
+        const int l = 2 * i + 1, r = l + 1;
+        if (l < n && p[h[l]] < p[h[m]]) m = l;
+        if (r < n && p[h[r]] < p[h[m]]) m = r;
+        if (m == i) return;
+        const int t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
+/* The top-k approximation of one row: the probabilities as the exact path computes them, then
+ * S_t = sum over the k most probable tokens of p_v E_v (float32, in index order). */
+static void softmax_topk_rows(void *ctx, int t, int tid) {
+    const sm_job *j = ctx;
+    dg_session *s = j->s;
+    const dg_engine *e = j->e;
+    const int H = e->cfg.hidden_size, k = s->sc_top_k, V = j->V;
+    softmax_rows(ctx, t, tid);
+    const float *p = s->probs + (size_t)t * V;
+    int *h = s->topk_i + (size_t)tid * k;
+    for (int v = 0; v < k; v++) h[v] = v;
+    for (int i = k / 2 - 1; i >= 0; i--) heap_down(h, k, p, i);
+    for (int v = k; v < V; v++)
+        if (p[v] > p[h[0]]) { h[0] = v; heap_down(h, k, p, 0); }
+    for (int a = 1; a < k; a++)   /* index order, so the sum does not depend on the heap's layout */
+        for (int b = a; b > 0 && h[b - 1] > h[b]; b--) { const int x = h[b]; h[b] = h[b - 1]; h[b - 1] = x; }
+    float *St = j->S + (size_t)t * H, *row = s->topk_row + (size_t)tid * H;
+    memset(St, 0, sizeof(float) * (size_t)H);
+    for (int i = 0; i < k; i++) {
+        if (p[h[i]] == 0.0f) continue;
+        dg_dequant_range(&e->embed, h[i], 0, H, row);
+        for (int c = 0; c < H; c++) St[c] += p[h[i]] * row[c];
+    }
+}
+
 static void self_condition(const dg_engine *e, dg_session *s, const int32_t *canvas, int T, const float *sc) {
     const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
     const size_t TH = (size_t)T * H;
@@ -672,9 +723,9 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     if (sc) {
         /* P = softmax(sc) in float32, cast to the compute dtype, then S = P . E (a V-long reduction per
          * element: exact and rounded once in the oracle) */
-        sm_job sj = {e, s, sc, V};
-        dg_pool_run(s->pool, T, softmax_rows, &sj);
-        dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
+        sm_job sj = {e, s, sc, V, S};
+        dg_pool_run(s->pool, T, s->sc_top_k ? softmax_topk_rows : softmax_rows, &sj);
+        if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
         R(S, TH);
         for (size_t i = 0; i < TH; i++) S[i] *= e->embed_scale;
         R(S, TH);
