@@ -60,12 +60,15 @@ static int parse_kernels(const char *v, dg_kernels *out) {
 #define KERNEL_OPTIONS_HELP                                                                              \
     "  -t, --threads N          threads (default: every CPU)\n"                                          \
     "  --kernels K              auto (fastest here), ref (the scalar oracle: bit-identical to the\n"     \
-    "                           reference fixtures, slow), generic, avx2, avx512, amx, neon\n"
+    "                           reference fixtures, slow), generic, avx2, avx512, amx, neon\n"       \
+    "  --sc-top-k K             self-condition on each position's K most probable tokens only (an\n"  \
+    "                           approximation; default 0 = the whole vocabulary, as the reference)\n"
 
 /* the session options every model command takes; 1 if a was one (*bad set on a bad value) */
 static int session_option(const char *a, const char *v, dg_session_params *sp, int *bad) {
     if (!strcmp(a, "-t") || !strcmp(a, "--threads")) *bad = parse_int(a, v, 1, 1024, &sp->n_threads);
     else if (!strcmp(a, "--kernels")) *bad = parse_kernels(v, &sp->kernels);
+    else if (!strcmp(a, "--sc-top-k")) *bad = parse_int(a, v, 0, 1 << 30, &sp->sc_top_k);
     else return 0;
     return 1;
 }
