@@ -55,7 +55,7 @@ static void test_matmul_paths(void) {
         CHECK(pool != NULL, "pool of %d threads", th);
         if (!pool) return;
         dg_kctx k;
-        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816) == 0, "kctx");
+        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816, 0) == 0, "kctx");
         for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
             if (!dg_path_available((dg_path)p)) {
                 if (th == 1) printf("  path %-8s not available on this CPU: skipped\n", dg_path_name((dg_path)p));
@@ -99,7 +99,7 @@ static void test_matmul_nn(void) {
     const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}};   /* n, V, H */
     dg_pool *pool = dg_pool_create(2);
     dg_kctx k;
-    CHECK(pool && dg_kctx_init(&k, pool, DG_PATH_GENERIC, 64, 128) == 0, "kctx");
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 128, 2048) == 0, "kctx");
     for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
         if (!dg_path_available((dg_path)p)) continue;
         k.path = (dg_path)p;

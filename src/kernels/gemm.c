@@ -45,7 +45,7 @@ dg_path dg_path_best(void) {
 
 static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k) {
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v) {
     memset(k, 0, sizeof(*k));
     k->pool = pool;
     k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
@@ -60,6 +60,14 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
     const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
+    /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)k->max_n * DG_NN_HB * sizeof(float) + 64;
+    if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
+    k->max_v = max_v;
+    if (k->path == DG_PATH_AMX && max_v > 0) {
+        k->pbuf = aligned_alloc(64, (size_t)round_up((int64_t)k->max_n * round_up(max_v, DG_KC) * 2, 64));
+        if (!k->pbuf) { dg_kctx_free(k); return -1; }
+    }
     k->panel = calloc((size_t)nt, sizeof(float *));
     if (!k->xpack || !k->panel) { dg_kctx_free(k); return -1; }
     for (int i = 0; i < nt; i++) {
@@ -74,6 +82,7 @@ void dg_kctx_free(dg_kctx *k) {
         for (int i = 0; i < dg_pool_size(k->pool); i++) free(k->panel[i]);
     free(k->panel);
     free(k->xpack);
+    free(k->pbuf);
     memset(k, 0, sizeof(*k));
 }
 
@@ -399,8 +408,16 @@ static void nn_task(void *ctx, int i, int tid) {
 }
 
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
-    (void)p_bf16;
     if (n <= 0) return;
+#if defined(__x86_64__)
+    /* AMX: bf16-exact probabilities and a bf16 embedding, nothing rounded on the way in */
+    if (k->path == DG_PATH_AMX && p_bf16 && e->dt == DG_BF16 && k->pbuf && e->rows <= k->max_v && n <= k->max_n) {
+        dg_nn_amx(k, y, p, ldp, n, e);
+        return;
+    }
+#else
+    (void)p_bf16;
+#endif
     nn_job j = {k, k->path, y, p, ldp, n, e};
     dg_pool_run(k->pool, (int)((e->cols + NN_HB - 1) / NN_HB), nn_task, &j);
 }

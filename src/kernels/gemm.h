@@ -39,9 +39,12 @@ typedef struct {
     size_t xpack_bytes;
     float **panel;      /* per thread: a dequantized weight panel */
     size_t panel_bytes;
+    uint16_t *pbuf;     /* AMX only: the probabilities of dg_matmul_nn as bf16 [max_n, max_v rounded to 32] */
+    int64_t max_v;
 } dg_kctx;
 
-int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k);
+/* max_v: the longest reduction of dg_matmul_nn (the vocabulary), 0 if it is not used */
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v);
 void dg_kctx_free(dg_kctx *k);
 
 /*

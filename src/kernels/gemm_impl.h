@@ -7,6 +7,8 @@
 #include "kernels/gemm.h"
 
 enum {
+    DG_NN_VB = 1024, /* AMX dg_matmul_nn: embedding rows per packed block */
+    DG_NN_HB = 256,  /* AMX dg_matmul_nn: embedding columns per task */
     DG_RB = 32,   /* weight rows per task (AMX: two 16-row A tiles); other paths take DG_RB / 2 */
     DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
 };
@@ -49,6 +51,7 @@ float dg_dot_f32_avx2(const float *a, const float *b, int n);
 void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);
 /* acc[t][0..32) += sum_v p[t][v] * pan[v][0..32) for t < n, v < nv (p row stride ldp) */
 void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc);
+void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e);
 void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
 
 #endif

@@ -512,3 +512,118 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
 }
 
 #endif /* __x86_64__ */
+
+#if defined(__x86_64__)
+/* ===== AMX: probabilities times the embedding (self-conditioning) =====
+ * y[t][h] = sum_v P[t][v] E[v][h]. A tiles: P as bf16 rows [16 tokens x 32 v] (packed once per call
+ * into k->pbuf); B tiles: E[32 v x 16 h] in the pair-interleaved layout, packed per task from the
+ * embedding rows (a block of 1024 rows x 256 columns at a time, 512 KB, kept in L2); C: 16 tokens x
+ * 16 columns accumulated across the whole vocabulary in a per-task buffer. One task per 256
+ * columns, so P is streamed once per 256 columns and E once in all. */
+
+typedef struct {
+    const dg_kctx *k;
+    float *y;
+    const float *p;
+    int64_t ldp, vp;
+    int n;
+    const dg_mat *e;
+} amx_nn_job;
+
+T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
+    (void)tid;
+    const amx_nn_job *j = ctx;
+    const int64_t V = j->e->rows;
+    const float *src = j->p + (int64_t)t * j->ldp;
+    uint16_t *dst = j->k->pbuf + (int64_t)t * j->vp;
+    int64_t v = 0;
+    for (; v + 16 <= V; v += 16)
+        _mm256_storeu_si256((__m256i *)(dst + v), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + v)));
+    for (; v < V; v++) dst[v] = dg_f32_to_bf16(src[v]);
+    for (; v < j->vp; v++) dst[v] = 0;
+}
+
+/* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
+ * tile (kc, ht) at b + (kc * nht + ht) * 512, row q = pairs (E[v0+32kc+2q][h], E[...+1][h]) */
+T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b) {
+    const int nht = (hb + 15) / 16;
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int kc = 0; kc < nv / 32; kc++)
+        for (int ht = 0; ht < nht; ht++) {
+            uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
+            const int64_t c0 = h0 + ht * 16;
+            const int w = (int)(h0 + hb - c0 < 16 ? h0 + hb - c0 : 16);
+            const __mmask16 m = (__mmask16)((1u << w) - 1);
+            for (int q = 0; q < 16; q++) {
+                const int64_t va = v0 + kc * 32 + 2 * q, vb = va + 1;
+                const __m256i a = va < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)va * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
+                const __m256i bb = vb < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)vb * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
+                const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), bb, 1);
+                _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, ab));
+            }
+        }
+}
+
+T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
+    const amx_nn_job *j = ctx;
+    const int64_t V = j->e->rows, H = j->e->cols, h0 = (int64_t)i * DG_NN_HB;
+    const int hb = (int)(H - h0 < DG_NN_HB ? H - h0 : DG_NN_HB), nht = (hb + 15) / 16, ntb = (j->n + 15) / 16;
+    uint16_t *b = (uint16_t *)j->k->panel[tid];
+    float *acc = (float *)(b + (size_t)DG_NN_VB * DG_NN_HB);   /* [ntb*16 tokens][nht*16 columns] */
+    const int64_t lda = nht * 16;
+    memset(acc, 0, sizeof(float) * (size_t)ntb * 16 * lda);
+    __attribute__((aligned(64))) tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int q = 0; q < 8; q++) { cfg.colsb[q] = 64; cfg.rows[q] = 16; }
+    _tile_loadconfig(&cfg);
+    for (int64_t v0 = 0; v0 < V; v0 += DG_NN_VB) {
+        const int nv = (int)((V - v0 < DG_NN_VB ? V - v0 : DG_NN_VB) + 31) / 32 * 32;
+        nn_pack_e(j->e, v0, nv, h0, hb, b);
+        const int nkc = nv / 32;
+        for (int ht = 0; ht < nht; ht += 2) {
+            const int two_h = ht + 1 < nht;
+            for (int tb = 0; tb < ntb; tb += 2) {
+                const int two_t = tb + 1 < ntb;
+                float *c00 = acc + (int64_t)tb * 16 * lda + ht * 16;
+                _tile_loadd(0, c00, lda * 4);
+                if (two_h) _tile_loadd(1, c00 + 16, lda * 4);
+                if (two_t) {
+                    _tile_loadd(2, c00 + 16 * lda, lda * 4);
+                    if (two_h) _tile_loadd(3, c00 + 16 * lda + 16, lda * 4);
+                }
+                const uint16_t *a0 = j->k->pbuf + (int64_t)tb * 16 * j->vp + v0, *a1 = a0 + 16 * j->vp;
+                for (int kc = 0; kc < nkc; kc++) {
+                    _tile_loadd(4, a0 + kc * 32, j->vp * 2);
+                    _tile_loadd(6, b + ((size_t)kc * nht + ht) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    if (two_h) { _tile_loadd(7, b + ((size_t)kc * nht + ht + 1) * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+                    if (two_t) {
+                        _tile_loadd(5, a1 + kc * 32, j->vp * 2);
+                        _tile_dpbf16ps(2, 5, 6);
+                        if (two_h) _tile_dpbf16ps(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c00, lda * 4);
+                if (two_h) _tile_stored(1, c00 + 16, lda * 4);
+                if (two_t) {
+                    _tile_stored(2, c00 + 16 * lda, lda * 4);
+                    if (two_h) _tile_stored(3, c00 + 16 * lda + 16, lda * 4);
+                }
+            }
+        }
+    }
+    _tile_release();
+    for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * lda, sizeof(float) * (size_t)hb);
+}
+
+void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e) {
+    amx_nn_job j = {k, y, p, ldp, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
+    const int ntb = (n + 15) / 16;
+    /* token rows past n in the last 16-block read as zero probabilities */
+    for (int t = n; t < ntb * 16; t++) memset(k->pbuf + (int64_t)t * j.vp, 0, (size_t)j.vp * 2);
+    dg_pool_run(k->pool, n, nn_pack_p, &j);
+    dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
+}
+#endif

@@ -165,7 +165,7 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     s->pv_t = xcalloc((size_t)nth * dmax, sizeof(double), &oom);
     int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
     if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
-    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k)) oom = 1;
+    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k, c->vocab_size)) oom = 1;
     {
         const size_t K = (size_t)c->top_k, E = (size_t)c->n_experts, Ie = (size_t)c->expert_size;
         s->moe_cnt = xcalloc(E, sizeof(int), &oom);
