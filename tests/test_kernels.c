@@ -129,6 +129,22 @@ static void test_matmul_nn(void) {
             if (p == DG_PATH_REF) CHECK(memcmp(y, ref, sizeof(float) * (size_t)n * H) == 0, "ref path not exact (n=%d V=%d H=%d)", n, V, H);
             free(pr); free(y); free(ref); free(e); free(scale);
         }
+        /* a context sized exactly for an odd row count (the AMX path pads to whole 16-token tiles) */
+        dg_kctx k9;
+        if (dg_kctx_init(&k9, pool, (dg_path)p, 9, 128, 1500) == 0) {
+            const int n = 9, V = 1500, H = 48;
+            float *pr = calloc((size_t)n * V, sizeof(float)), *y = calloc((size_t)n * H, sizeof(float));
+            uint16_t *e = calloc((size_t)V * H, sizeof(uint16_t));
+            for (int i = 0; i < n * V; i++) pr[i] = dg_round_bf16(fabsf(frand()) / V);
+            for (int i = 0; i < V * H; i++) e[i] = dg_f32_to_bf16(frand());
+            dg_mat em = dg_mat_init(e, DG_BF16, V, H);
+            dg_matmul_nn(&k9, y, pr, V, n, &em, 1);
+            double d = 0;
+            for (int v = 0; v < V; v++) d += (double)pr[8 * V + v] * dg_bf16_to_f32(e[v * H + 47]);
+            CHECK(fabs(y[8 * H + 47] - d) < 1e-4, "path %s: 9-row context: %g vs %g", dg_path_name((dg_path)p), y[8 * H + 47], d);
+            free(pr); free(y); free(e);
+            dg_kctx_free(&k9);
+        }
         CHECK(worst < 1e-5, "path %s: P.E error %.3g", dg_path_name((dg_path)p), worst);
         printf("  P.E path %-8s max error / sum|p*e|: %.2e\n", dg_path_name((dg_path)p), worst);
     }

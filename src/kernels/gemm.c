@@ -61,11 +61,12 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
     /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
-    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)k->max_n * DG_NN_HB * sizeof(float) + 64;
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)round_up(k->max_n, 16) * DG_NN_HB * sizeof(float) + 64;
     if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     k->max_v = max_v;
     if (k->path == DG_PATH_AMX && max_v > 0) {
-        k->pbuf = aligned_alloc(64, (size_t)round_up((int64_t)k->max_n * round_up(max_v, DG_KC) * 2, 64));
+        /* whole 16-token tiles: rows past max_n are read as zeros */
+        k->pbuf = aligned_alloc(64, (size_t)round_up(round_up(k->max_n, 16) * round_up(max_v, DG_KC) * 2, 64));
         if (!k->pbuf) { dg_kctx_free(k); return -1; }
     }
     k->panel = calloc((size_t)nt, sizeof(float *));
