@@ -184,6 +184,21 @@ static void test_vector_ops(void) {
     for (int i = 0; i < 37; i++) bad += fabsf(y[i] - (1.0f + 2.0f * a[i])) > 1e-6f;
     CHECK(bad == 0, "axpy");
     printf("  exp within %.2f ulp of exp(); sums within 1e-5\n", ulp);
+    /* the softcap against cap * tanh in double, over the whole range that matters */
+    enum { M = 4001 };
+    static float sx[M];
+    double worst = 0;
+    for (int i = 0; i < M; i++) sx[i] = (float)(i - M / 2) * 0.05f;
+    sx[M / 2 + 1] = 1e-6f;
+    dg_softcap_f32(sx, M, 30.0f);
+    for (int i = 0; i < M; i++) {
+        const float xin = i == M / 2 + 1 ? 1e-6f : (float)(i - M / 2) * 0.05f;
+        const double want = 30.0 * tanh((double)(xin / 30.0f));
+        const double err = fabs(sx[i] - want) / fmax(fabs(want), 1e-30);
+        if (err > worst) worst = err;
+    }
+    CHECK(worst < 1e-6, "softcap relative error %.3g", worst);
+    printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
 }
 
 typedef struct {

@@ -275,7 +275,12 @@ static float dotdiff_generic(const float *x, const float *z, int n, float mx) {
     return s;
 }
 
+static void softcap_generic(float *x, int n, float cap) {
+    for (int i = 0; i < n; i++) x[i] = tanhf(x[i] / cap) * cap;
+}
+
 static float (*g_dot)(const float *, const float *, int);
+static void (*g_softcap)(float *, int, float);
 static void (*g_axpy)(float *, float, const float *, int);
 static float (*g_max)(const float *, int, int *);
 static float (*g_expsum)(float *, int, float);
@@ -287,8 +292,10 @@ static void pick_vec(void) {
     g_max = max_generic;
     g_expsum = expsum_generic;
     g_dotdiff = dotdiff_generic;
+    g_softcap = softcap_generic;
 #if defined(__x86_64__)
     if (dg_cpu_has_avx512()) {
+        g_softcap = dg_softcap_f32_avx512;
         g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; g_max = dg_max_f32_avx512;
         g_expsum = dg_expsum_f32_avx512; g_dotdiff = dg_dotdiff_f32_avx512;
     } else if (dg_cpu_has_avx2()) {
@@ -305,6 +312,11 @@ float dg_max_f32(const float *x, int n, int *arg) {
 float dg_expsum_f32(float *x, int n, float mx) {
     if (!g_expsum) pick_vec();
     return g_expsum(x, n, mx);
+}
+
+void dg_softcap_f32(float *x, int n, float cap) {
+    if (!g_softcap) pick_vec();
+    g_softcap(x, n, cap);
 }
 
 float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {

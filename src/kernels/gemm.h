@@ -74,6 +74,8 @@ void dg_axpy_f32(float *y, float a, const float *x, int n);
 float dg_max_f32(const float *x, int n, int *arg);
 /* x[i] = exp(x[i] - mx) (a vectorized float32 exp, within 2 ulp of expf) and the float32 sum */
 float dg_expsum_f32(float *x, int n, float mx);
+/* x[i] = cap * tanh(x[i] / cap) (vectorized; within a few ulp of tanhf) */
+void dg_softcap_f32(float *x, int n, float cap);
 /* sum of x[i] * (mx - z[i]) (the entropy numerator of a softmax) */
 float dg_dotdiff_f32(const float *x, const float *z, int n, float mx);
 

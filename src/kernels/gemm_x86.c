@@ -288,6 +288,27 @@ T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
     return _mm512_reduce_add_ps(s);
 }
 
+/* cap * tanh(x / cap) = cap * sign(x) * (1 - 2 / (exp(2|x|/cap) + 1)); for tiny |x| the 1 - ... form
+ * loses bits, so there tanh(u) ~ u - u^3/3 + 2u^5/15 */
+T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
+    const __m512 c = _mm512_set1_ps(cap), one = _mm512_set1_ps(1.0f);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 u = _mm512_div_ps(v, c);
+        const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(sign), _mm512_castps_si512(u)));
+        const __m512 e = exp512(_mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)), _mm512_setzero_ps()));
+        /* tanh(a) = (1 - e) / (1 + e) with e = exp(-2a) <= 1: no overflow */
+        __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        const __m512 a2 = _mm512_mul_ps(a, a);
+        const __m512 small = _mm512_mul_ps(a, _mm512_fmadd_ps(a2, _mm512_fmadd_ps(a2, _mm512_set1_ps(2.0f / 15.0f), _mm512_set1_ps(-1.0f / 3.0f)), one));
+        t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.0625f), _CMP_LT_OQ), t, small);
+        t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(u), _mm512_castps_si512(sign))));
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(t, c));
+    }
+}
+
 T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
     __m512 s = _mm512_setzero_ps();

@@ -755,7 +755,7 @@ static void softcap_rows(void *ctx, int t, int tid) {
     const cap_job *j = ctx;
     float *l = j->logits + (size_t)t * j->V;
     if (j->fast)
-        for (int v = 0; v < j->V; v++) l[v] = tanhf(l[v] / j->cap) * j->cap;
+        dg_softcap_f32(l, j->V, j->cap);
     else
         for (int v = 0; v < j->V; v++) l[v] = (float)tanh((double)(l[v] / j->cap)) * j->cap;
 }
