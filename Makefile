@@ -14,7 +14,7 @@ CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
 LDLIBS  += $(JANSSON_LIBS) -lm
 BUILD   ?= build
 
-LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
+LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/gguf.c src/load/gguf_write.c \
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
 CLI_SRC := cli/main.c cli/npy.c
 TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
