@@ -107,56 +107,46 @@ static inline int scale_q3k(int j, const uint8_t *s) {
 
 /* ===== dequantization ===== */
 
-static void dq_q4_0(const uint8_t *b, float *y) {
-    const float d = ld_h(b);
-    for (int j = 0; j < 16; j++) {
-        const int x0 = (b[2 + j] & 0x0F) - 8, x1 = (b[2 + j] >> 4) - 8;
-        y[j] = x0 * d;
-        y[j + 16] = x1 * d;
+/* The 32 integer codes of a 32-element block, offsets applied, so that y = d * q (+ m for Q4_1 / Q5_1):
+ * element j < 16 is the low nibble of qs[j], element j + 16 its high nibble; the 5th bit of element j is
+ * bit j of the little-endian u32 qh. */
+static void codes32(dg_dtype dt, const uint8_t *b, int *q) {
+    switch (dt) {
+    case DG_Q8_0:
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
+        return;
+    case DG_Q4_0: case DG_Q4_1: case DG_IQ4_NL: {
+        const uint8_t *qs = b + (dt == DG_Q4_1 ? 4 : 2);
+        for (int j = 0; j < 16; j++) {
+            q[j] = qs[j] & 0xF;
+            q[j + 16] = qs[j] >> 4;
+        }
+        for (int j = 0; j < 32; j++) q[j] = dt == DG_Q4_0 ? q[j] - 8 : dt == DG_IQ4_NL ? k_iq4nl[q[j]] : q[j];
+        return;
+    }
+    default: {   /* Q5_0, Q5_1 */
+        const int m = dt == DG_Q5_1;
+        const uint32_t qh = ld_u32(b + 2 + 2 * m);
+        const uint8_t *qs = b + 6 + 2 * m;
+        for (int j = 0; j < 16; j++) {
+            q[j] = ((qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4)) - (m ? 0 : 16);
+            q[j + 16] = ((qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - (m ? 0 : 16);
+        }
+        return;
+    }
     }
 }
 
-static void dq_q4_1(const uint8_t *b, float *y) {
-    const float d = ld_h(b), m = ld_h(b + 2);
-    for (int j = 0; j < 16; j++) {
-        const int x0 = b[4 + j] & 0x0F, x1 = b[4 + j] >> 4;
-        y[j] = x0 * d + m;
-        y[j + 16] = x1 * d + m;
-    }
-}
-
-static void dq_q5_0(const uint8_t *b, float *y) {
+/* ggml evaluates q * d, then + m: the same single roundings here */
+static void dq_32(dg_dtype dt, const uint8_t *b, float *y) {
+    int q[32];
+    codes32(dt, b, q);
     const float d = ld_h(b);
-    const uint32_t qh = ld_u32(b + 2);
-    for (int j = 0; j < 16; j++) {
-        const int x0 = ((b[6 + j] & 0x0F) | (int)(((qh >> j) & 1) << 4)) - 16;
-        const int x1 = ((b[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16;
-        y[j] = x0 * d;
-        y[j + 16] = x1 * d;
-    }
-}
-
-static void dq_q5_1(const uint8_t *b, float *y) {
-    const float d = ld_h(b), m = ld_h(b + 2);
-    const uint32_t qh = ld_u32(b + 4);
-    for (int j = 0; j < 16; j++) {
-        const int x0 = (b[8 + j] & 0x0F) | (int)(((qh >> j) & 1) << 4);
-        const int x1 = (b[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-        y[j] = x0 * d + m;
-        y[j + 16] = x1 * d + m;
-    }
-}
-
-static void dq_q8_0(const uint8_t *b, float *y) {
-    const float d = ld_h(b);
-    for (int j = 0; j < 32; j++) y[j] = (int8_t)b[2 + j] * d;
-}
-
-static void dq_iq4_nl(const uint8_t *b, float *y) {
-    const float d = ld_h(b);
-    for (int j = 0; j < 16; j++) {
-        y[j] = d * k_iq4nl[b[2 + j] & 0xF];
-        y[j + 16] = d * k_iq4nl[b[2 + j] >> 4];
+    if (dt == DG_Q4_1 || dt == DG_Q5_1) {
+        const float m = ld_h(b + 2);
+        for (int j = 0; j < 32; j++) y[j] = q[j] * d + m;
+    } else {
+        for (int j = 0; j < 32; j++) y[j] = q[j] * d;
     }
 }
 
@@ -190,25 +180,11 @@ static void dq_q3_K(const uint8_t *b, float *y) {
 }
 
 /* Q4_K: chunk c (64 elements) uses qs[32c .. 32c+31]: low nibbles are elements 64c..64c+31 (sub-block
- * 2c), high nibbles 64c+32..64c+63 (sub-block 2c+1). */
-static void dq_q4_K(const uint8_t *b, float *y) {
+ * 2c), high nibbles 64c+32..64c+63 (sub-block 2c+1). Q5_K (qh != NULL) adds a 5th bit: bit 2c of qh[l]
+ * for the low half of chunk c, bit 2c+1 for the high half. */
+static void dq_k45(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y) {
     const float d = ld_h(b), dmin = ld_h(b + 2);
-    const uint8_t *s = b + 4, *qs = b + 16;
-    for (int c = 0; c < 4; c++) {
-        uint8_t sc, m;
-        scale_min_k4(2 * c, s, &sc, &m);
-        const float d1 = d * sc, m1 = dmin * m;
-        scale_min_k4(2 * c + 1, s, &sc, &m);
-        const float d2 = d * sc, m2 = dmin * m;
-        for (int l = 0; l < 32; l++) y[64 * c + l] = d1 * (qs[32 * c + l] & 0xF) - m1;
-        for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d2 * (qs[32 * c + l] >> 4) - m2;
-    }
-}
-
-/* Q5_K: as Q4_K, plus a 5th bit: bit 2c of qh[l] for the low half of chunk c, bit 2c+1 for the high. */
-static void dq_q5_K(const uint8_t *b, float *y) {
-    const float d = ld_h(b), dmin = ld_h(b + 2);
-    const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
+    const uint8_t *s = b + 4;
     for (int c = 0; c < 4; c++) {
         uint8_t sc, m;
         scale_min_k4(2 * c, s, &sc, &m);
@@ -216,11 +192,13 @@ static void dq_q5_K(const uint8_t *b, float *y) {
         scale_min_k4(2 * c + 1, s, &sc, &m);
         const float d2 = d * sc, m2 = dmin * m;
         for (int l = 0; l < 32; l++)
-            y[64 * c + l] = d1 * ((qs[32 * c + l] & 0xF) + ((qh[l] >> (2 * c)) & 1 ? 16 : 0)) - m1;
+            y[64 * c + l] = d1 * ((qs[32 * c + l] & 0xF) + (qh && (qh[l] >> (2 * c)) & 1 ? 16 : 0)) - m1;
         for (int l = 0; l < 32; l++)
-            y[64 * c + 32 + l] = d2 * ((qs[32 * c + l] >> 4) + ((qh[l] >> (2 * c + 1)) & 1 ? 16 : 0)) - m2;
+            y[64 * c + 32 + l] = d2 * ((qs[32 * c + l] >> 4) + (qh && (qh[l] >> (2 * c + 1)) & 1 ? 16 : 0)) - m2;
     }
 }
+static void dq_q4_K(const uint8_t *b, float *y) { dq_k45(b, NULL, b + 16, y); }
+static void dq_q5_K(const uint8_t *b, float *y) { dq_k45(b, b + 16, b + 48, y); }
 
 /* Q6_K: half h (128 elements) uses ql[64h..], qh[32h..], scales[8h..]; for l = 0..31 the four
  * elements l, l+32, l+64, l+96 take ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high, with the 2 high
@@ -246,14 +224,9 @@ static void dq_q6_K(const uint8_t *b, float *y) {
 }
 
 void dg_dequant_gguf(dg_dtype dt, const void *blocks, float *out, int64_t n) {
-    void (*fn)(const uint8_t *, float *);
+    void (*fn)(const uint8_t *, float *) = NULL;
     switch (dt) {
-    case DG_Q4_0: fn = dq_q4_0; break;
-    case DG_Q4_1: fn = dq_q4_1; break;
-    case DG_Q5_0: fn = dq_q5_0; break;
-    case DG_Q5_1: fn = dq_q5_1; break;
-    case DG_Q8_0: fn = dq_q8_0; break;
-    case DG_IQ4_NL: fn = dq_iq4_nl; break;
+    case DG_Q4_0: case DG_Q4_1: case DG_Q5_0: case DG_Q5_1: case DG_Q8_0: case DG_IQ4_NL: break;
     case DG_Q2_K: fn = dq_q2_K; break;
     case DG_Q3_K: fn = dq_q3_K; break;
     case DG_Q4_K: fn = dq_q4_K; break;
@@ -264,7 +237,10 @@ void dg_dequant_gguf(dg_dtype dt, const void *blocks, float *out, int64_t n) {
     const int64_t blk = dg_gguf_block_elems(dt);
     const size_t bb = dg_gguf_block_bytes(dt);
     const uint8_t *p = blocks;
-    for (int64_t i = 0; i < n / blk; i++) fn(p + (size_t)i * bb, out + i * blk);
+    for (int64_t i = 0; i < n / blk; i++) {
+        if (fn) fn(p + (size_t)i * bb, out + i * blk);
+        else dq_32(dt, p + (size_t)i * bb, out + i * blk);
+    }
 }
 
 /* ===== quantization: 32-element formats ===== */
@@ -287,63 +263,49 @@ static void minmax(const float *x, int n, float *mn, float *mx) {
     *mx = hi;
 }
 
-static void q_q4_0(const float *x, uint8_t *b) {
-    const float d = signed_absmax(x, 32) / -8;
-    const float id = d ? 1.0f / d : 0.0f;
-    st_h(b, d);
+/* Pack 32 codes: low 4 bits of elements j and j + 16 share qs[j]; for the 5-bit formats the 5th bits go
+ * to the u32 at qh (bit j for element j). */
+static void pack32(const int *q, uint8_t *qs, uint8_t *qh) {
+    uint32_t h = 0;
     for (int j = 0; j < 16; j++) {
-        const int x0 = imin(15, (int8_t)f2i(x[j] * id + 8.5f));
-        const int x1 = imin(15, (int8_t)f2i(x[j + 16] * id + 8.5f));
-        b[2 + j] = (uint8_t)(x0 | (x1 << 4));
+        qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= (uint32_t)((q[j] >> 4) & 1) << j | (uint32_t)((q[j + 16] >> 4) & 1) << (j + 16);
     }
+    if (qh) memcpy(qh, &h, 4);
 }
 
-static void q_q4_1(const float *x, uint8_t *b) {
+/* Q4_0 / Q5_0: d = (value of largest magnitude) / -8 (or -16), q = min(top, trunc(x / d + 8.5)). */
+static void q_sym(const float *x, uint8_t *b, int bits) {
+    const int half = 1 << (bits - 1), top = (1 << bits) - 1;
+    const float d = signed_absmax(x, 32) / -half;
+    const float id = d ? 1.0f / d : 0.0f;
+    st_h(b, d);
+    int q[32];
+    for (int j = 0; j < 32; j++) q[j] = imin(top, (int8_t)f2i(x[j] * id + (half + 0.5f)));
+    pack32(q, b + (bits == 5 ? 6 : 2), bits == 5 ? b + 2 : NULL);
+}
+
+/* Q4_1 / Q5_1: d = (max - min) / 15 (or 31), m = min, q = trunc((x - min) / d + 0.5) (ggml clamps to 15
+ * for Q4_1 only). */
+static void q_asym(const float *x, uint8_t *b, int bits) {
     float mn, mx;
     minmax(x, 32, &mn, &mx);
-    const float d = (mx - mn) / 15;
+    const float d = (mx - mn) / ((1 << bits) - 1);
     const float id = d ? 1.0f / d : 0.0f;
     st_h(b, d);
     st_h(b + 2, mn);
-    for (int j = 0; j < 16; j++) {
-        const int x0 = imin(15, (int8_t)f2i((x[j] - mn) * id + 0.5f));
-        const int x1 = imin(15, (int8_t)f2i((x[j + 16] - mn) * id + 0.5f));
-        b[4 + j] = (uint8_t)(x0 | (x1 << 4));
+    int q[32];
+    for (int j = 0; j < 32; j++) {
+        const int32_t v = f2i((x[j] - mn) * id + 0.5f);
+        q[j] = bits == 4 ? imin(15, (int8_t)v) : (uint8_t)v;
     }
+    pack32(q, b + (bits == 5 ? 8 : 4), bits == 5 ? b + 4 : NULL);
 }
 
-static void q_q5_0(const float *x, uint8_t *b) {
-    const float d = signed_absmax(x, 32) / -16;
-    const float id = d ? 1.0f / d : 0.0f;
-    st_h(b, d);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) {
-        const int x0 = imin(31, (int8_t)f2i(x[j] * id + 16.5f));
-        const int x1 = imin(31, (int8_t)f2i(x[j + 16] * id + 16.5f));
-        b[6 + j] = (uint8_t)((x0 & 0xF) | ((x1 & 0xF) << 4));
-        qh |= (uint32_t)((x0 >> 4) & 1) << j;
-        qh |= (uint32_t)((x1 >> 4) & 1) << (j + 16);
-    }
-    memcpy(b + 2, &qh, 4);
-}
-
-static void q_q5_1(const float *x, uint8_t *b) {
-    float mn, mx;
-    minmax(x, 32, &mn, &mx);
-    const float d = (mx - mn) / 31;
-    const float id = d ? 1.0f / d : 0.0f;
-    st_h(b, d);
-    st_h(b + 2, mn);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; j++) {
-        const int x0 = (uint8_t)f2i((x[j] - mn) * id + 0.5f);   /* ggml does not clamp here */
-        const int x1 = (uint8_t)f2i((x[j + 16] - mn) * id + 0.5f);
-        b[8 + j] = (uint8_t)((x0 & 0xF) | ((x1 & 0xF) << 4));
-        qh |= (uint32_t)((x0 >> 4) & 1) << j;
-        qh |= (uint32_t)((x1 >> 4) & 1) << (j + 16);
-    }
-    memcpy(b + 4, &qh, 4);
-}
+static void q_q4_0(const float *x, uint8_t *b) { q_sym(x, b, 4); }
+static void q_q5_0(const float *x, uint8_t *b) { q_sym(x, b, 5); }
+static void q_q4_1(const float *x, uint8_t *b) { q_asym(x, b, 4); }
+static void q_q5_1(const float *x, uint8_t *b) { q_asym(x, b, 5); }
 
 /* Q8_0 weights and activations: d = absmax / 127, q = roundf(x / d) (half away from zero). */
 static void q_q8_0(const float *x, uint8_t *b) {
@@ -416,45 +378,40 @@ static void q_iq4_nl(const float *x, uint8_t *b) {
 
 /* ===== quantization: K-quant helpers (ggml's make_*_quants) ===== */
 
+/* Levels clamp(nearest(iscale * x), -nmax, nmax - 1) with the weighted sums (weights x^2) of the
+ * least-squares scale: sumlx = sum w x l, suml2 = sum w l^2. L (if given) gets level + bias. */
+static void fit_levels(int n, int nmax, const float *x, float iscale, int8_t *L, int bias, float *sumlx, float *suml2) {
+    float slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        const int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
+        if (L) L[i] = (int8_t)(l + bias);
+        const float w = x[i] * x[i];
+        slx += w * x[i] * l;
+        sl2 += w * l * l;
+    }
+    *sumlx = slx;
+    *suml2 = sl2;
+}
+
 /* Symmetric fit of n values to integer levels -nmax..nmax-1 with weights x^2 (rmse_type 1): start
  * from scale -max/nmax, then try 18 perturbed inverse scales -(nmax + 0.1 is)/max, keeping the one
  * with the best weighted least-squares fit. L gets level + nmax. */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < 1e-15f) {
-        for (int i = 0; i < n; i++) L[i] = 0;
+    const float max = signed_absmax(x, n);
+    if (fabsf(max) < 1e-15f) {
+        memset(L, 0, (size_t)n);
         return 0.f;
     }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        const int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
-        L[i] = (int8_t)(l + nmax);
-        const float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
+    float sumlx, suml2;
+    fit_levels(n, nmax, x, -nmax / max, L, nmax, &sumlx, &suml2);
     float scale = suml2 ? sumlx / suml2 : 0.0f;
     float best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            const int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
-            const float w = x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        const float iscale = -(nmax + 0.1f * is) / max;
+        fit_levels(n, nmax, x, iscale, NULL, 0, &sumlx, &suml2);
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                const int l = nearest_int(iscale * x[i]);
-                L[i] = (int8_t)(nmax + imax(-nmax, imin(nmax - 1, l)));
-            }
+            fit_levels(n, nmax, x, iscale, L, nmax, &sumlx, &suml2);
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -465,24 +422,13 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
 /* Q3_K sub-block fit (levels -nmax..nmax-1, weights x^2): start from -max/nmax, then up to 5 passes
  * of coordinate descent moving single levels while the weighted fit improves. L gets level + nmax. */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < 1e-15f) {
-        for (int i = 0; i < n; i++) L[i] = 0;
+    const float max = signed_absmax(x, n);
+    if (fabsf(max) < 1e-15f) {
+        memset(L, 0, (size_t)n);
         return 0.f;
     }
-    const float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        const int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
-        L[i] = (int8_t)l;
-        const float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
+    float sumlx, suml2;
+    fit_levels(n, nmax, x, -nmax / max, L, 0, &sumlx, &suml2);
     for (int itry = 0; itry < 5; itry++) {
         int changed = 0;
         for (int i = 0; i < n; i++) {
@@ -608,7 +554,8 @@ static void q_q2_K(const float *x, uint8_t *b) {
     }
     if (max_min > 0) {
         const float iscale = 15.f / max_min;
-        for (int j = 0; j < 16; j++) sc[j] = (uint8_t)(sc[j] | (nearest_int(iscale * mins[j]) << 4));
+        /* unsigned shift: a NaN min (denormal blocks) gives a negative level, whose low bits ggml keeps */
+        for (int j = 0; j < 16; j++) sc[j] = (uint8_t)(sc[j] | ((unsigned)nearest_int(iscale * mins[j]) << 4));
         st_h(b + 82, max_min / 15.f);
     } else {
         st_h(b + 82, 0.f);
@@ -863,82 +810,41 @@ void dg_quantize_act(dg_act_type at, const float *x, void *dst, int64_t n) {
 
 /* ===== integer dot products ===== */
 
-float dg_vec_dot_q4_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) {
+/* 32-element weight blocks against Q8_0 (or Q8_1 for the formats with a min m: + m * s, s = d_a * sum) */
+static float dot32(dg_dtype dt, int64_t n, const void *w, const void *act) {
+    const size_t bb = dg_gguf_block_bytes(dt);
+    const int with_min = dt == DG_Q4_1 || dt == DG_Q5_1;
     const uint8_t *b = w;
     float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 18, a++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += ((b[2 + j] & 0xF) - 8) * a->qs[j] + ((b[2 + j] >> 4) - 8) * a->qs[j + 16];
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d));
-    }
-    return sum;
-}
-
-float dg_vec_dot_q4_1_q8(int64_t n, const void *w, const dg_block_q8_1 *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 20, a++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) sumi += (b[4 + j] & 0xF) * a->qs[j] + (b[4 + j] >> 4) * a->qs[j + 16];
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d)) + ld_h(b + 2) * dg_f16_to_f32(a->s);
-    }
-    return sum;
-}
-
-float dg_vec_dot_q5_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 22, a++) {
-        const uint32_t qh = ld_u32(b + 2);
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            const int x0 = ((b[6 + j] & 0xF) | (int)(((qh >> j) & 1) << 4)) - 16;
-            const int x1 = ((b[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16;
-            sumi += x0 * a->qs[j] + x1 * a->qs[j + 16];
+    int q[32];
+    for (int64_t i = 0; i < n / QK; i++, b += bb) {
+        const int8_t *aq;
+        float ad, as = 0;
+        if (with_min) {
+            const dg_block_q8_1 *a = (const dg_block_q8_1 *)act + i;
+            aq = a->qs;
+            ad = dg_f16_to_f32(a->d);
+            as = dg_f16_to_f32(a->s);
+        } else {
+            const dg_block_q8_0 *a = (const dg_block_q8_0 *)act + i;
+            aq = a->qs;
+            ad = dg_f16_to_f32(a->d);
         }
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d));
+        codes32(dt, b, q);
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += q[j] * aq[j];
+        sum += sumi * (ld_h(b) * ad);
+        if (with_min) sum += ld_h(b + 2) * as;
     }
     return sum;
 }
 
-float dg_vec_dot_q5_1_q8(int64_t n, const void *w, const dg_block_q8_1 *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 24, a++) {
-        const uint32_t qh = ld_u32(b + 4);
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            const int x0 = (b[8 + j] & 0xF) | (int)(((qh >> j) & 1) << 4);
-            const int x1 = (b[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-            sumi += x0 * a->qs[j] + x1 * a->qs[j + 16];
-        }
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d)) + ld_h(b + 2) * dg_f16_to_f32(a->s);
-    }
-    return sum;
-}
-
-float dg_vec_dot_q8_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 34, a++) {
-        int sumi = 0;
-        for (int j = 0; j < 32; j++) sumi += (int8_t)b[2 + j] * a->qs[j];
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d));
-    }
-    return sum;
-}
-
-float dg_vec_dot_iq4_nl_q8(int64_t n, const void *w, const dg_block_q8_0 *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QK; i++, b += 18, a++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) sumi += k_iq4nl[b[2 + j] & 0xF] * a->qs[j] + k_iq4nl[b[2 + j] >> 4] * a->qs[j + 16];
-        sum += sumi * (ld_h(b) * dg_f16_to_f32(a->d));
-    }
-    return sum;
-}
+float dg_vec_dot_q4_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) { return dot32(DG_Q4_0, n, w, a); }
+float dg_vec_dot_q4_1_q8(int64_t n, const void *w, const dg_block_q8_1 *a) { return dot32(DG_Q4_1, n, w, a); }
+float dg_vec_dot_q5_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) { return dot32(DG_Q5_0, n, w, a); }
+float dg_vec_dot_q5_1_q8(int64_t n, const void *w, const dg_block_q8_1 *a) { return dot32(DG_Q5_1, n, w, a); }
+float dg_vec_dot_q8_0_q8(int64_t n, const void *w, const dg_block_q8_0 *a) { return dot32(DG_Q8_0, n, w, a); }
+float dg_vec_dot_iq4_nl_q8(int64_t n, const void *w, const dg_block_q8_0 *a) { return dot32(DG_IQ4_NL, n, w, a); }
 
 /* K-quants against Q8_K: integer sums per sub-block times the integer sub-block scale; the min term
  * uses the activation block's 16-element sums. */
@@ -983,18 +889,20 @@ float dg_vec_dot_q3_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) {
     return sum;
 }
 
-float dg_vec_dot_q4_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) {
-    const uint8_t *b = w;
+/* Q4_K / Q5_K (qh_off 16, qs at 48) against Q8_K: per 32 sub-block the integer sum times the 6-bit
+ * scale, and the min times the sum of the activation's two 16-element sums. */
+static float dot_k45(int64_t n, const uint8_t *b, const dg_block_q8_K *a, size_t bb, int five) {
     float sum = 0;
-    for (int64_t i = 0; i < n / QKK; i++, b += 144, a++) {
-        const uint8_t *s = b + 4, *qs = b + 16;
+    for (int64_t i = 0; i < n / QKK; i++, b += bb, a++) {
+        const uint8_t *s = b + 4, *qh = b + 16, *qs = b + (five ? 48 : 16);
         int sumi = 0, summ = 0;
         for (int c = 0; c < 4; c++) {
             uint8_t sc, m;
             int s0 = 0, s1 = 0;
             for (int l = 0; l < 32; l++) {
-                s0 += (qs[32 * c + l] & 0xF) * a->qs[64 * c + l];
-                s1 += (qs[32 * c + l] >> 4) * a->qs[64 * c + 32 + l];
+                const int h0 = five ? ((qh[l] >> (2 * c)) & 1) << 4 : 0, h1 = five ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+                s0 += ((qs[32 * c + l] & 0xF) | h0) * a->qs[64 * c + l];
+                s1 += ((qs[32 * c + l] >> 4) | h1) * a->qs[64 * c + 32 + l];
             }
             scale_min_k4(2 * c, s, &sc, &m);
             sumi += sc * s0;
@@ -1008,30 +916,8 @@ float dg_vec_dot_q4_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) {
     return sum;
 }
 
-float dg_vec_dot_q5_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) {
-    const uint8_t *b = w;
-    float sum = 0;
-    for (int64_t i = 0; i < n / QKK; i++, b += 176, a++) {
-        const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
-        int sumi = 0, summ = 0;
-        for (int c = 0; c < 4; c++) {
-            uint8_t sc, m;
-            int s0 = 0, s1 = 0;
-            for (int l = 0; l < 32; l++) {
-                s0 += ((qs[32 * c + l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4)) * a->qs[64 * c + l];
-                s1 += ((qs[32 * c + l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4)) * a->qs[64 * c + 32 + l];
-            }
-            scale_min_k4(2 * c, s, &sc, &m);
-            sumi += sc * s0;
-            summ += m * (a->bsums[4 * c] + a->bsums[4 * c + 1]);
-            scale_min_k4(2 * c + 1, s, &sc, &m);
-            sumi += sc * s1;
-            summ += m * (a->bsums[4 * c + 2] + a->bsums[4 * c + 3]);
-        }
-        sum += a->d * (ld_h(b) * sumi - ld_h(b + 2) * summ);
-    }
-    return sum;
-}
+float dg_vec_dot_q4_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) { return dot_k45(n, w, a, 144, 0); }
+float dg_vec_dot_q5_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) { return dot_k45(n, w, a, 176, 1); }
 
 float dg_vec_dot_q6_K_q8(int64_t n, const void *w, const dg_block_q8_K *a) {
     const uint8_t *b = w;

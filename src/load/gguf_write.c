@@ -65,7 +65,7 @@ static int grow(gguf_writer *w, uint8_t **buf, size_t *len, size_t *cap, const v
         *buf = nb;
         *cap = nc;
     }
-    memcpy(*buf + *len, p, n);
+    if (n) memcpy(*buf + *len, p, n);
     *len += n;
     return 0;
 }
