@@ -18,7 +18,7 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c
 CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
+TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -307,12 +307,14 @@ static const merge_slot *merge_find(const dg_tokenizer *t, uint32_t a, uint32_t 
 /* ----- trie of added-token patterns ----- */
 
 static int trie_insert(trie *tr, const char *s, size_t n, int32_t value) {
-    int32_t *link = &tr->root[(unsigned char)s[0]];
+    /* links are kept as (node, which) rather than pointers: the node array moves when it grows */
+    int32_t parent = -1;   /* -1: the root table */
     int32_t node = -1;
     for (size_t i = 0; i < n; i++) {
         uint8_t b = (uint8_t)s[i];
-        node = *link;
-        while (node >= 0 && tr->nodes[node].byte != b) { link = &tr->nodes[node].sibling; node = *link; }
+        int32_t prev = -1;
+        node = parent < 0 ? tr->root[b] : tr->nodes[parent].child;
+        while (node >= 0 && tr->nodes[node].byte != b) { prev = node; node = tr->nodes[node].sibling; }
         if (node < 0) {
             if (tr->n == tr->cap) {
                 int cap = tr->cap ? tr->cap * 2 : 256;
@@ -323,9 +325,11 @@ static int trie_insert(trie *tr, const char *s, size_t n, int32_t value) {
             }
             node = tr->n++;
             tr->nodes[node] = (tnode){-1, -1, -1, b};
-            *link = node;
+            if (parent < 0) tr->root[b] = node;
+            else if (prev < 0) tr->nodes[parent].child = node;
+            else tr->nodes[prev].sibling = node;
         }
-        if (i + 1 < n) link = &tr->nodes[node].child;
+        parent = node;
     }
     if (tr->nodes[node].value >= 0) return 1;   /* the same pattern twice */
     tr->nodes[node].value = value;
