@@ -5,7 +5,7 @@ set -u
 BIN=${1:-./dgemma}
 TEST=${2:-./build/dgemma_test}
 total_p=0 total_f=0 rc=0
-for step in "$TEST" "bash tests/test_cli.sh $BIN"; do
+for step in "$TEST" "bash tests/test_cli.sh $BIN" "bash tests/test_tokenizer_cli.sh $BIN"; do
     log=$(mktemp)
     TEST_BIN=$TEST $step 2>&1 | tee "$log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
