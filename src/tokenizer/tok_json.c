@@ -5,6 +5,7 @@
  * 33 MB Gemma file (262,144 vocab entries, 514,906 merges), this reader takes a fraction of that. It
  * parses strictly (RFC 8259: no comments, no trailing commas, valid UTF-8, paired surrogates) straight
  * from the buffer, unescaping strings in place, and reports errors as FILE:LINE:COL: FIELD: message.
+ * Bytes outside strings are ASCII by the grammar, so UTF-8 is validated inside strings only.
  *
  * Supported components (anything else is refused, naming the field):
  *   model          BPE (vocab object, merges as "a b" strings or [a, b] pairs, unk_token, fuse_unk,
@@ -120,8 +121,14 @@ static int jstr(jp *j, dg_tok_str *out) {
     if (j->p >= j->end || *j->p != '"') return jfail(j, "expected a string, found %s", what(j));
     char *r = ++j->p, *w = r, *start = r;
     for (;;) {
-        /* fast path: plain bytes */
-        while (r < j->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20) *w++ = *r++;
+        /* fast path: plain ASCII; other bytes must form valid UTF-8 (checked here, not in a separate pass) */
+        while (r < j->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20) {
+            if ((unsigned char)*r < 0x80) { *w++ = *r++; continue; }
+            uint32_t cp;
+            int l = dg_utf8_next((const unsigned char *)r, (size_t)(j->end - r), &cp);
+            if (!l) { j->p = r; return jfail(j, "invalid UTF-8"); }
+            while (l--) *w++ = *r++;
+        }
         if (r >= j->end) { j->p = r; return jfail(j, "unterminated string"); }
         if (*r == '"') break;
         if ((unsigned char)*r < 0x20) { j->p = r; return jfail(j, "control character in a string"); }
@@ -174,7 +181,13 @@ static int jstr(jp *j, dg_tok_str *out) {
 static int jstr_skip(jp *j) {
     char *r = j->p + 1;
     for (;;) {
-        while (r < j->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20) r++;
+        while (r < j->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20) {
+            if ((unsigned char)*r < 0x80) { r++; continue; }
+            uint32_t cp;
+            int l = dg_utf8_next((const unsigned char *)r, (size_t)(j->end - r), &cp);
+            if (!l) { j->p = r; return jfail(j, "invalid UTF-8"); }
+            r += l;
+        }
         if (r >= j->end) { j->p = r; return jfail(j, "unterminated string"); }
         if (*r == '"') break;
         if ((unsigned char)*r < 0x20) { j->p = r; return jfail(j, "control character in a string"); }
@@ -622,31 +635,12 @@ static int jadded(jp *j, jstate *st) {
     return r;
 }
 
-static int utf8_check_buf(jp *j) {
-    const unsigned char *u = (const unsigned char *)j->base;
-    size_t n = (size_t)(j->end - j->base), i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, u + i, 8);
-            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
-        }
-        if (u[i] < 0x80) { i++; continue; }
-        uint32_t cp;
-        int l = dg_utf8_next(u + i, n - i, &cp);
-        if (!l) { j->p = j->base + i; return jfail(j, "invalid UTF-8"); }
-        i += (size_t)l;
-    }
-    return 0;
-}
-
 int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **out, char *err, size_t errlen) {
     *out = NULL;
     jp j = {buf, buf, buf + len, name ? name : "tokenizer.json", err, errlen, {0}, -1};
     jstate st;
     memset(&st, 0, sizeof(st));
     int rc = -1;
-    if (utf8_check_buf(&j)) goto out;
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) { j.p += 3; return jfail(&j, "byte order mark at the start"); }
     if (jobj_begin(&j)) goto out;
     int first = 1, r;

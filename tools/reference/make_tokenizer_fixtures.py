@@ -446,6 +446,7 @@ def edit_flags(j):
 
 
 def edit_prepend_strip(j):
+    j["model"]["byte_fallback"] = False   # characters outside the vocabulary become <unk>, fused
     j["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
                                                            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
     j["pre_tokenizer"] = None
@@ -459,7 +460,8 @@ def edit_split_nodecoder(j):
         {"type": "Split", "pattern": {"String": "\u2581"}, "behavior": "Isolated", "invert": False},
         {"type": "Split", "pattern": {"String": "e"}, "behavior": "MergedWithNext", "invert": False},
         {"type": "Split", "pattern": {"String": "."}, "behavior": "Contiguous", "invert": True},
-        {"type": "Split", "pattern": {"String": "o"}, "behavior": "Removed", "invert": False}]}
+        {"type": "Split", "pattern": {"String": "o"}, "behavior": "Removed", "invert": False},
+        {"type": "Split", "pattern": {"String": "a"}, "behavior": "MergedWithPrevious", "invert": False}]}
     j["decoder"] = None
 
 
@@ -467,6 +469,11 @@ def edit_legacy_ignore(j):
     m = j["model"]
     m["merges"] = ["#version: 0.2"] + [a + " " + b for a, b in m["merges"]]
     m["ignore_merges"] = True
+    # holes: without the byte pieces <0x80>..<0x9F>, characters needing them fall back to <unk> (not
+    # fused), the others to bytes, in tokenizers' order (a pending <unk> goes after later byte pieces)
+    m["fuse_unk"] = False
+    for b in range(0x80, 0xA0):
+        del m["vocab"][f"<0x{b:02X}>"]
     # Strip with stop > 0 makes the reference panic on strings shorter than stop (recorded as "!")
     j["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Strip", "content": "\u2581", "start": 1, "stop": 1},
                                                      {"type": "Replace", "pattern": {"String": "\u2581"}, "content": "_"},
