@@ -87,6 +87,22 @@ static int parse_ids(const char *s, size_t n, int32_t **ids) {
     return cnt;
 }
 
+/* the next fixture line (not empty, not a comment) at *pos in b[0, n): 1, or 0 at the end; the line
+ * is NUL-terminated in place */
+static int next_line(char *b, size_t n, char **pos, char **line, size_t *len) {
+    while (*pos < b + n) {
+        char *l = *pos, *end = memchr(l, '\n', (size_t)(b + n - l));
+        if (!end) end = b + n;
+        *pos = end + 1;
+        *end = 0;
+        if (end == l || l[0] == '#') continue;
+        *line = l;
+        *len = (size_t)(end - l);
+        return 1;
+    }
+    return 0;
+}
+
 /* split a line into up to 4 tab-separated fields */
 static int split_tabs(char *line, size_t n, const char **f, size_t *fl) {
     int k = 0;
@@ -138,11 +154,9 @@ static void run_corpus(const dg_tokenizer *t, const char *path, corpus_stats *cs
     CHECK(b != NULL, "cannot read %s", path);
     if (!b) return;
     int shown = 0;
-    for (char *line = b, *end; line < b + n; line = end + 1) {
-        end = memchr(line, '\n', (size_t)(b + n - line));
-        if (!end) end = b + n;
-        size_t ll = (size_t)(end - line);
-        if (!ll || line[0] == '#') continue;
+    char *pos = b, *line;
+    size_t ll;
+    while (next_line(b, n, &pos, &line, &ll)) {
         const char *f[4];
         size_t fl[4];
         if (split_tabs(line, ll, f, fl) != 4) { CHECK(0, "%s: bad line '%.40s'", path, line); continue; }
@@ -218,11 +232,9 @@ static void check_decodes(const dg_tokenizer *t, const char *path, const char *l
     CHECK(b != NULL, "cannot read %s", path);
     if (!b) return;
     int cases = 0, ok = 0, sok = 0;
-    for (char *line = b, *end; line < b + n; line = end + 1) {
-        end = memchr(line, '\n', (size_t)(b + n - line));
-        if (!end) end = b + n;
-        size_t ll = (size_t)(end - line);
-        if (!ll || line[0] == '#') continue;
+    char *pos = b, *line;
+    size_t ll;
+    while (next_line(b, n, &pos, &line, &ll)) {
         const char *f[4];
         size_t fl[4], dl, sl;
         if (split_tabs(line, ll, f, fl) != 3) { CHECK(0, "%s: bad line", path); continue; }
@@ -362,10 +374,9 @@ static void test_gemma3(void) {
         size_t n;
         char *b = slurp(vec, &n);
         int cases = 0, good = 0;
-        for (char *line = b, *end; b && line < b + n; line = end + 1) {
-            end = memchr(line, '\n', (size_t)(b + n - line));
-            if (!end) end = b + n;
-            *end = 0;
+        char *pos = b, *line;
+        size_t ll;
+        while (b && next_line(b, n, &pos, &line, &ll)) {
             char *tab = strchr(line, '\t');
             if (!tab || !strncmp(line, "text\tids", 8)) continue;
             *tab = 0;

@@ -7,19 +7,8 @@ set -u
 BIN=${1:-./dgemma}
 FIX=${DG_FIXTURES:-tests/fixtures}
 M=$FIX/tiny-a/f32
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "[ OK   ] tokcli/$1"; }
-bad() { fail=$((fail + 1)); echo "[ FAIL ] tokcli/$1: $2"; }
-
-expect_fail() {
-    local name=$1 pat=$2; shift 2
-    if "$@" >"$TMP/out" 2>"$TMP/err" </dev/null; then bad "$name" "exit 0"; return; fi
-    if ! grep -q -- "$pat" "$TMP/err"; then bad "$name" "stderr lacks '$pat': $(cat "$TMP/err")"; return; fi
-    if [ -s "$TMP/out" ]; then bad "$name" "stdout not empty"; return; fi
-    ok "$name"
-}
+PREFIX=tokcli
+. "$(dirname "$0")/cli_lib.sh"
 
 # the expected ids of a corpus text (its JSON form) from the reference
 want_ids() { awk -F'\t' -v t="$1" '$1 == t { print $2; exit }' "$FIX/tokenizer/small-corpus.tsv"; }

@@ -480,24 +480,13 @@ static int jcomponent(jp *j, jstate *st, comp_kind kind, int depth, const char *
 
 /* ----- model ----- */
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 1024;
-    while (c < need) c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int jvocab(jp *j, jstate *st) {
     setfield(j, "model.vocab");
     if (jobj_begin(j)) return -1;
     int first = 1, r;
     dg_tok_str k;
     while ((r = jobj_next(j, &first, &k)) == 1) {
-        if (grow((void **)&st->vocab, &st->cap_vocab, st->n_vocab + 1, sizeof(vocab_entry))) return jfail(j, "out of memory");
+        if (dg_tok_grow((void **)&st->vocab, &st->cap_vocab, st->n_vocab + 1, sizeof(vocab_entry))) return jfail(j, "out of memory");
         vocab_entry *e = &st->vocab[st->n_vocab++];
         e->s = k;
         if (jid(j, &e->id)) return -1;
@@ -517,7 +506,7 @@ static int jmerges(jp *j, jstate *st) {
         j->index = (long)i++;
         if (is_str != legacy)
             return jfail(j, "mixes \"a b\" strings and [a, b] pairs");
-        if (grow((void **)&st->merges, &st->cap_merges, 2 * st->n_merges + 2, sizeof(dg_tok_str))) return jfail(j, "out of memory");
+        if (dg_tok_grow((void **)&st->merges, &st->cap_merges, 2 * st->n_merges + 2, sizeof(dg_tok_str))) return jfail(j, "out of memory");
         dg_tok_str *m = &st->merges[2 * st->n_merges];
         if (legacy) {
             dg_tok_str s;
@@ -628,7 +617,7 @@ static int jadded(jp *j, jstate *st) {
         if (r < 0) return -1;
         static const char *all[] = {"special", "normalized", "lstrip", "rstrip", "single_word", "content", "id"};
         for (int q = 0; q < 7; q++) if (!(got & (1 << q))) return jfail(j, "missing field \"%s\"", all[q]);
-        if (grow((void **)&st->added, &st->cap_added, st->n_added + 1, sizeof(dg_tok_added))) return jfail(j, "out of memory");
+        if (dg_tok_grow((void **)&st->added, &st->cap_added, st->n_added + 1, sizeof(dg_tok_added))) return jfail(j, "out of memory");
         st->added[st->n_added++] = (dg_tok_added){content, flags};
         i++;
     }

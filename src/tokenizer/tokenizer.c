@@ -121,7 +121,19 @@ static uint32_t last_cp(const char *s, size_t n) {
     return cp;
 }
 
-/* ===== growable byte buffer ===== */
+/* ===== growable arrays ===== */
+
+int dg_tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
 
 typedef struct {
     char *p;
@@ -236,7 +248,8 @@ typedef struct {
 
 typedef struct {
     tnode *nodes;
-    int n, cap;
+    int n;
+    size_t cap;
     int32_t root[256];
 } trie;
 
@@ -316,13 +329,7 @@ static int trie_insert(trie *tr, const char *s, size_t n, int32_t value) {
         node = parent < 0 ? tr->root[b] : tr->nodes[parent].child;
         while (node >= 0 && tr->nodes[node].byte != b) { prev = node; node = tr->nodes[node].sibling; }
         if (node < 0) {
-            if (tr->n == tr->cap) {
-                int cap = tr->cap ? tr->cap * 2 : 256;
-                tnode *p = realloc(tr->nodes, sizeof(tnode) * (size_t)cap);
-                if (!p) return -1;
-                tr->nodes = p;
-                tr->cap = cap;
-            }
+            if (dg_tok_grow((void **)&tr->nodes, &tr->cap, (size_t)tr->n + 1, sizeof(tnode))) return -1;
             node = tr->n++;
             tr->nodes[node] = (tnode){-1, -1, -1, b};
             if (parent < 0) tr->root[b] = node;
@@ -818,17 +825,12 @@ out:
 
 typedef struct {
     int32_t *p;
-    int n, cap;
+    int n;
+    size_t cap;
 } idvec;
 
 static int ids_push(idvec *v, int32_t id) {
-    if (v->n == v->cap) {
-        int cap = v->cap ? v->cap * 2 : 64;
-        int32_t *p = realloc(v->p, sizeof(int32_t) * (size_t)cap);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (dg_tok_grow((void **)&v->p, &v->cap, (size_t)v->n + 1, sizeof(int32_t))) return -1;
     v->p[v->n++] = id;
     return 0;
 }
@@ -862,13 +864,7 @@ static int heap_less(const hentry *a, const hentry *b) {
 }
 
 static int heap_push(enc *e, hentry h) {
-    if (e->heap_n == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 256;
-        hentry *p = realloc(e->heap, sizeof(hentry) * cap);
-        if (!p) return -1;
-        e->heap = p;
-        e->heap_cap = cap;
-    }
+    if (dg_tok_grow((void **)&e->heap, &e->heap_cap, e->heap_n + 1, sizeof(hentry))) return -1;
     size_t i = e->heap_n++;
     while (i > 0) {
         size_t par = (i - 1) / 2;
@@ -897,13 +893,7 @@ static hentry heap_pop(enc *e) {
 }
 
 static int sym_add(enc *e, size_t *n, uint32_t c, uint32_t len) {
-    if (*n == e->sym_cap) {
-        size_t cap = e->sym_cap ? e->sym_cap * 2 : 256;
-        symbol *p = realloc(e->sym, sizeof(symbol) * cap);
-        if (!p) return -1;
-        e->sym = p;
-        e->sym_cap = cap;
-    }
+    if (dg_tok_grow((void **)&e->sym, &e->sym_cap, *n + 1, sizeof(symbol))) return -1;
     symbol *s = &e->sym[*n];
     s->c = c;
     s->len = len;
@@ -1007,13 +997,7 @@ typedef struct {
 } splitvec;
 
 static int split_push(splitvec *v, size_t a, size_t b, int32_t id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 16;
-        split *p = realloc(v->p, sizeof(split) * cap);
-        if (!p) return -1;
-        v->p = p;
-        v->cap = cap;
-    }
+    if (dg_tok_grow((void **)&v->p, &v->cap, v->n + 1, sizeof(split))) return -1;
     v->p[v->n++] = (split){a, b, id};
     return 0;
 }
@@ -1066,13 +1050,7 @@ static int find_matches(const dg_tokenizer *t, const trie *tr, int n_pat, const 
 /* pre-tokenize s[a, b) of e->norm with one Split step, appending non-empty pieces to e->spl2 */
 static int spl2_push(enc *e, size_t a, size_t b) {
     if (a == b) return 0;   /* PreTokenizedString::split drops empty pieces */
-    if (e->spl2_n + 2 > e->spl2_cap) {
-        size_t cap = e->spl2_cap ? e->spl2_cap * 2 : 64;
-        size_t *p = realloc(e->spl2, sizeof(size_t) * cap);
-        if (!p) return -1;
-        e->spl2 = p;
-        e->spl2_cap = cap;
-    }
+    if (dg_tok_grow((void **)&e->spl2, &e->spl2_cap, e->spl2_n + 2, sizeof(size_t))) return -1;
     e->spl2[e->spl2_n++] = a;
     e->spl2[e->spl2_n++] = b;
     return 0;
@@ -1092,12 +1070,7 @@ static int split_step(enc *e, const dg_tok_split *sp, size_t a, size_t b) {
             size_t x = k == 0 ? at : m, y = k == 0 ? m : m + sp->pattern.n;
             if (k == 0 && x == y) continue;
             if (k == 1 && m >= b) break;
-            if (nv == cap) {
-                cap = cap ? cap * 2 : 16;
-                seg *p = realloc(v, sizeof(seg) * cap);
-                if (!p) goto out;
-                v = p;
-            }
+            if (dg_tok_grow((void **)&v, &cap, nv + 1, sizeof(seg))) goto out;
             v[nv++] = (seg){x, y, (k == 1) ^ sp->invert};
         }
         if (m >= b) break;
@@ -1161,12 +1134,7 @@ out:
 static int encode_words(enc *e, size_t a, size_t b) {
     const dg_tokenizer *t = e->t;
     e->spl_n = 0;
-    if (e->spl_cap < 2) {
-        size_t *p = realloc(e->spl, sizeof(size_t) * 64);
-        if (!p) return -1;
-        e->spl = p;
-        e->spl_cap = 64;
-    }
+    if (dg_tok_grow((void **)&e->spl, &e->spl_cap, 2, sizeof(size_t))) return -1;
     e->spl[e->spl_n++] = a;
     e->spl[e->spl_n++] = b;
     for (int k = 0; k < t->n_pre; k++) {
@@ -1249,14 +1217,9 @@ typedef struct {
 } slist;
 
 static int sl_push(slist *l, const char *s, size_t n) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        size_t *o = realloc(l->off, sizeof(size_t) * cap), *q = o ? realloc(l->len, sizeof(size_t) * cap) : NULL;
-        if (o) l->off = o;
-        if (!o || !q) return -1;
-        l->len = q;
-        l->cap = cap;
-    }
+    size_t cap = l->cap;
+    if (dg_tok_grow((void **)&l->off, &cap, l->n + 1, sizeof(size_t))) return -1;
+    if (dg_tok_grow((void **)&l->len, &l->cap, l->n + 1, sizeof(size_t))) return -1;
     l->off[l->n] = l->b.n;
     l->len[l->n] = n;
     l->n++;
