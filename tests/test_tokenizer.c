@@ -270,15 +270,20 @@ static dg_tokenizer *load_fixture(const char *rel) {
     return t;
 }
 
+/* tokenizer/NAME-corpus.tsv and tokenizer/NAME-decode.tsv */
+static void check_fixtures(const dg_tokenizer *t, const char *name) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/tokenizer/%s-corpus.tsv", fixtures_dir(), name);
+    check_corpus(t, path, name);
+    snprintf(path, sizeof(path), "%s/tokenizer/%s-decode.tsv", fixtures_dir(), name);
+    check_decodes(t, path, name);
+}
+
 static void test_small_corpus(void) {
     dg_tokenizer *t = load_fixture("tokenizer/small/tokenizer.json");
     if (!t) return;
     CHECK(dg_tokenizer_n_vocab(t) == 2048, "n_vocab %d", dg_tokenizer_n_vocab(t));
-    char path[512];
-    snprintf(path, sizeof(path), "%s/tokenizer/small-corpus.tsv", fixtures_dir());
-    check_corpus(t, path, "small");
-    snprintf(path, sizeof(path), "%s/tokenizer/small-decode.tsv", fixtures_dir());
-    check_decodes(t, path, "small");
+    check_fixtures(t, "small");
     dg_tokenizer_free(t);
 }
 
@@ -398,11 +403,7 @@ static void test_gemma3(void) {
     } else {
         printf("  skipped: gemma4-tokenizer-vectors.tsv not found\n");
     }
-    char path[512];
-    snprintf(path, sizeof(path), "%s/tokenizer/gemma3-corpus.tsv", fixtures_dir());
-    check_corpus(t, path, "gemma3");
-    snprintf(path, sizeof(path), "%s/tokenizer/gemma3-decode.tsv", fixtures_dir());
-    check_decodes(t, path, "gemma3");
+    check_fixtures(t, "gemma3");
     dg_tokenizer_free(t);
 }
 
