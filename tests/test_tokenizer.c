@@ -496,6 +496,44 @@ static void test_malformed(void) {
     printf("  %d truncations of tokenizer.json: %d rejected\n", tries, fails);
     CHECK(tries > 50 && fails == tries, "a truncated file was accepted (%d of %d)", tries - fails, tries);
     free(full);
+    /* random byte changes in a compact file: each one loads or fails with a message, never crashes;
+     * what loads must encode and decode (ASan / UBSan watch the rest) */
+    snprintf(path, sizeof(path), "%s/tokenizer/variants/flags.json", fixtures_dir());
+    full = slurp(path, &n);
+    CHECK(full != NULL, "read %s", path);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    int loaded = 0, rejected = 0;
+    static const char junk[] = "\"\\{}[],:0-9eE.tfnu \x80\xff\xc3";
+    for (int k = 0; full && k < 150; k++) {
+        char *b = malloc(n + 1);
+        memcpy(b, full, n + 1);
+        for (int m = 0; m < 1 + k % 3; m++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(x >> 33) % n;
+            b[at] = junk[(x >> 20) % (sizeof(junk) - 1)];
+        }
+        dg_tokenizer *t2 = NULL;
+        err[0] = 0;
+        if (dg_tok_json_parse(b, n, "mutated.json", &t2, err, sizeof(err)) == 0) {
+            loaded++;
+            int32_t *ids;
+            int ni;
+            char *txt;
+            size_t tl;
+            static const char probe[] = "<|turn>user\nhello wor ok ab c é 🦙<turn|>";
+            if (dg_tokenize(t2, probe, sizeof(probe) - 1, &ids, &ni, err, sizeof(err)) == 0) {
+                if (dg_detokenize(t2, ids, ni, 1, &txt, &tl, err, sizeof(err)) == 0) free(txt);
+                free(ids);
+            }
+        } else {
+            rejected++;
+            CHECK(strstr(err, "mutated.json") != NULL, "error without the file name: %s", err);
+        }
+        dg_tokenizer_free(t2);
+        free(b);
+    }
+    printf("  150 mutated files: %d loaded, %d rejected with a message\n", loaded, rejected);
+    free(full);
     dg_tokenizer *t = NULL;
     CHECK(dg_tokenizer_load("/nonexistent/tokenizer.json", &t, err, sizeof(err)) == -1 && strstr(err, "/nonexistent/tokenizer.json"),
           "missing file: %s", err);
