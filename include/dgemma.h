@@ -197,8 +197,8 @@ const char *dg_tokenizer_piece(const dg_tokenizer *tok, int32_t id, int *special
 /* Encode UTF-8 text like tokenizers' encode(text, add_special_tokens=False): added tokens (special
  * tokens written in the text are recognised), normalizer, pre-tokenizer, BPE with byte fallback. No BOS
  * is added. text[0, len) may hold NUL bytes; bytes that are not valid UTF-8 are read as U+FFFD, one per
- * maximal invalid subpart (Python's bytes.decode(errors="replace")). *ids is malloc'ed, never NULL on
- * success (free it), *n may be 0. */
+ * maximal invalid subpart (Python's bytes.decode(errors="replace")); at most 256 MiB. *ids is
+ * malloc'ed, never NULL on success (free it), *n may be 0. */
 int dg_tokenize(const dg_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n, char *err, size_t errlen);
 
 /* Decode like tokenizers' decode(ids, skip_special_tokens). *text is malloc'ed and NUL-terminated (*len

@@ -1168,7 +1168,8 @@ int dg_tokenize(const dg_tokenizer *t, const char *text, size_t len, int32_t **i
     *ids = NULL;
     *n = 0;
     if (!text && len) return dg_fail(err, errlen, "tokenize: NULL text");
-    if (len > (size_t)1 << 31) return dg_fail(err, errlen, "tokenize: text of %zu bytes is too long (2 GiB at most)", len);
+    /* bounded so that the id count fits an int even when every byte becomes three byte pieces */
+    if (len > (size_t)1 << 28) return dg_fail(err, errlen, "tokenize: text of %zu bytes is too long (256 MiB at most)", len);
     enc e = {.t = t};
     idvec out = {0};
     e.out = &out;
