@@ -463,7 +463,6 @@ typedef struct {
     unsigned flags;
     uint32_t off, len;         /* content */
     uint32_t noff, nlen;       /* normalized content (NONE32 = none): normalized_cache */
-    int is_added;
 } added_slot;
 
 static const char *spec_name(const dg_tok_spec *s) { return s->name ? s->name : "tokenizer"; }
@@ -724,7 +723,6 @@ int dg_tokenizer_build(const dg_tok_spec *s, dg_tokenizer **out, char *err, size
             slots[slot_of[id]].nlen = NONE32;
         }
         added_slot *sl = &slots[slot_of[id]];
-        sl->is_added = 1;
         sl->id = id;
         sl->flags = flags;
         if (keep(&sb, content.p, content.n, &sl->off)) { bfail_oom(&c); goto out; }
@@ -843,6 +841,7 @@ typedef struct {
 
 typedef struct {
     uint32_t rank, pos, id;
+    uint32_t left, right;   /* the pair when pushed: if it is still there, the entry is valid */
 } hentry;
 
 typedef struct {
@@ -953,8 +952,10 @@ static int bpe_word(enc *e, const char *w, size_t n) {
     /* merges: a min-heap on (rank, position); stale entries are skipped when popped */
     e->heap_n = 0;
     for (size_t k = 0; k + 1 < ns; k++) {
+        if (k + 9 < ns)   /* the lookups are memory-bound: ask for a later slot early */
+            __builtin_prefetch(&t->merges[mix64((uint64_t)e->sym[k + 8].c << 32 | e->sym[k + 9].c) & t->merge_mask]);
         const merge_slot *m = merge_find(t, e->sym[k].c, e->sym[k + 1].c);
-        if (m && heap_push(e, (hentry){m->rank, (uint32_t)k, m->id})) return -1;
+        if (m && heap_push(e, (hentry){m->rank, (uint32_t)k, m->id, e->sym[k].c, e->sym[k + 1].c})) return -1;
     }
     symbol *S = e->sym;
     while (e->heap_n) {
@@ -962,8 +963,11 @@ static int bpe_word(enc *e, const char *w, size_t n) {
         symbol *cur = &S[top.pos];
         if (cur->len == 0 || cur->next == -1) continue;
         symbol right = S[cur->next];
-        const merge_slot *m = merge_find(t, cur->c, right.c);
-        if (!m || m->id != top.id) continue;   /* only the new id is compared, as in tokenizers */
+        if (cur->c != top.left || right.c != top.right) {
+            /* the pair changed: tokenizers still applies the entry when the new pair gives the same id */
+            const merge_slot *m = merge_find(t, cur->c, right.c);
+            if (!m || m->id != top.id) continue;
+        }
         int32_t next_pos = cur->next;
         cur->c = top.id;
         cur->len += right.len;
@@ -972,13 +976,13 @@ static int bpe_word(enc *e, const char *w, size_t n) {
         if (right.next > -1 && (size_t)right.next < ns) S[right.next].prev = (int32_t)top.pos;
         if (cur->prev >= 0) {
             const merge_slot *pm = merge_find(t, S[cur->prev].c, cur->c);
-            if (pm && heap_push(e, (hentry){pm->rank, (uint32_t)cur->prev, pm->id})) return -1;
+            if (pm && heap_push(e, (hentry){pm->rank, (uint32_t)cur->prev, pm->id, S[cur->prev].c, cur->c})) return -1;
             S = e->sym;
             cur = &S[top.pos];
         }
         if (cur->next >= 0 && (size_t)cur->next < ns) {
             const merge_slot *nm = merge_find(t, cur->c, S[cur->next].c);
-            if (nm && heap_push(e, (hentry){nm->rank, top.pos, nm->id})) return -1;
+            if (nm && heap_push(e, (hentry){nm->rank, top.pos, nm->id, cur->c, S[cur->next].c})) return -1;
         }
     }
     for (size_t k = 0; k < ns; k++)
@@ -1077,7 +1081,6 @@ static int split_step(enc *e, const dg_tok_split *sp, size_t a, size_t b) {
         at = m + sp->pattern.n;
     }
     /* behaviours (normalizer.rs NormalizedString::split) */
-    size_t acc0 = e->spl2_n;
     switch (sp->behavior) {
     case DG_SPLIT_ISOLATED:
         for (size_t i = 0; i < nv; i++) if (spl2_push(e, v[i].a, v[i].b)) goto out;
@@ -1123,7 +1126,6 @@ static int split_step(enc *e, const dg_tok_split *sp, size_t a, size_t b) {
         break;
     }
     }
-    (void)acc0;
     rc = 0;
 out:
     free(v);
