@@ -4,6 +4,7 @@
  *   dgemma generate  block-diffusion generation from prompt token ids
  *   dgemma forward   one encoder + decoder pass, logits to .npy (parity checks on any checkpoint)
  *   dgemma inspect   config, tensors, sizes of a checkpoint
+ *   dgemma tokenize / detokenize   text <-> token ids with the checkpoint's tokenizer.json
  *
  * Errors go to stderr with a non-zero exit; results to stdout or the named file.
  */
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dgemma.h"
 #include "npy.h"
@@ -370,6 +372,178 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
+/* ===== tokenize / detokenize ===== */
+
+/* all of a stream (stdin), bytes as they are */
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 4096, n = 0, r;
+    char *b = malloc(cap);
+    while (b && (r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 == cap) {
+            char *q = realloc(b, cap *= 2);
+            if (!q) { free(b); return NULL; }
+            b = q;
+        }
+    }
+    if (b) b[n] = 0;
+    *len = n;
+    return b;
+}
+
+/* a piece in printable form: \n, \t, \r, \\ and other control bytes as \xHH */
+static void print_piece(const char *p) {
+    for (; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\\') fputs("\\\\", stdout);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02X", c);
+        else putchar(c);
+    }
+}
+
+static void usage_tokenize(FILE *f) {
+    fprintf(f,
+        "usage: dgemma tokenize -m MODEL_DIR|tokenizer.json [-p TEXT] [--ids-only]\n"
+        "\n"
+        "Encodes TEXT (or all of stdin, bytes as they are, a final newline included) like Hugging Face\n"
+        "tokenizers' encode(text, add_special_tokens=False): special tokens written in the text are\n"
+        "recognised, no BOS is added. Prints one token per line (id, tab, piece with \\n \\t \\r \\\\ \\xHH\n"
+        "escapes), or with --ids-only the ids on one line. Invalid UTF-8 is read as U+FFFD.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH   a checkpoint directory containing tokenizer.json, or the file itself\n"
+        "  -p, --prompt TEXT  the text (default: stdin)\n"
+        "  --ids-only         only the ids, space separated\n"
+        "  -h, --help         this help\n");
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL, *text = NULL;
+    int ids_only = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_tokenize(stdout); return 0; }
+        if (!strcmp(a, "--ids-only")) { ids_only = 1; continue; }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            if (i + 1 >= argc) { fprintf(stderr, "dgemma tokenize: %s needs a value (see --help)\n", a); return 2; }
+            if (a[1] == 'm' || a[2] == 'm') model = argv[++i];
+            else text = argv[++i];
+            continue;
+        }
+        fprintf(stderr, "dgemma tokenize: unknown option '%s' (see --help)\n", a);
+        return 2;
+    }
+    if (!model) { fprintf(stderr, "dgemma tokenize: --model is required (see --help)\n"); return 2; }
+    char err[1024];
+    dg_tokenizer *tok;
+    double t0 = now_s();
+    if (dg_tokenizer_load(model, &tok, err, sizeof(err))) { fprintf(stderr, "dgemma tokenize: %s\n", err); return 1; }
+    double t_load = now_s() - t0;
+    char *in = NULL;
+    size_t len;
+    if (text) len = strlen(text);
+    else {
+        in = read_all(stdin, &len);
+        if (!in) { fprintf(stderr, "dgemma tokenize: cannot read stdin\n"); dg_tokenizer_free(tok); return 1; }
+        text = in;
+    }
+    int32_t *ids = NULL;
+    int n = 0, rc = 1;
+    t0 = now_s();
+    if (dg_tokenize(tok, text, len, &ids, &n, err, sizeof(err))) { fprintf(stderr, "dgemma tokenize: %s\n", err); goto out; }
+    double t_enc = now_s() - t0;
+    for (int i = 0; i < n; i++) {
+        if (ids_only) { printf("%s%d", i ? " " : "", ids[i]); continue; }
+        printf("%d\t", ids[i]);
+        print_piece(dg_tokenizer_piece(tok, ids[i], NULL));
+        printf("\n");
+    }
+    if (ids_only) printf("\n");
+    fprintf(stderr, "tokenize: %zu bytes -> %d tokens (load %.0f ms, encode %.2f ms)\n", len, n, t_load * 1e3, t_enc * 1e3);
+    rc = 0;
+out:
+    free(ids);
+    free(in);
+    dg_tokenizer_free(tok);
+    return rc;
+}
+
+static void usage_detokenize(FILE *f) {
+    fprintf(f,
+        "usage: dgemma detokenize -m MODEL_DIR|tokenizer.json [--skip-special] [IDS...]\n"
+        "\n"
+        "Decodes token ids like Hugging Face tokenizers' decode(ids, skip_special_tokens) and writes the\n"
+        "text to stdout as is (a newline is added only when stdout is a terminal). Ids come from the\n"
+        "arguments or, when there are none, from stdin: integers separated by spaces, commas, newlines\n"
+        "or brackets.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH   a checkpoint directory containing tokenizer.json, or the file itself\n"
+        "  --skip-special     drop special tokens (<bos>, <eos>, turn markers, ...)\n"
+        "  -h, --help         this help\n");
+}
+
+static int cmd_detokenize(int argc, char **argv) {
+    const char *model = NULL;
+    int skip = 0;
+    size_t arg_len = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_detokenize(stdout); return 0; }
+        if (!strcmp(a, "--skip-special")) { skip = 1; argv[i] = NULL; continue; }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (i + 1 >= argc) { fprintf(stderr, "dgemma detokenize: %s needs a value (see --help)\n", a); return 2; }
+            model = argv[++i];
+            argv[i - 1] = argv[i] = NULL;
+            continue;
+        }
+        if (a[0] == '-' && !(a[1] >= '0' && a[1] <= '9')) {
+            fprintf(stderr, "dgemma detokenize: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        arg_len += strlen(a) + 1;
+    }
+    if (!model) { fprintf(stderr, "dgemma detokenize: --model is required (see --help)\n"); return 2; }
+    char err[1024];
+    int32_t *ids = NULL;
+    int n = 0;
+    if (arg_len) {   /* the ids of the arguments, joined */
+        char *joined = malloc(arg_len + 1), *w = joined;
+        if (!joined) { fprintf(stderr, "dgemma detokenize: out of memory\n"); return 1; }
+        for (int i = 0; i < argc; i++) if (argv[i]) { size_t l = strlen(argv[i]); memcpy(w, argv[i], l); w += l; *w++ = ' '; }
+        int prc = ids_parse("arguments", (const unsigned char *)joined, (size_t)(w - joined), &ids, &n, err, sizeof(err));
+        free(joined);
+        if (prc) { fprintf(stderr, "dgemma detokenize: %s\n", err); return 2; }
+    } else if (ids_read("/dev/stdin", &ids, &n, err, sizeof(err))) {
+        fprintf(stderr, "dgemma detokenize: stdin: %s\n", err);
+        return 2;
+    }
+    dg_tokenizer *tok;
+    if (dg_tokenizer_load(model, &tok, err, sizeof(err))) { fprintf(stderr, "dgemma detokenize: %s\n", err); free(ids); return 1; }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = 1;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= dg_tokenizer_n_vocab(tok)) {
+            fprintf(stderr, "dgemma detokenize: id %d (number %d) is outside the vocabulary [0, %d)\n", ids[i], i + 1,
+                    dg_tokenizer_n_vocab(tok));
+            rc = 2;
+            goto out;
+        }
+    if (dg_detokenize(tok, ids, n, skip, &text, &len, err, sizeof(err))) { fprintf(stderr, "dgemma detokenize: %s\n", err); goto out; }
+    fwrite(text, 1, len, stdout);
+    if (isatty(fileno(stdout))) putchar('\n');
+    rc = 0;
+out:
+    free(text);
+    free(ids);
+    dg_tokenizer_free(tok);
+    return rc;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
         "dgemma %s - DiffusionGemma inference in C\n"
@@ -380,7 +554,9 @@ static void usage(FILE *f) {
         "  generate  denoise canvases after a prompt of token ids (the reference's generate())\n"
         "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
         "  inspect   show a checkpoint's config, tensors and sizes\n"
-        "  bench     the fixed-protocol speed benchmark (CSV)\n",
+        "  bench       the fixed-protocol speed benchmark (CSV)\n"
+        "  tokenize    text to token ids (the checkpoint's tokenizer.json)\n"
+        "  detokenize  token ids to text\n",
         DG_VERSION);
 }
 
@@ -393,6 +569,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return dg_bench_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "detokenize")) return cmd_detokenize(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -129,6 +129,44 @@ out:
     return rc;
 }
 
+int ids_parse(const char *path, const unsigned char *b, size_t size, int32_t **out, int *n, char *err, size_t errlen) {
+    int rc = -1;
+    int32_t *ids = NULL;
+    size_t cap = 256;
+    int cnt = 0;
+    ids = malloc(cap * 4);
+    if (!ids) { fail(err, errlen, "out of memory"); goto out; }
+    size_t i = 0;
+    while (i < size) {
+        unsigned char c = b[i];
+        if (isspace(c) || c == ',' || c == '[' || c == ']') { i++; continue; }
+        if (!(isdigit(c) || c == '-')) { fail(err, errlen, "%s: unexpected character '%c' at byte %zu (expected integers)", path, c, i); goto out; }
+        long long v = 0;
+        int neg = c == '-';
+        if (neg) i++;
+        if (i >= size || !isdigit(b[i])) { fail(err, errlen, "%s: bad number at byte %zu", path, i); goto out; }
+        while (i < size && isdigit(b[i])) {
+            v = v * 10 + (b[i] - '0');
+            if (v > INT32_MAX) { fail(err, errlen, "%s: number too large at byte %zu", path, i); goto out; }
+            i++;
+        }
+        if ((size_t)cnt == cap) {
+            int32_t *ni = realloc(ids, cap * 2 * 4);
+            if (!ni) { fail(err, errlen, "out of memory"); goto out; }
+            ids = ni;
+            cap *= 2;
+        }
+        ids[cnt++] = (int32_t)(neg ? -v : v);
+    }
+    *n = cnt;
+    *out = ids;
+    ids = NULL;
+    rc = 0;
+out:
+    free(ids);
+    return rc;
+}
+
 int ids_read(const char *path, int32_t **out, int *n, char *err, size_t errlen) {
     size_t size;
     unsigned char *b = slurp(path, &size, err, errlen);
@@ -158,33 +196,7 @@ int ids_read(const char *path, int32_t **out, int *n, char *err, size_t errlen) 
         }
         *n = (int)count;
     } else {
-        size_t cap = 256;
-        int cnt = 0;
-        ids = malloc(cap * 4);
-        if (!ids) { fail(err, errlen, "out of memory"); goto out; }
-        size_t i = 0;
-        while (i < size) {
-            unsigned char c = b[i];
-            if (isspace(c) || c == ',' || c == '[' || c == ']') { i++; continue; }
-            if (!(isdigit(c) || c == '-')) { fail(err, errlen, "%s: unexpected character '%c' at byte %zu (expected integers)", path, c, i); goto out; }
-            long long v = 0;
-            int neg = c == '-';
-            if (neg) i++;
-            if (i >= size || !isdigit(b[i])) { fail(err, errlen, "%s: bad number at byte %zu", path, i); goto out; }
-            while (i < size && isdigit(b[i])) {
-                v = v * 10 + (b[i] - '0');
-                if (v > INT32_MAX) { fail(err, errlen, "%s: number too large at byte %zu", path, i); goto out; }
-                i++;
-            }
-            if ((size_t)cnt == cap) {
-                int32_t *ni = realloc(ids, cap * 2 * 4);
-                if (!ni) { fail(err, errlen, "out of memory"); goto out; }
-                ids = ni;
-                cap *= 2;
-            }
-            ids[cnt++] = (int32_t)(neg ? -v : v);
-        }
-        *n = cnt;
+        if (ids_parse(path, b, size, &ids, n, err, errlen)) goto out;
     }
     *out = ids;
     ids = NULL;

@@ -15,4 +15,8 @@ int npy_read_f32(const char *path, float **out, int64_t *n, int64_t *cols, char 
  * spaces, commas, newlines or brackets. Caller frees *out. */
 int ids_read(const char *path, int32_t **out, int *n, char *err, size_t errlen);
 
+/* The text form alone: integers in b[0, size) separated by spaces, commas, newlines or brackets
+ * (path names the source in errors). Caller frees *out. */
+int ids_parse(const char *path, const unsigned char *b, size_t size, int32_t **out, int *n, char *err, size_t errlen);
+
 #endif

@@ -219,6 +219,10 @@ int dg_generate(dg_session *session, const int32_t *prompt, int n_prompt, const 
 
 /* ===== tokenizer (Hugging Face tokenizer.json, the Gemma BPE family) ===== */
 
+/* Identical to Hugging Face `tokenizers` (ids and text) for BPE tokenizer.json files with byte fallback:
+ * added tokens with every flag, Replace / Prepend normalizers, Split pre-tokenizers, Replace /
+ * ByteFallback / Fuse / Strip decoders. Other components are refused at load, naming the JSON field.
+ * A tokenizer is immutable once loaded: it can be shared between threads. */
 typedef struct dg_tokenizer dg_tokenizer;
 
 /* Load a tokenizer.json (a file, or a model directory containing one). */
@@ -226,17 +230,21 @@ int dg_tokenizer_load(const char *path, dg_tokenizer **out, char *err, size_t er
 void dg_tokenizer_free(dg_tokenizer *tok);
 /* Number of ids (the model vocabulary plus added tokens beyond it). */
 int dg_tokenizer_n_vocab(const dg_tokenizer *tok);
-/* The id of a token string (vocabulary or added token), or -1. */
+/* The id of a token string (added token first, then vocabulary, like token_to_id), or -1. */
 int32_t dg_tokenizer_find(const dg_tokenizer *tok, const char *piece);
-/* The string of an id (NULL if out of range); 1 in *special for special added tokens. */
+/* The string of an id as tokenizers' id_to_token gives it (NULL if out of range or unassigned); 1 in
+ * *special (if not NULL) for special added tokens. */
 const char *dg_tokenizer_piece(const dg_tokenizer *tok, int32_t id, int *special);
 
 /* Encode UTF-8 text like tokenizers' encode(text, add_special_tokens=False): added tokens (special
- * tokens written in the text are recognised), normalizer, pre-tokenizer, BPE with byte fallback.
- * *ids is malloc'ed (free it). */
+ * tokens written in the text are recognised), normalizer, pre-tokenizer, BPE with byte fallback. No BOS
+ * is added. text[0, len) may hold NUL bytes; bytes that are not valid UTF-8 are read as U+FFFD, one per
+ * maximal invalid subpart (Python's bytes.decode(errors="replace")); at most 256 MiB. *ids is
+ * malloc'ed, never NULL on success (free it), *n may be 0. */
 int dg_tokenize(const dg_tokenizer *tok, const char *text, size_t len, int32_t **ids, int *n, char *err, size_t errlen);
 
-/* Decode like tokenizers' decode(ids, skip_special_tokens). *text is malloc'ed and NUL-terminated. */
+/* Decode like tokenizers' decode(ids, skip_special_tokens). *text is malloc'ed and NUL-terminated (*len
+ * bytes, may be NULL). An id outside [0, n_vocab) is an error (tokenizers drops it silently). */
 int dg_detokenize(const dg_tokenizer *tok, const int32_t *ids, int n, int skip_special, char **text, size_t *len,
                   char *err, size_t errlen);
 
@@ -246,9 +254,10 @@ int dg_detokenize(const dg_tokenizer *tok, const int32_t *ids, int n, int skip_s
 typedef struct dg_detok_stream dg_detok_stream;
 dg_detok_stream *dg_detok_stream_new(const dg_tokenizer *tok, int skip_special);
 void dg_detok_stream_free(dg_detok_stream *st);
-/* Returns the new final text (NUL-terminated, *len bytes), valid until the next call; NULL only when
- * out of memory. */
+/* Returns the new final text (NUL-terminated, *len bytes), valid until the next call; NULL when out of
+ * memory or when id is outside [0, n_vocab) (the id is then ignored). */
 const char *dg_detok_stream_push(dg_detok_stream *st, int32_t id, size_t *len);
+/* The rest (an open byte run); the stream is then empty and can start a new sequence. */
 const char *dg_detok_stream_flush(dg_detok_stream *st, size_t *len);
 
 /* ===== chat templates (the checkpoint's Jinja template, as transformers' apply_chat_template) ===== */

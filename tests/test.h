@@ -24,6 +24,7 @@ typedef struct {
 /* root of the fixtures (tests/fixtures unless DG_FIXTURES is set) */
 const char *fixtures_dir(void);
 
-extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[];
+extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[],
+    tokenizer_tests[];
 
 #endif

@@ -6,20 +6,8 @@ set -u
 BIN=${1:-./dgemma}
 TEST=${TEST_BIN:-./build/dgemma_test}
 FIX=${DG_FIXTURES:-tests/fixtures}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "[ OK   ] cli/$1"; }
-bad() { fail=$((fail + 1)); echo "[ FAIL ] cli/$1: $2"; }
-
-# expect_fail NAME PATTERN CMD...: non-zero exit, PATTERN on stderr, nothing on stdout
-expect_fail() {
-    local name=$1 pat=$2; shift 2
-    if "$@" >"$TMP/out" 2>"$TMP/err"; then bad "$name" "exit 0"; return; fi
-    if ! grep -q -- "$pat" "$TMP/err"; then bad "$name" "stderr lacks '$pat': $(cat "$TMP/err")"; return; fi
-    if [ -s "$TMP/out" ]; then bad "$name" "stdout not empty"; return; fi
-    ok "$name"
-}
+PREFIX=cli
+. "$(dirname "$0")/cli_lib.sh"
 
 for dt in f32 bf16; do
     M=$FIX/tiny-a/$dt C=$FIX/tiny-a/cli-$dt
