@@ -14,10 +14,10 @@ CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
 LDLIBS  += $(JANSSON_LIBS) -lm
 BUILD   ?= build
 
-LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
+LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/mlx.c \
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
 CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
+TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_mlx.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
