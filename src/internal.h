@@ -106,6 +106,11 @@ dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errl
 const dg_engine *dg_session_engine(const dg_session *s);
 int dg_session_n_ctx(const dg_session *s);
 
+/* DG_F32 / DG_F16 / DG_BF16 for a float safetensors dtype (0), else -1 (weights.c). */
+int dg_st_float_dtype(st_dtype s, dg_dtype *out);
+/* "[d0, d1, ...]" into buf, for messages (weights.c). */
+void dg_fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim);
+
 /* Write a formatted message into err (if any) and return -1. */
 int dg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

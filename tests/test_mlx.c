@@ -505,6 +505,8 @@ static void t_loader_errors(void) {
     const tspec b7[] = {W(14), S("BF16", 2), B("BF16", 2)};
     expect_fail("bits_7", b7, 3, "{}", 0, "m.p.weight", "bits must be");
     expect_fail("bits_vs_config", b7, 3, Q4, 0, "m.p.weight", "7-bit");
+    const tspec b16[] = {W(32), S("BF16", 2), B("BF16", 2)};
+    expect_fail("bits_16", b16, 3, "{}", 0, "m.p.weight", "16 bits per column");
     const tspec pw[] = {W(9), S("BF16", 2), B("BF16", 2)};
     expect_fail("packed_width", pw, 3, Q4, 0, "m.p.weight", "[4, 9]: 9 packed words");
     const tspec rows[] = {{"m.p.weight", "U32", 2, {5, 8}}, {"m.p.scales", "BF16", 2, {5, 2}}, {"m.p.biases", "BF16", 2, {5, 2}}};
@@ -557,7 +559,38 @@ static void t_loader_errors(void) {
     CHECK(try_bind(dir, 0, err, sizeof(err), &v) == 0, "quantization_config block: %s", err);
 }
 
+/* the quantization block on its own: global defaults, per-module dicts (affine unless they say
+ * otherwise), false, true, unknown scalar fields, no block, quantization_config */
+static void t_quant_block(void) {
+    char err[512];
+    dg_mlx_quant q;
+    const char *js = "{\"quantization\": {\"group_size\": 16, \"bits\": 4, \"mode\": \"nvfp4\", \"note\": \"x\","
+                     " \"a.b\": {\"group_size\": 64, \"bits\": 8}, \"a.c\": false, \"a.d\": true,"
+                     " \"a.e\": {\"mode\": \"mxfp8\"}, \"a.f\": {}}}";
+    CHECK(dg_mlx_quant_parse(&q, js, "t.json", err, sizeof(err)) == 0, "%s", err);
+    const dg_mlx_params *g = dg_mlx_quant_params(&q, "x.y"), *b = dg_mlx_quant_params(&q, "a.b"),
+                        *c = dg_mlx_quant_params(&q, "a.c"), *d = dg_mlx_quant_params(&q, "a.d"),
+                        *e = dg_mlx_quant_params(&q, "a.e"), *f = dg_mlx_quant_params(&q, "a.f");
+    CHECK(q.present && q.n == 5, "present %d, %d entries", q.present, q.n);
+    CHECK(g && g->quantized && g->mode == DG_MLX_NVFP4 && g->bits == 4 && g->group == 16, "global");
+    CHECK(b && b->mode == DG_MLX_AFFINE && b->bits == 8 && b->group == 64, "a dict without mode is affine");
+    CHECK(c && !c->quantized, "false");
+    CHECK(d && d->quantized && d->mode == DG_MLX_NVFP4, "true takes the global parameters");
+    CHECK(e && e->mode == DG_MLX_MXFP8 && e->bits == 8 && e->group == 32, "a mode alone takes its defaults");
+    CHECK(f && !f->quantized, "{} is unquantized, as in mlx-vlm's loader");
+    dg_mlx_quant_free(&q);
+    CHECK(dg_mlx_quant_parse(&q, "{\"dtype\": \"bfloat16\"}", "t.json", err, sizeof(err)) == 0 && !q.present &&
+          dg_mlx_quant_params(&q, "a.b") == NULL, "no block");
+    dg_mlx_quant_free(&q);
+    CHECK(dg_mlx_quant_parse(&q, "{\"quantization_config\": {\"bits\": 8}}", "t.json", err, sizeof(err)) == 0 && q.present &&
+          q.global.bits == 8 && q.global.group == 64, "quantization_config alone");
+    dg_mlx_quant_free(&q);
+    CHECK(dg_mlx_quant_parse(&q, "[", "t.json", err, sizeof(err)) != 0 && strstr(err, "t.json"), "bad JSON: %s", err);
+    CHECK(dg_mlx_quant_load(&q, "/nonexistent-dir", err, sizeof(err)) != 0 && strstr(err, "/nonexistent-dir/config.json"), "missing file: %s", err);
+}
+
 const dg_test mlx_tests[] = {
+    {"mlx/quant_block", t_quant_block},
     {"mlx/dequant_affine", t_dequant_affine},
     {"mlx/dequant_fp", t_dequant_fp},
     {"mlx/matmul_ref", t_matmul},

@@ -123,9 +123,10 @@ static int parse_block(dg_mlx_quant *q, json_t *root, char *err, size_t errlen) 
     json_t *v;
     json_object_foreach(b, key, v) {
         dg_mlx_params p = q->global;
-        if (json_is_object(v)) {
+        if (json_is_object(v) && json_object_size(v)) {
             if (parse_params(v, file, key, &p, err, errlen)) return -1;
-        } else if (json_is_false(v)) {
+        } else if (json_is_false(v) || json_is_object(v)) {
+            /* false, and {} (mlx-vlm's loader maps false to {} and skips a module whose entry is empty) */
             p.quantized = 0;
         } else if (json_is_true(v)) {
             p.quantized = 1;   /* the global parameters */
@@ -139,40 +140,33 @@ static int parse_block(dg_mlx_quant *q, json_t *root, char *err, size_t errlen) 
     return 0;
 }
 
-int dg_mlx_quant_parse(dg_mlx_quant *q, const char *json_text, const char *file, char *err, size_t errlen) {
-    memset(q, 0, sizeof(*q));
-    q->file = strdup(file ? file : "config.json");
-    if (!q->file) return dg_fail(err, errlen, "out of memory");
-    json_error_t je;
-    json_t *root = json_loads(json_text, 0, &je);
-    if (!root) {
-        dg_fail(err, errlen, "%s: cannot read JSON (line %d): %s", q->file, je.line, je.text);
-        dg_mlx_quant_free(q);
-        return -1;
-    }
-    int rc = parse_block(q, root, err, errlen);
+/* Parse a loaded config.json root (NULL: the load failed, je says why) into q, whose file is set. */
+static int parse_root(dg_mlx_quant *q, json_t *root, const json_error_t *je, char *err, size_t errlen) {
+    int rc = root ? parse_block(q, root, err, errlen)
+                  : dg_fail(err, errlen, "%s: cannot read JSON (line %d): %s", q->file, je->line, je->text);
     json_decref(root);
     if (rc) dg_mlx_quant_free(q);
     return rc;
 }
 
-int dg_mlx_quant_load(dg_mlx_quant *q, const char *model_dir, char *err, size_t errlen) {
+static int start(dg_mlx_quant *q, const char *file, char *err, size_t errlen) {
     memset(q, 0, sizeof(*q));
+    q->file = strdup(file);
+    return q->file ? 0 : dg_fail(err, errlen, "out of memory");
+}
+
+int dg_mlx_quant_parse(dg_mlx_quant *q, const char *json_text, const char *file, char *err, size_t errlen) {
+    if (start(q, file ? file : "config.json", err, errlen)) return -1;
+    json_error_t je;
+    return parse_root(q, json_loads(json_text, 0, &je), &je, err, errlen);
+}
+
+int dg_mlx_quant_load(dg_mlx_quant *q, const char *model_dir, char *err, size_t errlen) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", model_dir);
-    q->file = strdup(path);
-    if (!q->file) return dg_fail(err, errlen, "out of memory");
+    if (start(q, path, err, errlen)) return -1;
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) {
-        dg_fail(err, errlen, "%s: cannot read JSON (line %d): %s", path, je.line, je.text);
-        dg_mlx_quant_free(q);
-        return -1;
-    }
-    int rc = parse_block(q, root, err, errlen);
-    json_decref(root);
-    if (rc) dg_mlx_quant_free(q);
-    return rc;
+    return parse_root(q, json_load_file(path, 0, &je), &je, err, errlen);
 }
 
 const dg_mlx_params *dg_mlx_quant_params(const dg_mlx_quant *q, const char *module) {
@@ -185,21 +179,6 @@ const dg_mlx_params *dg_mlx_quant_params(const dg_mlx_quant *q, const char *modu
 /* ===== module views ===== */
 
 static const char *file_of(const st_store *st, const st_tensor *t) { return st->files[t->file].path; }
-
-static int float_dtype(st_dtype s, dg_dtype *out) {
-    switch (s) {
-    case ST_F32: *out = DG_F32; return 0;
-    case ST_F16: *out = DG_F16; return 0;
-    case ST_BF16: *out = DG_BF16; return 0;
-    default: return -1;
-    }
-}
-
-static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
-    size_t at = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && at < n; i++) at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (at < n) snprintf(buf + at, n - at, "]");
-}
 
 static const st_tensor *find2(const st_store *st, const char *module, const char *suffix) {
     char name[512];
@@ -226,11 +205,11 @@ int dg_mlx_bind_vec(const st_store *st, const char *dir, const char *name, int64
     memset(out, 0, sizeof(*out));
     const st_tensor *t = st_find(st, name);
     if (!t) return dg_fail(err, errlen, "%s: tensor '%s' is missing from the checkpoint", dir, name);
-    if (float_dtype(t->dtype, &out->dt))
+    if (dg_st_float_dtype(t->dtype, &out->dt))
         return dg_fail(err, errlen, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file_of(st, t), name, st_dtype_name(t->dtype));
     if (t->ndim != 1 || t->shape[0] != n) {
         char got[128];
-        fmt_shape(got, sizeof(got), t->shape, t->ndim);
+        dg_fmt_shape(got, sizeof(got), t->shape, t->ndim);
         return dg_fail(err, errlen, "%s: tensor '%s' has shape %s, expected [%lld]", file_of(st, t), name, got, (long long)n);
     }
     out->data = t->data;
@@ -258,7 +237,7 @@ int dg_mlx_bind(const st_store *st, const dg_mlx_quant *q, const char *dir, cons
     char want[128], got[128], got2[128];
     {
         int64_t shape[3] = {experts, rows, cols};
-        fmt_shape(want, sizeof(want), experts ? shape : shape + 1, nd);
+        dg_fmt_shape(want, sizeof(want), experts ? shape : shape + 1, nd);
     }
     if (rows <= 0 || cols <= 0 || experts < 0)
         return dg_fail(err, errlen, "%s: module '%s': bad expected shape %s", dir, module, want);
@@ -279,11 +258,11 @@ int dg_mlx_bind(const st_store *st, const dg_mlx_quant *q, const char *dir, cons
     }
     const dg_mlx_params *cp = dg_mlx_quant_params(q, module);
     const char *cfile = q && q->file ? q->file : "config.json";
-    fmt_shape(got, sizeof(got), w->shape, w->ndim);
+    dg_fmt_shape(got, sizeof(got), w->shape, w->ndim);
     out->weight = w;
 
     dg_dtype fdt;
-    if (float_dtype(w->dtype, &fdt) == 0) {
+    if (dg_st_float_dtype(w->dtype, &fdt) == 0) {
         /* ---- an unquantized matrix ---- */
         if (sc || bi)
             return dg_fail(err, errlen, "%s: tensor '%s' exists but '%s' is %s, not packed U32 codes", file,
@@ -317,14 +296,14 @@ int dg_mlx_bind(const st_store *st, const dg_mlx_quant *q, const char *dir, cons
             snprintf(want, sizeof(want), "[%lld, %lld*bits/32]", (long long)rows, (long long)cols);
         return dg_fail(err, errlen, "%s: tensor '%s' has shape %s, expected %s", file, w->name, got, want);
     }
-    fmt_shape(got2, sizeof(got2), sc->shape, sc->ndim);
+    dg_fmt_shape(got2, sizeof(got2), sc->shape, sc->ndim);
     if (!lead_ok(sc, experts, rows))
         return dg_fail(err, errlen, "%s: tensor '%s' has shape %s, expected the leading dimensions of %s %s",
                        file_of(st, sc), sc->name, got2, w->name, got);
     const int64_t P = w->shape[nd - 1], Gn = sc->shape[nd - 1];
     /* scales type decides the family: float -> affine (with biases), uint8 -> the fp modes (no biases) */
     int sdt;
-    if (float_dtype(sc->dtype, &fdt) == 0) {
+    if (dg_st_float_dtype(sc->dtype, &fdt) == 0) {
         sdt = (int)fdt;
         if (!bi)
             return dg_fail(err, errlen, "%s: tensor '%s' has %s scales (affine) but '%s.biases' is missing", file, w->name, st_dtype_name(sc->dtype), module);
@@ -334,7 +313,7 @@ int dg_mlx_bind(const st_store *st, const dg_mlx_quant *q, const char *dir, cons
         int same = bi->ndim == sc->ndim;
         for (int i = 0; same && i < sc->ndim; i++) same = bi->shape[i] == sc->shape[i];
         if (!same) {
-            fmt_shape(got, sizeof(got), bi->shape, bi->ndim);
+            dg_fmt_shape(got, sizeof(got), bi->shape, bi->ndim);
             return dg_fail(err, errlen, "%s: tensor '%s' has shape %s, expected the shape of '%s' %s", file_of(st, bi), bi->name, got, sc->name, got2);
         }
     } else if (sc->dtype == ST_U8 || sc->dtype == ST_F8_E4M3) {
@@ -353,6 +332,9 @@ int dg_mlx_bind(const st_store *st, const dg_mlx_quant *q, const char *dir, cons
     if (Gn <= 0 || cols % Gn)
         return dg_fail(err, errlen, "%s: tensor '%s' has shape %s: %lld groups per row do not divide the %lld columns of '%s'",
                        file_of(st, sc), sc->name, got2, (long long)Gn, (long long)cols, w->name);
+    if (P * 32 / cols > 8)
+        return dg_fail(err, errlen, "%s: tensor '%s' has shape %s: %lld bits per column for %lld columns (at most 8)", file, w->name,
+                       got, (long long)(P * 32 / cols), (long long)cols);
     dg_mlx_params sp = {1, DG_MLX_AFFINE, (int)(P * 32 / cols), (int)(cols / Gn)};
     if (sdt < 0) {
         sp.mode = sp.group == 16 ? DG_MLX_NVFP4 : sp.bits == 8 ? DG_MLX_MXFP8 : DG_MLX_MXFP4;

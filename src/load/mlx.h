@@ -9,6 +9,7 @@
  *   quantization = {"group_size": G, "bits": B, "mode": M,              global (mode default "affine")
  *                   "<module path>": {"group_size": g, "bits": b},       per-module override; its mode
  *                   "<module path>": false, ...}                          defaults to "affine", NOT to M
+ * (false or {} marks a module unquantized, as in mlx-vlm's loader; true takes the global parameters)
  * ("quantization_config" holds the same block; it is read when "quantization" is absent).
  */
 #ifndef DG_LOAD_MLX_H
