@@ -128,10 +128,10 @@ static int parse_block(dg_mlx_quant *q, json_t *root, char *err, size_t errlen) 
         } else if (json_is_false(v) || json_is_object(v)) {
             /* false, and {} (mlx-vlm's loader maps false to {} and skips a module whose entry is empty) */
             p.quantized = 0;
-        } else if (json_is_true(v)) {
-            p.quantized = 1;   /* the global parameters */
         } else {
-            continue;          /* bits / group_size / mode (read above) and unknown scalar fields */
+            /* true (the global parameters, as if absent: mlx-vlm's loader ignores it), bits / group_size /
+             * mode (read above) and unknown scalar fields */
+            continue;
         }
         q->path[q->n] = strdup(key);
         if (!q->path[q->n]) return dg_fail(err, errlen, "out of memory");
