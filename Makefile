@@ -10,14 +10,16 @@ OPT     ?= -O2
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
-LDLIBS  += $(JANSSON_LIBS) -lm
+# -ffp-contract=off: no fused multiply-adds behind the oracle's back (clang and -march=native would
+# contract a*b+c, rounding once where the reference rounds twice)
+CFLAGS  += -std=c11 -ffp-contract=off -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
+LDLIBS  += $(JANSSON_LIBS) -lm -pthread
 BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/mlx.c \
-           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
-CLI_SRC := cli/main.c cli/npy.c
-TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_mlx.c \
+           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
+CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
+TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_mlx.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -27,15 +29,19 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 MODEL ?= tests/fixtures/tiny-a/bf16
 DEMO  ?= tests/fixtures/tiny-a/cli-bf16
 
-.PHONY: all deps test debug run fixtures clean
+.PHONY: all deps test test-arm debug run fixtures clean
 all: dgemma $(BUILD)/dgemma_test
 
 deps:
 	@bash tools/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icli -c $< -o $@
+	$(CC) $(CFLAGS) -Icli -I. -c $< -o $@
+
+# the SIMD kernels rely on complete unrolling of their small register-block loops (accumulators
+# kept in registers), which GCC does at -O3
+$(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/bench/peak.o: CFLAGS += -O3
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
@@ -55,11 +61,23 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	bash tests/run_all.sh ./dgemma ./$(BUILD)/dgemma_test
 
+# the kernels (NEON path) cross-compiled for aarch64 and run under qemu-aarch64; tests/run_all.sh
+# runs this when the cross toolchain is present (tools/install-deps.sh installs it)
+ARM_CC ?= aarch64-linux-gnu-gcc
+KERNEL_SRC := src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
+              src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c
+build-arm/kernels_test: tests/kernels_main.c tests/test_kernels.c $(KERNEL_SRC) $(wildcard src/kernels/*.h tests/*.h)
+	@mkdir -p build-arm
+	$(ARM_CC) -O3 -g -std=c11 -ffp-contract=off -Wall -Wextra -Wshadow -Iinclude -Isrc -static -pthread \
+		-o $@ tests/kernels_main.c tests/test_kernels.c $(KERNEL_SRC) -lm
+test-arm: build-arm/kernels_test
+	qemu-aarch64 build-arm/kernels_test
+
 DEBUG_FLAGS := OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	LDFLAGS="-fsanitize=address,undefined"
 debug: deps
 	@$(MAKE) --no-print-directory BUILD=build-debug $(DEBUG_FLAGS) build-debug/dgemma build-debug/dgemma_test
-	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./build-debug/dgemma ./build-debug/dgemma_test
+	DG_SKIP_ARM=1 ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./build-debug/dgemma ./build-debug/dgemma_test
 
 run: deps
 	@$(MAKE) --no-print-directory dgemma
@@ -71,4 +89,4 @@ fixtures:
 	python3 tools/reference/make_trajectories.py
 
 clean:
-	rm -rf build build-debug dgemma
+	rm -rf build build-debug build-arm dgemma

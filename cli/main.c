@@ -16,6 +16,7 @@
 
 #include "dgemma.h"
 #include "npy.h"
+#include "bench/bench.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -48,6 +49,30 @@ static int parse_act(const char *v, dg_act_precision *out) {
     return 0;
 }
 
+static int parse_kernels(const char *v, dg_kernels *out) {
+    static const char *names[] = {"auto", "ref", "generic", "avx2", "avx512", "amx", "neon"};
+    for (int i = 0; v && i < (int)(sizeof(names) / sizeof(names[0])); i++)
+        if (!strcmp(v, names[i])) { *out = (dg_kernels)i; return 0; }
+    fprintf(stderr, "dgemma: --kernels expects auto, ref, generic, avx2, avx512, amx or neon, got '%s'\n", v ? v : "");
+    return -1;
+}
+
+#define KERNEL_OPTIONS_HELP                                                                              \
+    "  -t, --threads N          threads (default: every CPU)\n"                                          \
+    "  --kernels K              auto (fastest here), ref (the scalar oracle: bit-identical to the\n"     \
+    "                           reference fixtures, slow), generic, avx2, avx512, amx, neon\n"       \
+    "  --sc-top-k K             self-condition on each position's K most probable tokens only (an\n"  \
+    "                           approximation; default 0 = the whole vocabulary, as the reference)\n"
+
+/* the session options every model command takes; 1 if a was one (*bad set on a bad value) */
+static int session_option(const char *a, const char *v, dg_session_params *sp, int *bad) {
+    if (!strcmp(a, "-t") || !strcmp(a, "--threads")) *bad = parse_int(a, v, 1, 1024, &sp->n_threads);
+    else if (!strcmp(a, "--kernels")) *bad = parse_kernels(v, &sp->kernels);
+    else if (!strcmp(a, "--sc-top-k")) *bad = parse_int(a, v, 0, 1 << 30, &sp->sc_top_k);
+    else return 0;
+    return 1;
+}
+
 /* ===== forward ===== */
 
 static void usage_forward(FILE *f) {
@@ -67,6 +92,7 @@ static void usage_forward(FILE *f) {
         "  --out F               where to write the logits (.npy)\n"
         "  --act auto|f32|bf16|f16  activation precision (auto: the checkpoint dtype, like the reference)\n"
         "  --n-batch N           tokens per encoder chunk (default: canvas_length)\n"
+        KERNEL_OPTIONS_HELP
         "  -h, --help            this help\n");
 }
 
@@ -77,7 +103,7 @@ static int cmd_forward(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_forward(stdout); return 0; }
-        int takes = 1;
+        int takes = 1, bad = 0;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--prompt-ids")) prompt_f = v;
         else if (!strcmp(a, "--canvas-ids")) canvas_f = v;
@@ -86,6 +112,7 @@ static int cmd_forward(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out_f = v;
         else if (!strcmp(a, "--act")) { if (parse_act(v, &ep.act)) return 2; }
         else if (!strcmp(a, "--n-batch")) { if (parse_int(a, v, 1, 1 << 20, &sp.n_batch)) return 2; }
+        else if (session_option(a, v, &sp, &bad)) { if (bad) return 2; }
         else {
             fprintf(stderr, "dgemma forward: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -140,8 +167,8 @@ static int cmd_forward(int argc, char **argv) {
         printf(" %d", best);
     }
     printf("\n");
-    fprintf(stderr, "forward: %s weights, %s activations; load %.3f s, encode %d tokens %.3f s, decode %d tokens %.3f s -> %s\n",
-            in->weight_dtype, in->act_dtype, t1 - t0, np + ncm, t2 - t1, nc, t3 - t2, out_f);
+    fprintf(stderr, "forward: %s kernels, %d threads; %s weights, %s activations; load %.3f s, encode %d tokens %.3f s, decode %d tokens %.3f s -> %s\n",
+            dg_session_kernels(s), dg_session_threads(s), in->weight_dtype, in->act_dtype, t1 - t0, np + ncm, t2 - t1, nc, t3 - t2, out_f);
     rc = 0;
 out:
     dg_session_free(s);
@@ -161,6 +188,18 @@ static int parse_double(const char *flag, const char *v, double lo, double hi, d
         return -1;
     }
     *out = x;
+    return 0;
+}
+
+static int parse_u64(const char *flag, const char *v, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long x = v && *v != '-' ? strtoull(v, &end, 10) : 0;
+    if (!v || *v == '-' || errno || *end || end == v) {
+        fprintf(stderr, "dgemma: %s expects an unsigned 64-bit integer, got '%s'\n", flag, v ? v : "");
+        return -1;
+    }
+    *out = (uint64_t)x;
     return 0;
 }
 
@@ -185,6 +224,7 @@ static void usage_generate(FILE *f) {
         "  --seed N                 random seed (default 0)\n"
         "  --n-ctx N                KV cache capacity in tokens (default: what the request needs)\n"
         "  --act auto|f32|bf16|f16  activation precision\n"
+        KERNEL_OPTIONS_HELP
         "  -v, --verbose            one line per denoising step on stderr\n"
         "  -h, --help               this help\n");
 }
@@ -232,24 +272,25 @@ static int cmd_generate(int argc, char **argv) {
     int rc = 1, np = 0;
     if (dg_engine_load(model, &ep, &e, err, sizeof(err))) { fprintf(stderr, "dgemma generate: %s\n", err); return 1; }
     dg_gen_params p = dg_gen_default_params(e);
+    dg_session_params sp = dg_session_default_params();
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
         if (!v) { fprintf(stderr, "dgemma generate: %s needs a value (see --help)\n", a); rc = 2; goto out; }
-        double d;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--act")) {}
+            if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--act")) {}
         else if (!strcmp(a, "--prompt-ids")) prompt_f = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) bad = parse_int(a, v, 1, 1 << 24, &p.max_new_tokens);
         else if (!strcmp(a, "--steps")) bad = parse_int(a, v, 1, 100000, &p.max_denoising_steps);
         else if (!strcmp(a, "--entropy-bound")) bad = parse_double(a, v, 1e-12, 1e9, &p.entropy_bound);
-        else if (!strcmp(a, "--t-min")) bad = parse_double(a, v, 1e-6, 1e6, &p.t_min);
-        else if (!strcmp(a, "--t-max")) bad = parse_double(a, v, 1e-6, 1e6, &p.t_max);
-        else if (!strcmp(a, "--stability")) bad = parse_int(a, v, 0, 100000, &p.stability_threshold);
+        else if (!strcmp(a, "--t-min")) bad = parse_double(a, v, 0, 1e6, &p.t_min);
+        else if (!strcmp(a, "--t-max")) bad = parse_double(a, v, 0, 1e6, &p.t_max);
+        else if (!strcmp(a, "--stability")) bad = parse_int(a, v, 0, 1 << 30, &p.stability_threshold);
         else if (!strcmp(a, "--confidence")) bad = parse_double(a, v, 0, 1e9, &p.confidence_threshold);
         else if (!strcmp(a, "--eos")) bad = parse_ids_list(v, &p);
-        else if (!strcmp(a, "--seed")) { bad = parse_double(a, v, 0, 18446744073709549568.0, &d); p.seed = (uint64_t)d; }
+        else if (!strcmp(a, "--seed")) bad = parse_u64(a, v, &p.seed);
         else if (!strcmp(a, "--n-ctx")) bad = parse_int(a, v, 1, 1 << 30, &n_ctx);
+        else if (session_option(a, v, &sp, &bad)) {}
         else { fprintf(stderr, "dgemma generate: unknown option '%s' (see --help)\n", a); rc = 2; goto out; }
         if (bad) { rc = 2; goto out; }
         i++;
@@ -261,7 +302,6 @@ static int cmd_generate(int argc, char **argv) {
         goto out;
     }
     const dg_model_info *in = dg_engine_info(e);
-    dg_session_params sp = dg_session_default_params();
     int C = in->canvas_length;
     sp.n_ctx = n_ctx ? n_ctx : np + ((p.max_new_tokens + C - 1) / C) * C + 1;
     if (dg_session_create(e, &sp, &s, err, sizeof(err))) { fprintf(stderr, "dgemma generate: %s\n", err); goto out; }
@@ -339,7 +379,8 @@ static void usage(FILE *f) {
         "commands:\n"
         "  generate  denoise canvases after a prompt of token ids (the reference's generate())\n"
         "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
-        "  inspect   show a checkpoint's config, tensors and sizes\n",
+        "  inspect   show a checkpoint's config, tensors and sizes\n"
+        "  bench     the fixed-protocol speed benchmark (CSV)\n",
         DG_VERSION);
 }
 
@@ -351,6 +392,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return dg_bench_main(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -79,9 +79,28 @@ typedef struct {
 } dg_tensor_info;
 int dg_engine_tensor(const dg_engine *engine, int i, dg_tensor_info *out);
 
+/* Which kernels a session computes with. AUTO picks the fastest this CPU has (AMX, AVX-512, AVX2 or
+ * NEON; float32 accumulation in the kernel's own order). REF is the scalar oracle: every dot product
+ * exact and rounded once, bit-identical to the parity fixtures (slow; for verification). */
+typedef enum {
+    DG_KERNELS_AUTO = 0,
+    DG_KERNELS_REF,
+    DG_KERNELS_GENERIC,
+    DG_KERNELS_AVX2,
+    DG_KERNELS_AVX512,
+    DG_KERNELS_AMX,
+    DG_KERNELS_NEON,
+} dg_kernels;
+
 typedef struct {
-    int n_ctx;     /* most tokens the KV cache can hold (prompt + committed canvases); 0 = 4096 */
-    int n_batch;   /* most tokens encoded per chunk; 0 = canvas_length */
+    int n_ctx;          /* most tokens the KV cache can hold (prompt + committed canvases); 0 = 4096 */
+    int n_batch;        /* most tokens encoded per chunk; 0 = canvas_length */
+    int n_threads;      /* threads (the caller included); 0 = every online CPU */
+    dg_kernels kernels; /* default DG_KERNELS_AUTO */
+    int sc_top_k;       /* 0: the self-conditioning soft embedding over the whole vocabulary (the
+                           reference); k > 0: only each position's k most probable tokens (their exact
+                           probabilities, not renormalised): an approximation that skips most of the
+                           [canvas x vocab x hidden] product; its error is measured in ARCHITECTURE.md */
 } dg_session_params;
 
 dg_session_params dg_session_default_params(void);
@@ -90,6 +109,26 @@ int dg_session_create(const dg_engine *engine, const dg_session_params *params, 
 void dg_session_free(dg_session *session);
 /* Empty the KV cache (n_past = 0). */
 void dg_session_reset(dg_session *session);
+/* The kernels and threads a session runs with ("amx", "avx512", ..., "ref"). */
+const char *dg_session_kernels(const dg_session *session);
+int dg_session_threads(const dg_session *session);
+
+/* Time spent per stage since the session was created or the profile reset (milliseconds). The
+ * decoder stages count decoder steps only; encode counts whole encoder passes. */
+typedef struct {
+    double attention;      /* q/k/v/o projections, RoPE, attention */
+    double mlp;            /* dense MLP */
+    double moe;            /* router and experts */
+    double self_cond;      /* soft embedding and the self-conditioning MLP */
+    double lm_head;        /* final norm, LM head, softcap */
+    double sample;         /* temperature, softmax statistics, sampling, acceptance (dg_generate) */
+    double encode;         /* encoder passes (prompt and committed canvases) */
+    double decode;         /* decoder steps in all */
+    int n_decode, n_encode_tokens;
+} dg_profile;
+void dg_session_profile(const dg_session *session, dg_profile *out);
+void dg_session_profile_reset(dg_session *session);
+
 /* Tokens encoded so far (the position the next token or canvas starts at). */
 int dg_session_n_past(const dg_session *session);
 
@@ -114,9 +153,10 @@ typedef struct {
     int max_denoising_steps;     /* steps per canvas at most */
     double entropy_bound;        /* entropy-bound acceptance: accept the lowest-entropy prefix whose
                                     entropy sum minus its largest entropy stays <= this (nats) */
-    double t_min, t_max;         /* linear temperature schedule, t_max on the first step */
-    int stability_threshold;     /* stop when the argmax canvas repeated this many steps ... */
-    double confidence_threshold; /* ... and the mean entropy is below this (nats) */
+    double t_min, t_max;         /* linear temperature schedule, t_max on the first step (0 <= t_min < t_max) */
+    int stability_threshold;     /* stop when the argmax canvas repeated this many steps (0: always
+                                    stable; >= max_denoising_steps: never stops early) ... */
+    double confidence_threshold; /* ... and the mean entropy is below this (nats, > 0) */
     int n_eos;                   /* generation ends after a canvas containing any of these ids */
     int32_t eos_ids[DG_MAX_EOS_IDS];
     uint64_t seed;               /* the random stream (canvas init, sampling, renoising) */
@@ -146,6 +186,7 @@ typedef struct {
     const int32_t *tokens;       /* [n] tokens this canvas emits (argmax, cut at EOS / max_new_tokens) */
     int n;
     int eos;                     /* 1 if it contained an EOS (generation ends) */
+    int32_t eos_id;              /* the first EOS id in the canvas (not emitted), -1 if none */
 } dg_canvas_event;
 
 /* Callbacks run on the generating thread; returning nonzero cancels the generation. */
@@ -166,6 +207,7 @@ typedef struct {
     double canvas_tok_per_s;     /* canvas positions denoised per second of stepping */
     double emitted_tok_per_s;    /* emitted tokens per second of the whole call */
     dg_finish finish;
+    int32_t eos_id;              /* the EOS that ended generation (-1 if none): 106 <turn|>, 50 <|tool_response>, ... */
 } dg_gen_stats;
 
 /* Encode the prompt after what the session holds, then denoise canvases until an EOS, max_new_tokens

@@ -80,9 +80,8 @@ struct dg_engine {
     dg_vec sc_pre_norm;
     dg_mat sc_gate, sc_up, sc_down;
     dg_dtype act;                /* activation rounding */
-    dg_dtype wdt;                /* the checkpoint's float dtype: the embedding's (F32/F16/BF16), or the
-                                    activation dtype when the embedding is quantized; the reference casts
-                                    self-conditioning logits and probabilities to it */
+    dg_dtype wdt;                /* the reference's compute dtype (= act): it casts the self-conditioning
+                                    logits and probabilities to it */
     float embed_scale;           /* sqrt(H) rounded to the activation dtype */
     dg_model_info info;
     const st_tensor **bound;     /* tensors bound, in binding order (for inspect) */
@@ -92,7 +91,8 @@ struct dg_engine {
 /* Generation buffers of a session: allocated on the first dg_generate, kept for the session's life. */
 typedef struct {
     float *logits;       /* [C, V] logits, then temperature-scaled, then the next step's sc input */
-    double *w;           /* [V] exp(z - max) of one position */
+    double *w;           /* [n_threads, V] exp(z - max) of one position per thread (float in the fast path) */
+    double *u;           /* [C] the step's sampling uniforms, drawn in position order */
     float *H;            /* [C] entropies */
     int32_t *argmax, *sample, *canvas;   /* [C] */
     uint8_t *accepted;   /* [C] */
@@ -104,6 +104,10 @@ typedef struct {
 /* The session's generation buffers, grown (before any loop) to hold a history of hist_n canvases. */
 dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errlen);
 const dg_engine *dg_session_engine(const dg_session *s);
+struct dg_pool;
+struct dg_pool *dg_session_pool(dg_session *s);
+int dg_session_fast(const dg_session *s);      /* 0: the scalar oracle kernels */
+dg_profile *dg_session_prof(dg_session *s);
 int dg_session_n_ctx(const dg_session *s);
 
 /* DG_F32 / DG_F16 / DG_BF16 for a float safetensors dtype (0), else -1 (weights.c). */

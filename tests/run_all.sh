@@ -5,7 +5,14 @@ set -u
 BIN=${1:-./dgemma}
 TEST=${2:-./build/dgemma_test}
 total_p=0 total_f=0 rc=0
-for step in "$TEST" "bash tests/test_cli.sh $BIN"; do
+steps=("$TEST" "bash tests/test_cli.sh $BIN")
+# the aarch64 (NEON) kernels under qemu, where the cross toolchain is installed (tools/install-deps.sh)
+if [ -z "${DG_SKIP_ARM:-}" ] && command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+    steps+=("make --no-print-directory -s test-arm")
+else
+    echo "run_all: aarch64 kernel tests skipped (no aarch64-linux-gnu-gcc / qemu-aarch64, or DG_SKIP_ARM set)"
+fi
+for step in "${steps[@]}"; do
     log=$(mktemp)
     TEST_BIN=$TEST $step 2>&1 | tee "$log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1

@@ -24,7 +24,7 @@ expect_fail() {
 for dt in f32 bf16; do
     M=$FIX/tiny-a/$dt C=$FIX/tiny-a/cli-$dt
     # a prompt, a committed canvas, then a fresh canvas (the reference's short.dec2)
-    if "$BIN" forward --model "$M" --prompt-ids "$C/prompt.txt" --commit-ids "$C/commit.txt" \
+    if "$BIN" forward --kernels ref --model "$M" --prompt-ids "$C/prompt.txt" --commit-ids "$C/commit.txt" \
         --canvas-ids "$C/canvas2.txt" --out "$TMP/dec2.npy" >"$TMP/out" 2>"$TMP/err"; then
         want="argmax: $(cat "$C/argmax-dec2.txt")"
         if [ "$(cat "$TMP/out")" = "$want" ]; then ok "forward-$dt-commit-argmax"; else bad "forward-$dt-commit-argmax" "got '$(cat "$TMP/out")' want '$want'"; fi
@@ -36,7 +36,7 @@ for dt in f32 bf16; do
 done
 # self-conditioning logits from a .npy (the reference's short.dec1)
 C=$FIX/tiny-a/cli-f32
-if "$BIN" forward -m "$FIX/tiny-a/f32" --prompt-ids "$C/prompt.txt" --canvas-ids "$C/canvas1.txt" \
+if "$BIN" forward --kernels ref -m "$FIX/tiny-a/f32" --prompt-ids "$C/prompt.txt" --canvas-ids "$C/canvas1.txt" \
     --sc-logits "$C/sc-dec0.npy" --out "$TMP/dec1.npy" --n-batch 2 >"$TMP/out" 2>"$TMP/err" &&
    "$TEST" --compare-npy "$TMP/dec1.npy" "$FIX/tiny-a/ref-f32.safetensors" short.dec1.logits 1e-4 >/dev/null; then
     ok forward-sc-logits
@@ -44,14 +44,14 @@ else
     bad forward-sc-logits "$(cat "$TMP/err")"
 fi
 # generate: the reference trajectory's first case (tiny-a f32, 3 canvases, 6 steps, seed 11, no EOS)
-if "$BIN" generate -m "$FIX/tiny-a/f32" --prompt-ids "$C/gen-prompt.txt" -n 40 --steps 6 --seed 11 --eos '' \
+if "$BIN" generate --kernels ref -m "$FIX/tiny-a/f32" --prompt-ids "$C/gen-prompt.txt" -n 40 --steps 6 --seed 11 --eos '' \
     >"$TMP/out" 2>"$TMP/err"; then
     if [ "$(cat "$TMP/out")" = "$(cat "$C/gen-expected.txt")" ] && grep -q "3 canvases, 18 steps" "$TMP/err"; then ok generate-matches-reference
     else bad generate-matches-reference "got '$(cat "$TMP/out")' / $(cat "$TMP/err")"; fi
 else
     bad generate-matches-reference "$(cat "$TMP/err")"
 fi
-if cat "$C/gen-prompt.txt" | "$BIN" generate -m "$FIX/tiny-a/f32" --prompt-ids - -n 40 --steps 6 --seed 11 --eos '' -v >"$TMP/out" 2>"$TMP/err" &&
+if cat "$C/gen-prompt.txt" | "$BIN" generate --kernels ref -m "$FIX/tiny-a/f32" --prompt-ids - -n 40 --steps 6 --seed 11 --eos '' -v >"$TMP/out" 2>"$TMP/err" &&
    [ "$(cat "$TMP/out")" = "$(cat "$C/gen-expected.txt")" ] && [ "$(grep -c '^canvas . step' "$TMP/err")" -eq 18 ]; then ok generate-stdin-verbose
 else bad generate-stdin-verbose "$(tail -2 "$TMP/err")"; fi
 G="$BIN generate -m $FIX/tiny-a/f32 --prompt-ids $C/gen-prompt.txt"
@@ -59,7 +59,9 @@ expect_fail gen-steps-0 "--steps expects" $G --steps 0
 expect_fail gen-bound-0 "--entropy-bound expects" $G --entropy-bound 0
 expect_fail gen-tmin "--t-min expects" $G --t-min -1
 expect_fail gen-stability "--stability expects" $G --stability -2
-expect_fail gen-stability-range "stability_threshold" $G --steps 4 --stability 9
+expect_fail gen-tmax-tmin "t_max must be" $G --t-min 0.8 --t-max 0.5
+expect_fail gen-bad-kernels "--kernels expects" $G --kernels fastest
+expect_fail gen-bad-threads "--threads expects" $G --threads 0
 expect_fail gen-eos "--eos expects" $G --eos 1,x
 expect_fail gen-eos-vocab "outside the vocabulary" $G --eos 5000
 expect_fail gen-max-tokens "--max-tokens expects" $G --max-tokens 0

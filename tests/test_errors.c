@@ -295,7 +295,7 @@ static void t_bad_calls(void) {
     snprintf(dir, sizeof(dir), "%s/tiny-a/f32", fixtures_dir());
     dg_engine *e;
     if (dg_engine_load(dir, NULL, &e, err, sizeof(err))) { CHECK(0, "%s", err); return; }
-    dg_session_params sp = {8, 0};
+    dg_session_params sp = {8, 0, 0, DG_KERNELS_AUTO, 0};
     dg_session *s;
     CHECK(dg_session_create(e, &sp, &s, err, sizeof(err)) == 0, "%s", err);
     int32_t ids[20] = {1, 2, 3, 2048, 5};

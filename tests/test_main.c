@@ -51,7 +51,7 @@ out:
 
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "--compare-npy")) return compare_npy(argv + 2);
-    const dg_test *groups[] = {unit_tests, parity_tests, error_tests, sampler_tests, mlx_tests};
+    const dg_test *groups[] = {unit_tests, kernel_tests, parity_tests, error_tests, sampler_tests, mlx_tests};
     int passed = 0, failed = 0, list = argc > 1 && !strcmp(argv[1], "--list");
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         for (const dg_test *t = groups[g]; t->name; t++) {

@@ -123,10 +123,10 @@ static int32_t *ref_ids(tapctx *c, const char *key, int *n) {
 }
 
 /* Replays one fixture session through the engine with taps on. Returns 0 if it ran. */
-static int run_session(dg_engine *e, tapctx *c, const char *sess, int n_batch, float **logits2) {
+static int run_session(dg_engine *e, tapctx *c, const char *sess, int n_batch, dg_kernels kern, float **logits2) {
     char err[1024], key[128];
     const dg_model_info *in = dg_engine_info(e);
-    dg_session_params sp = {256, n_batch};
+    dg_session_params sp = {256, n_batch, 0, kern, 0};
     dg_session *s;
     if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); return -1; }
     int np, nc[3], ncm;
@@ -167,7 +167,15 @@ out:
     return rc;
 }
 
-static void parity_case(const char *cfg, const char *dt) {
+/*
+ * kern = DG_KERNELS_REF: the oracle, held to the fixtures as the issue states (float32: 1e-4 per
+ * stage; bf16/f16: identical argmax, stage errors printed, 0 where bit-exact).
+ * kern = DG_KERNELS_AUTO: the fast kernels of this CPU. Float32: 1e-4 on hidden states and logits
+ * (3e-4 on the attention sub-stage, whose float32 exp and sums are within the reference's own
+ * noise), router ids identical. bf16/f16: a flipped bf16 rounding can change an expert in a tiny
+ * random MoE, so argmax agreement of at least 90% is required and the errors are printed.
+ */
+static void parity_case(const char *cfg, const char *dt, dg_kernels kern) {
     char dir[512], refp[512], err[1024];
     snprintf(dir, sizeof(dir), "%s/%s/%s", fixtures_dir(), cfg, dt);
     snprintf(refp, sizeof(refp), "%s/%s/ref-%s.safetensors", fixtures_dir(), cfg, dt);
@@ -179,8 +187,9 @@ static void parity_case(const char *cfg, const char *dt) {
         tapctx c;
         memset(&c, 0, sizeof(c));
         if (st_add_file(&c.ref, refp, err, sizeof(err)) || st_finish(&c.ref, err, sizeof(err))) { CHECK(0, "%s", err); break; }
-        if (run_session(e, &c, sess, 256, NULL) == 0) {
-            printf("  %s/%-4s %-5s", cfg, dt, sess);
+        const char *kname = kern == DG_KERNELS_REF ? "ref " : "fast";
+        if (run_session(e, &c, sess, 256, kern, NULL) == 0) {
+            printf("  %s %s/%-4s %-5s", kname, cfg, dt, sess);
             for (int k = 0; k < ST_N; k++) printf(" %s %.1e", k_stage[k], c.err[k]);
             printf(" | max|dlogit| %.2e, router ids %d/%d differ, argmax %d/%d differ (%d tensors)\n",
                    c.logit_abs, c.id_mismatch, c.id_total, c.argmax_mismatch, c.argmax_total, c.compared);
@@ -190,9 +199,15 @@ static void parity_case(const char *cfg, const char *dt) {
                        cfg, dt, sess, c.stock_abs, c.stock_argmax, c.stock_n, c.stock_vs_ref_argmax, c.stock_n);
             CHECK(c.missing == 0, "%d stages had no reference", c.missing);
             CHECK(c.compared > 10, "only %d stages compared", c.compared);
-            CHECK(c.argmax_mismatch == 0, "%s/%s %s: argmax differs at %d of %d canvas positions", cfg, dt, sess, c.argmax_mismatch, c.argmax_total);
+            if (kern == DG_KERNELS_REF || is_f32)
+                CHECK(c.argmax_mismatch == 0, "%s %s/%s %s: argmax differs at %d of %d canvas positions", kname, cfg, dt, sess, c.argmax_mismatch, c.argmax_total);
+            else
+                CHECK(c.argmax_mismatch * 10 <= c.argmax_total, "%s %s/%s %s: argmax differs at %d of %d canvas positions", kname, cfg, dt, sess, c.argmax_mismatch, c.argmax_total);
             if (is_f32) {
-                for (int k = 0; k < ST_N; k++) CHECK(c.err[k] <= 1e-4, "%s/%s %s: stage %s max rel error %.3e > 1e-4", cfg, dt, sess, k_stage[k], c.err[k]);
+                for (int k = 0; k < ST_N; k++) {
+                    const double tol = kern != DG_KERNELS_REF && !strcmp(k_stage[k], "attn") ? 3e-4 : 1e-4;
+                    CHECK(c.err[k] <= tol, "%s %s/%s %s: stage %s max rel error %.3e > %.0e", kname, cfg, dt, sess, k_stage[k], c.err[k], tol);
+                }
                 CHECK(c.id_mismatch == 0, "%s/%s %s: %d router ids differ", cfg, dt, sess, c.id_mismatch);
             }
         }
@@ -201,23 +216,85 @@ static void parity_case(const char *cfg, const char *dt) {
         memset(c2.err, 0, sizeof(c2.err));
         c2.argmax_mismatch = c2.argmax_total = 0;
         c2.logit_abs = 0;
-        if (run_session(e, &c2, sess, 3, NULL) == 0) {
-            CHECK(c2.err[ST_LOGITS] <= (is_f32 ? 1e-4 : 1e-1) && c2.argmax_mismatch == 0,
+        if (run_session(e, &c2, sess, 3, kern, NULL) == 0) {
+            CHECK(c2.err[ST_LOGITS] <= (is_f32 ? 1e-4 : 1e-1) && (c2.argmax_mismatch == 0 || (!is_f32 && kern != DG_KERNELS_REF && c2.argmax_mismatch * 10 <= c2.argmax_total)),
                   "%s/%s %s chunked prefill: logits rel err %.3e, argmax %d differ", cfg, dt, sess, c2.err[ST_LOGITS], c2.argmax_mismatch);
-            printf("  %s/%-4s %-5s chunked prefill (3 tokens/chunk): dec2 logits rel err %.1e\n", cfg, dt, sess, c2.err[ST_LOGITS]);
+            printf("  %s %s/%-4s %-5s chunked prefill (3 tokens/chunk): dec2 logits rel err %.1e\n", kname, cfg, dt, sess, c2.err[ST_LOGITS]);
         }
         st_close(&c.ref);
     }
     dg_engine_free(e);
 }
 
-static void t_parity_a_f32(void) { parity_case("tiny-a", "f32"); }
-static void t_parity_a_bf16(void) { parity_case("tiny-a", "bf16"); }
-static void t_parity_b_f32(void) { parity_case("tiny-b", "f32"); }
-static void t_parity_b_bf16(void) { parity_case("tiny-b", "bf16"); }
-static void t_parity_b_f16(void) { parity_case("tiny-b", "f16"); }
-static void t_parity_c_f32(void) { parity_case("tiny-c", "f32"); }
-static void t_parity_c_bf16(void) { parity_case("tiny-c", "bf16"); }
+/* The top-k self-conditioning approximation against the exact soft embedding: logits of a
+ * self-conditioned decoder step (the fixture's dec1: canvas 1 conditioned on dec0's logits). */
+static void t_sc_topk(void) {
+    const char *models[] = {"tiny-a/f32", "tiny-b-sharp/f32"};
+    const int ks[] = {1, 8, 64, 256, 100000, 0};   /* 100000: the whole vocabulary, must equal the exact path */
+    for (int mi = 0; mi < 2; mi++) {
+        char dir[512], err[1024];
+        snprintf(dir, sizeof(dir), "%s/%s", fixtures_dir(), models[mi]);
+        dg_engine *e;
+        if (dg_engine_load(dir, NULL, &e, err, sizeof(err))) { CHECK(0, "%s", err); continue; }
+        const dg_model_info *in = dg_engine_info(e);
+        const int V = in->vocab_size, C = in->canvas_length;
+        float *sc = malloc(sizeof(float) * (size_t)C * V), *exact = malloc(sizeof(float) * (size_t)C * V),
+              *approx = malloc(sizeof(float) * (size_t)C * V);
+        int32_t prompt[5] = {11, 22, 33, 44, 55}, canvas0[256], canvas1[256];
+        for (int i = 0; i < C; i++) { canvas0[i] = (7 * i + 3) % V; canvas1[i] = (13 * i + 5) % V; }
+        printf("  %s:", models[mi]);
+        for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
+            dg_session_params sp = {64, 0, 0, DG_KERNELS_AUTO, ks[ki] > V ? V : ks[ki]};
+            dg_session *s;
+            if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); break; }
+            CHECK(dg_encode(s, prompt, 5, err, sizeof(err)) == 0, "%s", err);
+            CHECK(dg_decode(s, canvas0, C, NULL, sc, err, sizeof(err)) == 0, "%s", err);
+            float *dst = ks[ki] ? approx : exact;
+            CHECK(dg_decode(s, canvas1, C, sc, dst, err, sizeof(err)) == 0, "%s", err);
+            dg_session_free(s);
+            if (!ks[ki]) break;
+        }
+        /* recompute each k against the exact logits */
+        for (size_t ki = 0; ks[ki]; ki++) {
+            dg_session_params sp = {64, 0, 0, DG_KERNELS_AUTO, ks[ki] > V ? V : ks[ki]};
+            dg_session *s;
+            if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); break; }
+            dg_encode(s, prompt, 5, err, sizeof(err));
+            dg_decode(s, canvas0, C, NULL, sc, err, sizeof(err));
+            dg_decode(s, canvas1, C, sc, approx, err, sizeof(err));
+            double md = 0, mr = 0;
+            int agree = 0;
+            for (int t = 0; t < C; t++) {
+                int a = 0, b = 0;
+                for (int v = 0; v < V; v++) {
+                    const size_t i = (size_t)t * V + v;
+                    md = fmax(md, fabs((double)approx[i] - exact[i]));
+                    mr = fmax(mr, fabs((double)exact[i]));
+                    if (approx[i] > approx[(size_t)t * V + a]) a = v;
+                    if (exact[i] > exact[(size_t)t * V + b]) b = v;
+                }
+                agree += a == b;
+            }
+            printf("  top-%d: logits max rel err %.2e, argmax %d/%d", ks[ki] > V ? V : ks[ki], md / mr, agree, C);
+            if (ks[ki] >= V) CHECK(md / mr < 1e-4 && agree == C, "%s: top-k over the whole vocabulary differs from the exact path: %.3g", models[mi], md / mr);
+            dg_session_free(s);
+        }
+        printf("\n");
+        free(sc); free(exact); free(approx);
+        dg_engine_free(e);
+    }
+}
+
+#define PARITY(fn, cfg, dt) \
+    static void fn(void) { parity_case(cfg, dt, DG_KERNELS_REF); } \
+    static void fn##_fast(void) { parity_case(cfg, dt, DG_KERNELS_AUTO); }
+PARITY(t_parity_a_f32, "tiny-a", "f32")
+PARITY(t_parity_a_bf16, "tiny-a", "bf16")
+PARITY(t_parity_b_f32, "tiny-b", "f32")
+PARITY(t_parity_b_bf16, "tiny-b", "bf16")
+PARITY(t_parity_b_f16, "tiny-b", "f16")
+PARITY(t_parity_c_f32, "tiny-c", "f32")
+PARITY(t_parity_c_bf16, "tiny-c", "bf16")
 
 const dg_test parity_tests[] = {
     {"parity/tiny-a/f32", t_parity_a_f32},
@@ -227,5 +304,13 @@ const dg_test parity_tests[] = {
     {"parity/tiny-b/f16", t_parity_b_f16},
     {"parity/tiny-c/f32", t_parity_c_f32},
     {"parity/tiny-c/bf16", t_parity_c_bf16},
+    {"parity-fast/tiny-a/f32", t_parity_a_f32_fast},
+    {"parity-fast/tiny-a/bf16", t_parity_a_bf16_fast},
+    {"parity-fast/tiny-b/f32", t_parity_b_f32_fast},
+    {"parity-fast/tiny-b/bf16", t_parity_b_bf16_fast},
+    {"parity-fast/tiny-b/f16", t_parity_b_f16_fast},
+    {"parity-fast/tiny-c/f32", t_parity_c_f32_fast},
+    {"parity-fast/tiny-c/bf16", t_parity_c_bf16_fast},
+    {"parity/sc-top-k", t_sc_topk},
     {NULL, NULL},
 };

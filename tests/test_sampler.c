@@ -162,7 +162,11 @@ static int on_step(void *user, const dg_step_event *ev) {
     return 0;
 }
 
-static void t_trajectories(void) {
+/* Replays every recorded generate() run. With the oracle kernels every step and token must match.
+ * With the fast kernels (float32 in another order) a chaotic random model drifts (a 1e-6 difference
+ * grows tenfold per step through self-conditioning), so only the cases named in must_match are
+ * asserted, on what they commit: the same canvases, step counts and tokens; the rest is reported. */
+static void run_trajectories(dg_kernels kern, const char *const *must_match) {
     json_t *j = load_traj();
     if (!j) return;
     size_t ci;
@@ -189,9 +193,12 @@ static void t_trajectories(void) {
         int np = (int)json_array_size(pr);
         int32_t prompt[64], out[512];
         for (int k = 0; k < np; k++) prompt[k] = (int32_t)json_integer_value(json_array_get(pr, (size_t)k));
-        dg_session_params sp = {1024, 0};
+        dg_session_params sp = {1024, 0, 0, kern, 0};
         dg_session *s;
         if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); dg_engine_free(e); continue; }
+        const int strict = kern == DG_KERNELS_REF;
+        int commit = strict;
+        for (int k = 0; must_match && must_match[k]; k++) commit |= !strcmp(must_match[k], name);
         traj_ctx t;
         memset(&t, 0, sizeof(t));
         t.canvases = json_object_get(c, "canvases");
@@ -205,19 +212,29 @@ static void t_trajectories(void) {
         for (int k = 0; tok_ok && k < n_out; k++) tok_ok = out[k] == (int32_t)json_integer_value(json_array_get(em, (size_t)k));
         int ref_steps = 0;
         for (size_t k = 0; k < json_array_size(t.canvases); k++) ref_steps += (int)json_array_size(json_array_get(t.canvases, k));
-        CHECK(t.mismatch == 0, "%s: first mismatch at %s", name, t.where);
-        CHECK(st.n_canvases == (int)json_array_size(t.canvases) && st.n_steps == ref_steps,
-              "%s: %d canvases / %d steps vs reference %zu / %d", name, st.n_canvases, st.n_steps, json_array_size(t.canvases), ref_steps);
-        CHECK(tok_ok, "%s: emitted tokens differ (%d vs %zu)", name, n_out, json_array_size(em));
-        printf("  %-22s %s: %d canvases, steps", name, json_string_value(json_object_get(c, "dtype")), st.n_canvases);
+        if (strict) CHECK(t.mismatch == 0, "%s: first mismatch at %s", name, t.where);
+        if (commit) {
+            CHECK(st.n_canvases == (int)json_array_size(t.canvases) && st.n_steps == ref_steps,
+                  "%s: %d canvases / %d steps vs reference %zu / %d", name, st.n_canvases, st.n_steps, json_array_size(t.canvases), ref_steps);
+            CHECK(tok_ok, "%s: emitted tokens differ (%d vs %zu)", name, n_out, json_array_size(em));
+        }
+        printf("  %s %-22s %s: %d canvases, steps", dg_session_kernels(s), name, json_string_value(json_object_get(c, "dtype")), st.n_canvases);
         for (size_t k = 0; k < json_array_size(t.canvases); k++) printf(" %zu", json_array_size(json_array_get(t.canvases, k)));
-        printf(", %d/%d steps identical, %d/%zu tokens %s, max |d mean H| %.1e, finish %s, %.2f ms/step\n", t.steps_ok, ref_steps,
+        printf(", %d/%d steps identical, %d/%zu tokens %s, max |d mean H| %.1e, finish %s, %.2f ms/step%s\n", t.steps_ok, ref_steps,
                tok_ok ? n_out : 0, json_array_size(em), tok_ok ? "identical" : "DIFFER", t.max_dh,
-               st.finish == DG_FINISH_EOS ? "eos" : st.finish == DG_FINISH_LENGTH ? "length" : "other", st.ms_per_step);
+               st.finish == DG_FINISH_EOS ? "eos" : st.finish == DG_FINISH_LENGTH ? "length" : "other", st.ms_per_step,
+               strict ? "" : commit ? " (commits asserted)" : " (not asserted)");
         dg_session_free(s);
         dg_engine_free(e);
     }
     json_decref(j);
+}
+
+static void t_trajectories(void) { run_trajectories(DG_KERNELS_REF, NULL); }
+static void t_trajectories_fast(void) {
+    /* the confident cases: the sharp model, the stability-0 run, the EOS run */
+    static const char *const confident[] = {"early-stop", "stability-0", "eos-in-canvas", NULL};
+    run_trajectories(DG_KERNELS_AUTO, confident);
 }
 
 /* ===== parameters, reproducibility, cancellation ===== */
@@ -258,18 +275,25 @@ static void t_rejected(void) {
     REJECT(p.max_denoising_steps = 0, "max_denoising_steps");
     REJECT(p.entropy_bound = 0, "entropy_bound");
     REJECT(p.entropy_bound = NAN, "entropy_bound");
-    REJECT(p.t_min = 0, "t_min");
+    REJECT(p.t_min = -0.1, "t_min");
+    REJECT(p.t_max = p.t_min, "t_max");
+    REJECT((p.t_min = 0.9, p.t_max = 0.8), "t_max");
     REJECT(p.t_max = -1, "t_max");
     REJECT(p.t_max = INFINITY, "t_max");
     REJECT(p.stability_threshold = -1, "stability_threshold");
-    REJECT(p.stability_threshold = 49, "stability_threshold");
     REJECT(p.confidence_threshold = -0.1f, "confidence_threshold");
+    REJECT(p.confidence_threshold = 0, "confidence_threshold");
     REJECT(p.n_eos = 17, "n_eos");
     REJECT((p.n_eos = 1, p.eos_ids[0] = 1500), "eos id 1500");
 #undef REJECT
+    /* what the reference accepts: t_min = 0, stability above the step count (never stops early) */
+    p = base;
+    p.t_min = 0;
+    p.stability_threshold = 1000;
+    CHECK(dg_gen_params_check(e, &p, err, sizeof(err)) == 0, "t_min 0 / stability 1000 should be accepted: %s", err);
     CHECK(dg_gen_params_check(e, &base, err, sizeof(err)) == 0, "defaults rejected: %s", err);
     /* a rejected call leaves the session untouched; a too-long generation is refused up front */
-    dg_session_params sp = {40, 0};
+    dg_session_params sp = {40, 0, 0, DG_KERNELS_REF, 0};
     dg_session *s;
     dg_session_create(e, &sp, &s, err, sizeof(err));
     int32_t prompt[4] = {1, 2, 3, 4}, out[64];
@@ -287,7 +311,7 @@ static void t_rejected(void) {
 static int run_once(dg_engine *e, uint64_t seed, int32_t *out, int cap, const dg_callbacks *cb, dg_gen_stats *st) {
     char err[512];
     dg_session *s;
-    dg_session_params sp = {256, 0};
+    dg_session_params sp = {256, 0, 0, DG_KERNELS_REF, 0};
     dg_session_create(e, &sp, &s, err, sizeof(err));
     dg_gen_params p = dg_gen_default_params(e);
     p.max_new_tokens = 20;
@@ -342,7 +366,7 @@ static void t_no_alloc(void) {
     if (!e) return;
     char err[512];
     dg_session *s;
-    dg_session_params sp = {512, 0};
+    dg_session_params sp = {512, 0, 0, DG_KERNELS_REF, 0};
     CHECK(dg_session_create(e, &sp, &s, err, sizeof(err)) == 0, "%s", err);
     dg_gen_params p = dg_gen_default_params(e);
     p.max_new_tokens = 24;
@@ -373,5 +397,6 @@ const dg_test sampler_tests[] = {
     {"sampler/rejected_params", t_rejected},
     {"sampler/reproducible_cancel", t_reproducible},
     {"sampler/trajectories", t_trajectories},
+    {"sampler/trajectories-fast", t_trajectories_fast},
     {NULL, NULL},
 };

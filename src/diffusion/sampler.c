@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "diffusion/rng.h"
+#include "kernels/gemm.h"
 #include "diffusion/sampler.h"
 #include "internal.h"
 
@@ -101,6 +102,66 @@ int dg_stop_rule(const int32_t *argmax, const float *H, int n, int stability, do
     return stable && mean < (float)confidence;
 }
 
+/* The fast path's row statistics: float32 exp and sums in the kernels' order. */
+static float row_stats_fast(const float *z, int V, float *w, float *entropy, int32_t *argmax) {
+    int best;
+    const float mx = dg_max_f32(z, V, &best);
+    memcpy(w, z, sizeof(float) * (size_t)V);
+    const float sum = dg_expsum_f32(w, V, mx);
+    *argmax = best;
+    *entropy = logf(sum) + dg_dotdiff_f32(w, z, V, mx) / sum;
+    return sum;
+}
+
+static int32_t row_sample_fast(const float *w, int V, float wsum, double u) {
+    const double target = u * wsum;
+    double acc = 0.0;
+    int last = 0;
+    for (int v = 0; v < V; v += 64) {   /* skip whole chunks first, then walk the one that crosses */
+        const int m = V - v < 64 ? V - v : 64;
+        float cs = 0.0f;
+        for (int i = 0; i < m; i++) cs += w[v + i];
+        if (acc + cs <= target) {
+            acc += cs;
+            for (int i = m - 1; i >= 0; i--)
+                if (w[v + i] > 0.0f) { last = v + i; break; }
+            continue;
+        }
+        for (int i = 0; i < m; i++) {
+            if (w[v + i] <= 0.0f) continue;
+            acc += w[v + i];
+            last = v + i;
+            if (acc > target) return v + i;
+        }
+    }
+    return last;
+}
+
+/* One step's per-position work, positions in parallel: z = logits / T, argmax, entropy, sample. */
+typedef struct {
+    dg_gen_buf *b;
+    int V, fast;
+    float T;
+    dg_dtype wdt;
+} step_job;
+
+static void step_rows(void *ctx, int i, int tid) {
+    const step_job *j = ctx;
+    dg_gen_buf *b = j->b;
+    float *z = b->logits + (size_t)i * j->V;
+    for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
+    double *w = b->w + (size_t)tid * j->V;
+    if (j->fast) {
+        const float wsum = row_stats_fast(z, j->V, (float *)w, &b->H[i], &b->argmax[i]);
+        b->sample[i] = row_sample_fast((const float *)w, j->V, wsum, b->u[i]);
+    } else {
+        const double wsum = dg_row_stats(z, j->V, w, &b->H[i], &b->argmax[i]);
+        b->sample[i] = dg_row_sample(w, j->V, wsum, b->u[i]);
+    }
+    /* the next step self-conditions on z as the reference passes it: cast to its compute dtype */
+    dg_round_act(z, (size_t)j->V, j->wdt);
+}
+
 /* ===== parameters ===== */
 
 dg_gen_params dg_gen_default_params(const dg_engine *e) {
@@ -127,13 +188,15 @@ int dg_gen_params_check(const dg_engine *e, const dg_gen_params *p, char *err, s
         return dg_fail(err, errlen, "generate: max_denoising_steps must be in [1, 100000] (got %d)", p->max_denoising_steps);
     if (!(p->entropy_bound > 0.0) || !isfinite(p->entropy_bound))
         return dg_fail(err, errlen, "generate: entropy_bound must be a finite number > 0 (got %g)", p->entropy_bound);
-    if (!(p->t_min > 0.0) || !isfinite(p->t_min)) return dg_fail(err, errlen, "generate: t_min must be a finite number > 0 (got %g)", p->t_min);
-    if (!(p->t_max > 0.0) || !isfinite(p->t_max)) return dg_fail(err, errlen, "generate: t_max must be a finite number > 0 (got %g)", p->t_max);
-    if (p->stability_threshold < 0 || p->stability_threshold > p->max_denoising_steps)
-        return dg_fail(err, errlen, "generate: stability_threshold must be in [0, max_denoising_steps = %d] (got %d)",
-                       p->max_denoising_steps, p->stability_threshold);
-    if (!(p->confidence_threshold >= 0.0) || !isfinite(p->confidence_threshold))
-        return dg_fail(err, errlen, "generate: confidence_threshold must be a finite number >= 0 (got %g)", p->confidence_threshold);
+    /* the reference's rules: t_min >= 0, t_max > t_min (so every temperature is > 0), stability >= 0,
+     * confidence > 0, entropy_bound > 0 */
+    if (!(p->t_min >= 0.0) || !isfinite(p->t_min)) return dg_fail(err, errlen, "generate: t_min must be a finite number >= 0 (got %g)", p->t_min);
+    if (!(p->t_max > p->t_min) || !isfinite(p->t_max))
+        return dg_fail(err, errlen, "generate: t_max must be a finite number > t_min (got t_max %g, t_min %g)", p->t_max, p->t_min);
+    if (p->stability_threshold < 0)
+        return dg_fail(err, errlen, "generate: stability_threshold must be >= 0 (got %d)", p->stability_threshold);
+    if (!(p->confidence_threshold > 0.0) || !isfinite(p->confidence_threshold))
+        return dg_fail(err, errlen, "generate: confidence_threshold must be a finite number > 0 (got %g)", p->confidence_threshold);
     if (p->n_eos < 0 || p->n_eos > DG_MAX_EOS_IDS)
         return dg_fail(err, errlen, "generate: n_eos must be in [0, %d] (got %d)", DG_MAX_EOS_IDS, p->n_eos);
     for (int i = 0; i < p->n_eos; i++)
@@ -162,6 +225,7 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
     const int C = e->cfg.canvas_length, V = e->cfg.vocab_size;
     dg_gen_stats st;
     memset(&st, 0, sizeof(st));
+    st.eos_id = -1;
     if (n_out) *n_out = 0;
     if (stats) *stats = st;
     if (dg_gen_params_check(e, p, err, errlen)) return -1;
@@ -173,7 +237,10 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
     if (need > dg_session_n_ctx(s))
         return dg_fail(err, errlen, "generate: %d cached + %d prompt + %d committed canvas tokens exceed n_ctx %d",
                        dg_session_n_past(s), n_prompt, (n_canvases - 1) * C, dg_session_n_ctx(s));
-    const int hist_n = p->stability_threshold > 0 ? p->stability_threshold : 1;
+    /* a history of k >= max_steps argmaxes can never be all filled in, exactly like k = max_steps: the
+     * rule never fires; keep at most max_steps rows */
+    const int stab = p->stability_threshold < p->max_denoising_steps ? p->stability_threshold : p->max_denoising_steps;
+    const int hist_n = stab > 0 ? stab : 1;
     dg_gen_buf *b = dg_session_gen_buf(s, hist_n, err, errlen);
     if (!b) return -1;
 
@@ -195,22 +262,19 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
         for (int cur = p->max_denoising_steps; cur >= 1; cur--) {
             const double ts = now_ms();
             if (dg_decode(s, b->canvas, C, sc, b->logits, err, errlen)) return -1;
+            const double tsample = now_ms();
             const float T = dg_temperature(cur, p->max_denoising_steps, p->t_min, p->t_max);
-            for (int i = 0; i < C; i++) {
-                float *z = b->logits + (size_t)i * V;
-                for (int v = 0; v < V; v++) z[v] = z[v] / T;
-                const double wsum = dg_row_stats(z, V, b->w, &b->H[i], &b->argmax[i]);
-                b->sample[i] = dg_row_sample(b->w, V, wsum, dg_rng_uniform(&rng));
-            }
+            for (int i = 0; i < C; i++) b->u[i] = dg_rng_uniform(&rng);
+            step_job sj = {b, V, dg_session_fast(s), T, e->wdt};
+            dg_pool_run(dg_session_pool(s), C, step_rows, &sj);
             const int n_acc = dg_accept(b->H, C, p->entropy_bound, b->order, b->accepted);
             for (int i = 0; i < C; i++) {
                 const int32_t fresh = (int32_t)dg_rng_below(&rng, (uint32_t)V);
                 b->canvas[i] = b->accepted[i] ? b->sample[i] : fresh;
             }
-            const int stop = dg_stop_rule(b->argmax, b->H, C, p->stability_threshold, p->confidence_threshold, b->hist);
-            /* the next step self-conditions on z as the reference passes it: cast to the embedding dtype */
-            dg_round_act(b->logits, (size_t)C * V, e->wdt);
+            const int stop = dg_stop_rule(b->argmax, b->H, C, stab, p->confidence_threshold, b->hist);
             sc = b->logits;
+            dg_session_prof(s)->sample += now_ms() - tsample;
             steps++;
             ms_steps += now_ms() - ts;
             if (cb && cb->on_step) {
@@ -225,18 +289,19 @@ int dg_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen
         if (finish == DG_FINISH_CANCELLED) break;
         /* commit the argmax of the last executed step */
         int take = C, eos = 0;
+        int32_t eos_id = -1;
         for (int i = 0; i < C; i++)
-            if (is_eos(p, b->argmax[i])) { take = i; eos = 1; break; }
+            if (is_eos(p, b->argmax[i])) { take = i; eos = 1; eos_id = b->argmax[i]; break; }
         if (take > p->max_new_tokens - emitted) take = p->max_new_tokens - emitted;
         for (int i = 0; i < take && emitted + i < out_cap; i++) out[emitted + i] = b->argmax[i];
         emitted += take;
         st.n_canvases++;
         if (st.n_canvases == 1) st.ms_first_canvas = now_ms() - t0;
         if (cb && cb->on_canvas) {
-            dg_canvas_event ev = {ci, steps, b->argmax, take, eos};
+            dg_canvas_event ev = {ci, steps, b->argmax, take, eos, eos_id};
             if (cb->on_canvas(cb->user, &ev)) { finish = DG_FINISH_CANCELLED; break; }
         }
-        if (eos) finish = DG_FINISH_EOS;
+        if (eos) { finish = DG_FINISH_EOS; st.eos_id = eos_id; }
         else if (emitted >= p->max_new_tokens) finish = DG_FINISH_LENGTH;
         else if (dg_encode(s, b->argmax, C, err, errlen)) return -1;   /* the committed canvas joins the context */
     }

@@ -117,8 +117,10 @@ static inline float dg_round1(float f, dg_dtype act) {
     return act == DG_BF16 ? dg_round_bf16(f) : act == DG_F16 ? dg_round_f16(f) : f;
 }
 
-/* y[n, w->rows] = x[n, w->cols] . W^T, float32 accumulation. */
+/* y[n, w->rows] = x[n, w->cols] . W^T: every output the exact dot product rounded once to float32. */
 void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w);
+/* The same for rows [r0, r1) of W only, into y with row stride ldy. */
+void dg_matmul_ref_rows(float *y, int64_t ldy, const float *x, int n, const dg_mat *w, int64_t r0, int64_t r1);
 
 /* RMSNorm of n rows of width dim: y = x * (mean(x^2) + eps)^-0.5 [* w], all in float32. w may be
  * NULL (the weightless norms: v_norm, router norm, self-conditioning post_norm). y may alias x. */
@@ -129,6 +131,9 @@ float dg_gelu_tanh(float x);
 
 /* Softmax over x[0..n) in float32, in place. Returns nothing; the max is subtracted first. */
 void dg_softmax_ref(float *x, int n);
+
+/* The fast path's softmax: float32 exp and sum in the kernel's order (vectorized where available). */
+void dg_softmax_fast(float *x, int n);
 
 /* Rotary embedding, half-split (rotate_half) layout, in place on one head vector x[d]:
  * out[i] = x[i]*cos[i] - x[i+d/2]*sin[i], out[i+d/2] = x[i+d/2]*cos[i] + x[i]*sin[i], each product

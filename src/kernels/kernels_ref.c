@@ -133,13 +133,15 @@ void dg_round_act(float *x, size_t n, dg_dtype act) {
 
 /* Each output is the exact dot product rounded once to float32 (double accumulation): the oracle
  * does not depend on summation order, so every fast path can be held to it within float32 noise. */
-void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) {
-    const int64_t R = w->rows, K = w->cols;
+void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) { dg_matmul_ref_rows(y, w->rows, x, n, w, 0, w->rows); }
+
+void dg_matmul_ref_rows(float *y, int64_t ldy, const float *x, int n, const dg_mat *w, int64_t r0, int64_t r1) {
+    const int64_t K = w->cols;
     if (is_float_type(w->dt)) {
         for (int t = 0; t < n; t++) {
             const float *xt = x + (int64_t)t * K;
-            float *yt = y + (int64_t)t * R;
-            for (int64_t r = 0; r < R; r++) {
+            float *yt = y + (int64_t)t * ldy;
+            for (int64_t r = r0; r < r1; r++) {
                 double acc = 0.0;
                 const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
                 switch (w->dt) {
@@ -162,8 +164,7 @@ void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) {
      * and group size), then the same exact dot product */
     enum { CH = 256 };
     float buf[CH];
-    for (int64_t r = 0; r < R; r++) {
-        for (int t = 0; t < n; t++) y[(int64_t)t * R + r] = 0.0f;
+    for (int64_t r = r0; r < r1; r++) {
         double acc[64];
         for (int t0 = 0; t0 < n; t0 += 64) {
             const int nt = n - t0 < 64 ? n - t0 : 64;
@@ -178,7 +179,7 @@ void dg_matmul_ref(float *y, const float *x, int n, const dg_mat *w) {
                     acc[t] += a;
                 }
             }
-            for (int t = 0; t < nt; t++) y[(int64_t)(t0 + t) * R + r] = (float)acc[t];
+            for (int t = 0; t < nt; t++) y[(int64_t)(t0 + t) * ldy + r] = (float)acc[t];
         }
     }
 }

@@ -123,19 +123,24 @@ static int load_generation(dg_config *cfg, const char *dir, char *err, size_t er
     json_t *g = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!g) return dg_fail(err, errlen, "%s: JSON error at line %d column %d: %s", path, je.line, je.column, je.text);
     jctx c = {path, "", err, errlen};
-    int rc = -1;
+    int rc = -1, stab;
     if (!json_is_object(g)) { dg_fail(err, errlen, "%s: not a JSON object", path); goto out; }
     if (get_int(&c, g, "max_new_tokens", cfg->gen_max_new_tokens, 1, 1 << 30, &cfg->gen_max_new_tokens)) goto out;
     if (get_int(&c, g, "max_denoising_steps", cfg->gen_max_denoising_steps, 1, 1 << 20, &cfg->gen_max_denoising_steps)) goto out;
-    if (get_num(&c, g, "t_min", cfg->gen_t_min, 1e-6, 1e6, &cfg->gen_t_min)) goto out;
-    if (get_num(&c, g, "t_max", cfg->gen_t_max, 1e-6, 1e6, &cfg->gen_t_max)) goto out;
-    if (get_num(&c, g, "stability_threshold", cfg->gen_stability_threshold, 0, 1e9, &cfg->gen_stability_threshold)) goto out;
-    if (get_num(&c, g, "confidence_threshold", cfg->gen_confidence_threshold, 0, 1e9, &cfg->gen_confidence_threshold)) goto out;
+    if (get_num(&c, g, "t_min", cfg->gen_t_min, 0, 1e6, &cfg->gen_t_min)) goto out;
+    if (get_num(&c, g, "t_max", cfg->gen_t_max, 0, 1e6, &cfg->gen_t_max)) goto out;
+    if (!(cfg->gen_t_max > cfg->gen_t_min)) {
+        dg_fail(err, errlen, "%s: t_max (%g) must be greater than t_min (%g)", path, cfg->gen_t_max, cfg->gen_t_min);
+        goto out;
+    }
+    if (get_int(&c, g, "stability_threshold", (int)cfg->gen_stability_threshold, 0, 1 << 30, &stab)) goto out;
+    cfg->gen_stability_threshold = stab;
+    if (get_num(&c, g, "confidence_threshold", cfg->gen_confidence_threshold, 1e-300, 1e9, &cfg->gen_confidence_threshold)) goto out;
     json_t *sc = json_object_get(g, "sampler_config");
     if (sc && !json_is_null(sc)) {
         jctx c2 = {path, "sampler_config.", err, errlen};
         if (!json_is_object(sc)) { dg_fail(err, errlen, "%s: field sampler_config must be an object", path); goto out; }
-        if (get_num(&c2, sc, "entropy_bound", cfg->gen_entropy_bound, 0, 1e9, &cfg->gen_entropy_bound)) goto out;
+        if (get_num(&c2, sc, "entropy_bound", cfg->gen_entropy_bound, 1e-300, 1e9, &cfg->gen_entropy_bound)) goto out;
     }
     if (parse_eos(&c, json_object_get(g, "eos_token_id"), cfg)) goto out;
     rc = 0;
@@ -179,7 +184,8 @@ int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
     if (get_int(&c, tc, "num_key_value_heads", 4, 1, 4096, &cfg->n_kv_heads)) goto out;
     if (get_int(&c, tc, "head_dim", 256, 2, 1 << 16, &cfg->head_dim)) goto out;
     if (get_int(&c, tc, "max_position_embeddings", 131072, 1, BIG, &cfg->max_position)) goto out;
-    if (get_int(&c, tc, "sliding_window", 512, 1, BIG, &cfg->sliding_window)) goto out;
+    /* >= 2: with a window of 1 the reference's cache slice [-W+1:] keeps everything */
+    if (get_int(&c, tc, "sliding_window", 512, 2, BIG, &cfg->sliding_window)) goto out;
     if (get_num(&c, tc, "rms_norm_eps", 1e-6, 1e-30, 1, &cfg->rms_norm_eps)) goto out;
     json_t *sc = json_object_get(tc, "final_logit_softcapping");
     if (sc && !json_is_number(sc)) {   /* the reference divides by it: null or a string cannot work */
@@ -274,6 +280,16 @@ int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
             jctx c2 = {path, scope, err, errlen};
             if (get_int(&c2, v, "head_dim", cfg->head_dim, 2, 1 << 16, &cfg->layer_head_dim[li])) goto out;
             if (get_int(&c2, v, "num_key_value_heads", cfg->n_kv_heads, 1, 4096, &cfg->layer_n_kv[li])) goto out;
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2) {
+                /* the reference applies any attribute here; dgemma knows these two, so refuse the rest
+                 * rather than compute something else silently */
+                if (strcmp(k2, "head_dim") && strcmp(k2, "num_key_value_heads")) {
+                    dg_fail(err, errlen, "%s: field %s%s: per-layer overrides other than head_dim and num_key_value_heads are not supported", path, scope, k2);
+                    goto out;
+                }
+            }
         }
     } else {
         int gdim, gkv;

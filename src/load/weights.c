@@ -215,17 +215,20 @@ int dg_engine_load(const char *dir, const dg_engine_params *params, dg_engine **
     case DG_ACT_BF16: e->act = DG_BF16; break;
     case DG_ACT_F16: e->act = DG_F16; break;
     default:   /* the reference computes in config.json's dtype (from_pretrained dtype="auto"), else the weights' */
-        e->act = c->dtype == 'b' ? DG_BF16 : c->dtype == 'h' ? DG_F16 : c->dtype == 'f' ? DG_F32 : e->embed.dt;
-        if (c->dtype && e->act != e->embed.dt && e->embed.dt == DG_F32) {
-            /* the reference would also round every weight to that dtype; dgemma reads weights as stored */
-            dg_fail(err, errlen, "%s/config.json: dtype \"%s\" but the weights are stored as F32; the reference would round "
+        e->act = c->dtype == 'b' ? DG_BF16 : c->dtype == 'h' ? DG_F16 : c->dtype == 'f' ? DG_F32
+               : dg_dtype_size(e->embed.dt) ? e->embed.dt : DG_BF16;   /* quantized: bf16 like the originals */
+        if (c->dtype && e->act != DG_F32 && e->act != e->embed.dt && dg_dtype_size(e->embed.dt)) {
+            /* the reference would round every weight to that dtype (exact only when widening to float32);
+             * dgemma reads weights as stored */
+            dg_fail(err, errlen, "%s/config.json: dtype \"%s\" but the weights are stored as %s; the reference would round "
                     "the weights to it. Convert the checkpoint, or choose the activation precision explicitly",
-                    dir, c->dtype == 'b' ? "bfloat16" : "float16");
+                    dir, c->dtype == 'b' ? "bfloat16" : c->dtype == 'h' ? "float16" : "float32", dg_dtype_name(e->embed.dt));
             goto fail;
         }
         break;
     }
-    e->wdt = dg_dtype_size(e->embed.dt) ? e->embed.dt : e->act;
+    /* the reference casts to its one compute dtype (the embedding's, as loaded), which is what act is */
+    e->wdt = e->act;
     /* the reference casts sqrt(H) to the weight dtype before multiplying (53.0 for H=2816 in bf16) */
     e->embed_scale = dg_round1((float)sqrt((double)H), e->act);
 

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /*
  * forward.c - the DiffusionGemma text forward pass: sessions, KV cache, encoder and decoder.
  *
@@ -16,8 +17,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+#include "kernels/gemm.h"
 
 typedef struct {
     int cap;          /* slots: all tokens (full) or window-1 (sliding) */
@@ -27,6 +30,10 @@ typedef struct {
 struct dg_session {
     const dg_engine *e;
     int n_ctx, n_batch, T;      /* T = rows of scratch = max(n_batch, canvas_length) */
+    int dmax;                   /* largest head dim */
+    int sc_top_k;               /* 0: exact soft embedding; else the top-k approximation */
+    int *topk_i;                /* [n_threads, sc_top_k] indices of the top-k heap */
+    float *topk_row;            /* [n_threads, H] one dequantized embedding row */
     int n_past;
     dg_kv *kv;                  /* [n_layers] */
     /* scratch, sized for T rows */
@@ -34,18 +41,27 @@ struct dg_session {
     float *rl;                  /* [T, E] router logits / probabilities */
     int *top_i;                 /* [T, K] */
     float *top_w;               /* [T, K] */
-    float *e_gu, *e_act, *e_y;  /* one token through one expert: [2Ie], [Ie], [H] */
-    float *e_acc;               /* [H] float32 sum of weighted expert outputs */
-    float *scores;              /* [n_ctx + T] attention scores of one query */
-    double *pv;                 /* [dmax] P.V accumulator of one query */
-    double *sc_acc;             /* [H] soft-embedding accumulator of one canvas row */
     float *cosb, *sinb;         /* [T, dmax/2] */
-    float *vrow;                /* [V] one row of self-conditioning probabilities */
+    float *probs;               /* [C, V] self-conditioning probabilities */
     float *tapbuf;              /* [T, max(K, ...)] for tapping ids as floats */
     dg_tap_fn tap;
     void *tap_user;
     dg_gen_buf gen;             /* generation buffers (sampler), allocated on first use */
-};
+    /* kernels */
+    dg_pool *pool;
+    dg_kctx kc;
+    int fast;                   /* 0: the scalar oracle everywhere (DG_KERNELS_REF) */
+    int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
+    float *scores_t;            /* [n_threads, n_ctx + T] attention scores of one query */
+    double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the fast path
+                                   uses the first dmax floats of each row) */
+    /* experts grouped by expert (fast path) */
+    int *moe_cnt, *moe_list;    /* [E] tokens per expert; [T*K] routings t*K+k grouped by expert */
+    float *moe_x, *moe_gu, *moe_act, *moe_dn;   /* one expert's rows: [T, H] gathered inputs, [T, 2Ie],
+                                                   [T, Ie] activations, [T, H] outputs */
+    float *moe_y;               /* [T*K, H] every routed expert output, rounded, by routing */
+    dg_profile prof;
+}; 
 
 #define R(ptr, n) dg_round_act((ptr), (size_t)(n), e->act)
 
@@ -56,8 +72,14 @@ static void tap(dg_session *s, const char *name, const float *data, int rows, in
 /* ===== session lifetime ===== */
 
 dg_session_params dg_session_default_params(void) {
-    dg_session_params p = {0, 0};
+    dg_session_params p = {0, 0, 0, DG_KERNELS_AUTO, 0};
     return p;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
 static void *xcalloc(size_t n, size_t sz, int *oom) {
@@ -67,7 +89,7 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
 }
 
 static void gen_buf_free(dg_gen_buf *g) {
-    free(g->logits); free(g->w); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
+    free(g->logits); free(g->w); free(g->u); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
     free(g->accepted); free(g->order); free(g->hist);
     memset(g, 0, sizeof(*g));
 }
@@ -77,6 +99,13 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     dg_session_params p = params ? *params : dg_session_default_params();
     const dg_config *c = &e->cfg;
     if (p.n_ctx < 0 || p.n_batch < 0) return dg_fail(err, errlen, "session: n_ctx and n_batch must be >= 0");
+    if (p.n_threads < 0 || p.n_threads > 1024) return dg_fail(err, errlen, "session: n_threads must be in [0, 1024] (got %d)", p.n_threads);
+    if ((unsigned)p.kernels > DG_KERNELS_NEON) return dg_fail(err, errlen, "session: unknown kernels value %d", (int)p.kernels);
+    if (p.sc_top_k < 0 || p.sc_top_k > c->vocab_size)
+        return dg_fail(err, errlen, "session: sc_top_k must be in [0, vocab_size = %d] (got %d)", c->vocab_size, p.sc_top_k);
+    const dg_path want = p.kernels == DG_KERNELS_AUTO ? dg_path_best() : (dg_path)(p.kernels - 1);
+    if (!dg_path_available(want))
+        return dg_fail(err, errlen, "session: the %s kernels cannot run on this CPU", dg_path_name(want));
     dg_session *s = calloc(1, sizeof(*s));
     if (!s) return dg_fail(err, errlen, "out of memory");
     s->e = e;
@@ -118,16 +147,35 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     s->top_i = xcalloc(T * (size_t)c->top_k, sizeof(int), &oom);
     s->top_w = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
     s->tapbuf = xcalloc(T * (size_t)c->top_k, sizeof(float), &oom);
-    s->e_gu = xcalloc(2 * (size_t)c->expert_size, sizeof(float), &oom);
-    s->e_act = xcalloc((size_t)c->expert_size, sizeof(float), &oom);
-    s->e_y = xcalloc(H, sizeof(float), &oom);
-    s->e_acc = xcalloc(H, sizeof(float), &oom);
-    s->scores = xcalloc((size_t)s->n_ctx + T, sizeof(float), &oom);
-    s->pv = xcalloc(dmax, sizeof(double), &oom);
-    s->sc_acc = xcalloc(H, sizeof(double), &oom);
     s->cosb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
     s->sinb = xcalloc(T * (dmax / 2), sizeof(float), &oom);
-    s->vrow = xcalloc((size_t)c->vocab_size, sizeof(float), &oom);
+    s->probs = xcalloc((size_t)c->canvas_length * (size_t)c->vocab_size, sizeof(float), &oom);
+    s->fast = want != DG_PATH_REF;
+    s->dmax = (int)dmax;
+    s->x_bf16 = e->act == DG_BF16;
+    const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
+    /* the oracle is threaded too: every output is computed the same way whichever thread does it */
+    if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
+    s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+    s->sc_top_k = p.sc_top_k;
+    if (p.sc_top_k) {
+        s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
+        s->topk_row = xcalloc((size_t)nth * H, sizeof(float), &oom);
+    }
+    s->pv_t = xcalloc((size_t)nth * dmax, sizeof(double), &oom);
+    int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
+    if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
+    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k, c->vocab_size)) oom = 1;
+    {
+        const size_t K = (size_t)c->top_k, E = (size_t)c->n_experts, Ie = (size_t)c->expert_size;
+        s->moe_cnt = xcalloc(E, sizeof(int), &oom);
+        s->moe_list = xcalloc(T * K, sizeof(int), &oom);
+        s->moe_x = xcalloc(T * H, sizeof(float), &oom);
+        s->moe_gu = xcalloc(T * 2 * Ie, sizeof(float), &oom);
+        s->moe_act = xcalloc(T * Ie, sizeof(float), &oom);
+        s->moe_dn = xcalloc(T * H, sizeof(float), &oom);
+        s->moe_y = xcalloc(T * K * H, sizeof(float), &oom);
+    }
     if (oom) {
         dg_session_free(s);
         return dg_fail(err, errlen, "session: out of memory (n_ctx %d, n_batch %d)", p.n_ctx, p.n_batch);
@@ -142,13 +190,20 @@ void dg_session_free(dg_session *s) {
         for (int i = 0; i < s->e->cfg.n_layers; i++) { free(s->kv[i].k); free(s->kv[i].v); }
     free(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
-                     s->top_w, s->tapbuf, s->e_gu, s->e_act, s->e_y, s->e_acc, s->scores, s->cosb,
-                     s->sinb, s->vrow};
+                     s->top_w, s->tapbuf, s->cosb,
+                     s->sinb, s->probs};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
+    free(s->pv_t);
+    free(s->topk_i);
+    free(s->topk_row);
+    float *fast_bufs[] = {s->scores_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
+    for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
+    free(s->moe_cnt);
+    free(s->moe_list);
+    if (s->kc.panel) dg_kctx_free(&s->kc);
+    dg_pool_free(s->pool);
     gen_buf_free(&s->gen);
-    free(s->pv);
-    free(s->sc_acc);
     free(s);
 }
 
@@ -158,7 +213,8 @@ dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errl
     int oom = 0;
     if (!g->logits) {
         g->logits = xcalloc(C * V, sizeof(float), &oom);
-        g->w = xcalloc(V, sizeof(double), &oom);
+        g->w = xcalloc((size_t)dg_pool_size(s->pool) * V, sizeof(double), &oom);
+        g->u = xcalloc(C, sizeof(double), &oom);
         g->H = xcalloc(C, sizeof(float), &oom);
         g->argmax = xcalloc(C, sizeof(int32_t), &oom);
         g->sample = xcalloc(C, sizeof(int32_t), &oom);
@@ -183,6 +239,13 @@ const dg_engine *dg_session_engine(const dg_session *s) { return s->e; }
 int dg_session_n_ctx(const dg_session *s) { return s->n_ctx; }
 
 void dg_session_reset(dg_session *s) { s->n_past = 0; }
+const char *dg_session_kernels(const dg_session *s) { return dg_path_name(s->fast ? s->kc.path : DG_PATH_REF); }
+int dg_session_threads(const dg_session *s) { return dg_pool_size(s->pool); }
+void dg_session_profile(const dg_session *s, dg_profile *out) { *out = s->prof; }
+void dg_session_profile_reset(dg_session *s) { memset(&s->prof, 0, sizeof(s->prof)); }
+dg_profile *dg_session_prof(dg_session *s) { return &s->prof; }
+dg_pool *dg_session_pool(dg_session *s) { return s->pool; }
+int dg_session_fast(const dg_session *s) { return s->fast; }
 int dg_session_n_past(const dg_session *s) { return s->n_past; }
 
 void dg_session_set_tap(dg_session *s, dg_tap_fn fn, void *user) {
@@ -209,8 +272,8 @@ static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, c
     R(y, (size_t)n * dim);
 }
 
-static void linear(const dg_engine *e, float *y, const float *x, int n, const dg_mat *w) {
-    dg_matmul_ref(y, x, n, w);
+static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
+    dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
     R(y, (size_t)n * w->rows);
 }
 
@@ -218,12 +281,12 @@ static void linear(const dg_engine *e, float *y, const float *x, int n, const dg
 static void gated_mlp(const dg_engine *e, dg_session *s, float *out, const float *x, int n,
                       const dg_mat *gate, const dg_mat *up, const dg_mat *down) {
     const size_t m = (size_t)n * gate->rows;
-    linear(e, s->mg, x, n, gate);
-    linear(e, s->mu, x, n, up);
+    linear(e, s, s->mg, x, n, gate);
+    linear(e, s, s->mu, x, n, up);
     for (size_t i = 0; i < m; i++) s->mg[i] = dg_round1(dg_gelu_tanh(s->mg[i]), e->act);
     for (size_t i = 0; i < m; i++) s->mg[i] = s->mg[i] * s->mu[i];
     R(s->mg, m);
-    linear(e, out, s->mg, n, down);
+    linear(e, s, out, s->mg, n, down);
 }
 
 /* cos/sin tables [T, d/2] for positions pos0.., rounded to the activation dtype like the reference */
@@ -253,9 +316,9 @@ static float dot_exact(const float *a, const float *b, int d) {
  */
 static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
     const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, half = d / 2;
-    linear(e, s->q, hn, T, &L->q);
-    linear(e, s->k, hn, T, &L->k);
-    if (L->v.data) linear(e, s->v, hn, T, &L->v);
+    linear(e, s, s->q, hn, T, &L->q);
+    linear(e, s, s->k, hn, T, &L->k);
+    if (L->v.data) linear(e, s, s->v, hn, T, &L->v);
     else memcpy(s->v, s->k, sizeof(float) * (size_t)T * nkv * d);   /* full layers: V is the raw K */
     norm(e, s->q, s->q, T * nq, d, &L->q_norm);
     norm(e, s->k, s->k, T * nkv, d, &L->k_norm);
@@ -273,67 +336,124 @@ static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const floa
  *   !causal (decoder): every cached key in the layer's view and every new key is visible.
  * The cache holds positions [n_past - min(n_past, cap), n_past). Scale 1.0, float32 softmax.
  */
-static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
-    const dg_layer *L = &e->layers[li];
-    const dg_kv *kv = &s->kv[li];
-    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, group = nq / nkv;
-    const int W = e->cfg.sliding_window, sliding = !L->is_full;
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    int li, T, pos0, causal;
+} att_job;
+
+/* the visible keys of query t: cached positions [*c0, n_past) and new rows [*j0, *n1) */
+static void visible(const att_job *a, int t, int *c0, int *j0, int *n1) {
+    const dg_engine *e = a->e;
+    const dg_session *s = a->s;
+    const dg_kv *kv = &s->kv[a->li];
+    const int W = e->cfg.sliding_window, sliding = !e->layers[a->li].is_full, qp = a->pos0 + t;
     const int n_cached = s->n_past < kv->cap ? s->n_past : kv->cap;
-    const int first_cached = s->n_past - n_cached;
-    const size_t kw = (size_t)nkv * d;
-    float *sc = s->scores;
-    for (int t = 0; t < T; t++) {
-        const int qp = pos0 + t;
-        for (int h = 0; h < nq; h++) {
-            const int g = h / group;
-            const float *qv = s->q + ((size_t)t * nq + h) * d;
-            float *out = s->att + ((size_t)t * nq + h) * d;
-            /* visible cached range [c0, n_past) and new range [0, n1) */
-            int c0 = first_cached, n1 = T;
-            if (causal) {
-                n1 = t + 1;
-                if (sliding && qp - W + 1 > c0) c0 = qp - W + 1;
-            }
-            int nk = 0;
-            float mx = -INFINITY;
-            for (int kp = c0; kp < s->n_past; kp++) {
-                const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
-                sc[nk++] = dot;
-                mx = dot > mx ? dot : mx;
-            }
-            int j0 = 0;
-            if (causal && sliding && qp - W + 1 > pos0) j0 = qp - W + 1 - pos0;
-            for (int j = j0; j < n1; j++) {
-                const float dot = dot_exact(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
-                sc[nk++] = dot;
-                mx = dot > mx ? dot : mx;
-            }
-            /* like the reference's flash kernels: the sum uses exp(s - max) unrounded, the weights
-             * multiplying V are exp(s - max) rounded to the activation dtype, and the division by
-             * the sum comes last. exp, the sum and P.V are computed exactly and rounded once to
-             * float32, so no result depends on summation order or on an exp approximation. */
-            double dsum = 0.0;
-            for (int j = 0; j < nk; j++) {
-                sc[j] = (float)exp((double)(sc[j] - mx));   /* correctly rounded float exp */
-                dsum += sc[j];
-                sc[j] = dg_round1(sc[j], e->act);
-            }
-            const float sum = (float)dsum;
-            double *acc = s->pv;
-            for (int i = 0; i < d; i++) acc[i] = 0.0;
-            int j = 0;
-            for (int kp = c0; kp < s->n_past; kp++, j++) {
-                const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
-                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
-            }
-            for (int jj = j0; jj < n1; jj++, j++) {
-                const float *vvec = s->v + (size_t)jj * kw + (size_t)g * d;
-                for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
-            }
-            for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
-        }
+    *c0 = s->n_past - n_cached;
+    *j0 = 0;
+    *n1 = a->T;
+    if (a->causal) {
+        *n1 = t + 1;
+        if (sliding && qp - W + 1 > *c0) *c0 = qp - W + 1;
+        if (sliding && qp - W + 1 > a->pos0) *j0 = qp - W + 1 - a->pos0;
     }
-    R(s->att, (size_t)T * nq * d);
+}
+
+/* The oracle: exact q.k, exp and sums (double, rounded once), P.V exact. */
+static void attend_exact(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const dg_kv *kv = &s->kv[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
+    const size_t kw = (size_t)L->n_kv * d;
+    const float *qv = s->q + ((size_t)t * nq + h) * d;
+    float *out = s->att + ((size_t)t * nq + h) * d, *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T);
+    int c0, j0, n1;
+    visible(a, t, &c0, &j0, &n1);
+    int nk = 0;
+    float mx = -INFINITY;
+    for (int kp = c0; kp < s->n_past; kp++) {
+        const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    for (int j = j0; j < n1; j++) {
+        const float dot = dot_exact(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    /* like the reference's flash kernels: the sum uses exp(s - max) unrounded, the weights
+     * multiplying V are exp(s - max) rounded to the activation dtype, and the division by
+     * the sum comes last. exp, the sum and P.V are computed exactly and rounded once to
+     * float32, so no result depends on summation order or on an exp approximation. */
+    double dsum = 0.0;
+    for (int j = 0; j < nk; j++) {
+        sc[j] = (float)exp((double)(sc[j] - mx));   /* correctly rounded float exp */
+        dsum += sc[j];
+        sc[j] = dg_round1(sc[j], e->act);
+    }
+    const float sum = (float)dsum;
+    double *acc = s->pv_t + (size_t)tid * s->dmax;
+    for (int i = 0; i < d; i++) acc[i] = 0.0;
+    int j = 0;
+    for (int kp = c0; kp < s->n_past; kp++, j++) {
+        const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
+        for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+    }
+    for (int jj = j0; jj < n1; jj++, j++) {
+        const float *vvec = s->v + (size_t)jj * kw + (size_t)g * d;
+        for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
+    }
+    for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
+}
+
+/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
+ * one (query, head); each thread has its own score and accumulator rows. */
+static void attend_fast(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const dg_kv *kv = &s->kv[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
+    const size_t kw = (size_t)L->n_kv * d;
+    const float *qv = s->q + ((size_t)t * nq + h) * d;
+    float *out = s->att + ((size_t)t * nq + h) * d;
+    float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
+    int c0, j0, n1;
+    visible(a, t, &c0, &j0, &n1);
+    int nk = 0;
+    float mx = -INFINITY;
+    for (int kp = c0; kp < s->n_past; kp++) {
+        const float dot = dg_dot_f32(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    for (int j = j0; j < n1; j++) {
+        const float dot = dg_dot_f32(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
+        sc[nk++] = dot;
+        mx = dot > mx ? dot : mx;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+        sc[j] = dg_round1(sc[j], e->act);
+    }
+    memset(acc, 0, sizeof(float) * (size_t)d);
+    int j = 0;
+    for (int kp = c0; kp < s->n_past; kp++, j++) dg_axpy_f32(acc, sc[j], kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+    for (int jj = j0; jj < n1; jj++, j++) dg_axpy_f32(acc, sc[j], s->v + (size_t)jj * kw + (size_t)g * d, d);
+    for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
+}
+
+static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
+    const int nq = e->cfg.n_heads;
+    att_job a = {e, s, li, T, pos0, causal};
+    dg_pool_run(s->pool, T * nq, s->fast ? attend_fast : attend_exact, &a);
+    R(s->att, (size_t)T * nq * e->layers[li].d);
 }
 
 /* Append the T new K/V rows (positions n_past..) of layer li to its cache. */
@@ -365,7 +485,7 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
             float v = dg_round1(s->a[(size_t)t * H + i] * dg_wget(L->router_scale.data, L->router_scale.dt, i), e->act);
             s->a[(size_t)t * H + i] = dg_round1(v * root, e->act);
         }
-    linear(e, s->rl, s->a, T, &L->router);
+    linear(e, s, s->rl, s->a, T, &L->router);
     for (int t = 0; t < T; t++) {
         float *p = s->rl + (size_t)t * E;
         dg_softmax_ref(p, E);
@@ -391,25 +511,41 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
 /*
  * out[T,H] = sum_k w_k * expert_{i_k}(u_t): each expert output rounded to the activation dtype,
  * weighted in float32 and summed in float32 in top-k order, rounded once (transformers'
- * grouped_mm experts path, the default).
+ * grouped_mm experts path, the default). The routings are grouped by expert so that each expert
+ * runs once, as a matrix product over its tokens; every output row is the same dot products as
+ * a per-token evaluation, so the grouping changes nothing in the result.
  */
 static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float *out, const float *u, int T) {
-    const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size;
-    for (int t = 0; t < T; t++) {
-        for (int i = 0; i < H; i++) s->e_acc[i] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            const int ex = s->top_i[(size_t)t * K + k];
-            dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
-            linear(e, s->e_gu, u + (size_t)t * H, 1, &gu);
-            for (int i = 0; i < Ie; i++) {
-                float g = dg_round1(dg_gelu_tanh(s->e_gu[i]), e->act);
-                s->e_act[i] = dg_round1(g * s->e_gu[Ie + i], e->act);
-            }
-            linear(e, s->e_y, s->e_act, 1, &dn);
-            const float w = s->top_w[(size_t)t * K + k];
-            for (int i = 0; i < H; i++) s->e_acc[i] += s->e_y[i] * w;
+    const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size, E = e->cfg.n_experts, TK = T * K;
+    int *cnt = s->moe_cnt, *list = s->moe_list;
+    memset(cnt, 0, sizeof(int) * (size_t)E);
+    for (int r = 0; r < TK; r++) cnt[s->top_i[r]]++;
+    int pos = 0;
+    for (int ex = 0; ex < E; ex++) {
+        if (!cnt[ex]) continue;
+        int *rows = list + pos;
+        int n = 0;
+        for (int r = 0; r < TK; r++)
+            if (s->top_i[r] == ex) rows[n++] = r;
+        pos += n;
+        for (int i = 0; i < n; i++) memcpy(s->moe_x + (size_t)i * H, u + (size_t)(rows[i] / K) * H, sizeof(float) * (size_t)H);
+        const dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
+        linear(e, s, s->moe_gu, s->moe_x, n, &gu);
+        for (int i = 0; i < n; i++) {
+            const float *g = s->moe_gu + (size_t)i * 2 * Ie;
+            float *a = s->moe_act + (size_t)i * Ie;
+            for (int c = 0; c < Ie; c++) a[c] = dg_round1(dg_round1(dg_gelu_tanh(g[c]), e->act) * g[Ie + c], e->act);
         }
-        for (int i = 0; i < H; i++) out[(size_t)t * H + i] = s->e_acc[i];
+        linear(e, s, s->moe_dn, s->moe_act, n, &dn);
+        for (int i = 0; i < n; i++) memcpy(s->moe_y + (size_t)rows[i] * H, s->moe_dn + (size_t)i * H, sizeof(float) * (size_t)H);
+    }
+    for (int t = 0; t < T; t++) {
+        float *o = out + (size_t)t * H;
+        for (int i = 0; i < H; i++) o[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float w = s->top_w[(size_t)t * K + k], *y = s->moe_y + ((size_t)t * K + k) * H;
+            for (int i = 0; i < H; i++) o[i] += y[i] * w;
+        }
     }
     R(out, (size_t)T * H);
 }
@@ -423,6 +559,8 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     float *x = s->x;
 
     /* attention block */
+    /* stage timers count decoder steps only (encoder passes are timed whole) */
+    double t0 = causal ? 0 : now_ms(), t1;
     norm(e, s->hn, x, T, H, &L->in_norm);
     qkv(e, s, L, s->hn, T, pos0);
     if (s->tap) {
@@ -440,7 +578,8 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
         snprintf(name, sizeof(name), "attn.%d", li);
         tap(s, name, s->att, T, e->cfg.n_heads * L->d);
     }
-    linear(e, s->a, s->att, T, &L->o);
+    linear(e, s, s->a, s->att, T, &L->o);
+    if (!causal) { t1 = now_ms(); s->prof.attention += t1 - t0; t0 = t1; }
     norm(e, s->a, s->a, T, H, &L->post_attn_norm);
     for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
     R(x, TH);
@@ -448,11 +587,13 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     /* feed-forward: dense MLP and routed experts in parallel from the same residual */
     norm(e, s->hn, x, T, H, &L->pre_ff_norm);
     gated_mlp(e, s, s->h1, s->hn, T, &L->gate, &L->up, &L->down);
+    if (!causal) { t1 = now_ms(); s->prof.mlp += t1 - t0; t0 = t1; }
     norm(e, s->h1, s->h1, T, H, &L->post_ff1_norm);
 
     route(e, s, L, x, T);                       /* the router reads the raw residual */
     norm(e, s->hn, x, T, H, &L->pre_ff2_norm);
     experts(e, s, L, s->h2, s->hn, T);
+    if (!causal) { t1 = now_ms(); s->prof.moe += t1 - t0; }
     norm(e, s->h2, s->h2, T, H, &L->post_ff2_norm);
 
     for (size_t i = 0; i < TH; i++) s->h1[i] += s->h2[i];
@@ -492,6 +633,7 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
     if (check_ids(e, ids, n, "encode", err, errlen)) return -1;
     if ((int64_t)s->n_past + n > s->n_ctx)
         return dg_fail(err, errlen, "encode: context full: %d cached + %d new tokens exceed n_ctx %d", s->n_past, n, s->n_ctx);
+    const double t0 = now_ms();
     for (int off = 0; off < n; off += s->n_batch) {
         const int T = n - off < s->n_batch ? n - off : s->n_batch;
         embed_tokens(e, s->x, ids + off, T);
@@ -502,6 +644,8 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
         }
         s->n_past += T;
     }
+    s->prof.encode += now_ms() - t0;
+    s->prof.n_encode_tokens += n;
     return 0;
 }
 
@@ -512,6 +656,63 @@ int dg_encode(dg_session *s, const int32_t *ids, int n, char *err, size_t errlen
  * weight dtype first), then x = rmsnorm(embed(canvas) + MLP(rmsnorm(S, pre_norm))) without weight.
  * With no sc_logits S = 0 and the MLP contributes exactly 0.
  */
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    const float *sc;
+    int V;
+    float *S;
+} sm_job;
+
+/* probabilities of one row of self-conditioning logits, rounded to the compute dtype */
+static void softmax_rows(void *ctx, int t, int tid) {
+    (void)tid;
+    const sm_job *j = ctx;
+    float *p = j->s->probs + (size_t)t * j->V;
+    memcpy(p, j->sc + (size_t)t * j->V, (size_t)j->V * sizeof(float));
+    if (j->s->fast) dg_softmax_fast(p, j->V);
+    else dg_softmax_ref(p, j->V);
+    dg_round_act(p, (size_t)j->V, j->e->wdt);
+}
+
+/* sift the heap h[0..n) (a min-heap by probability) down from i */
+static void heap_down(int *h, int n, const float *p, int i) {
+    for (;;) {
+        int m = i;
+        const int l = 2 * i + 1, r = l + 1;
+        if (l < n && p[h[l]] < p[h[m]]) m = l;
+        if (r < n && p[h[r]] < p[h[m]]) m = r;
+        if (m == i) return;
+        const int t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
+/* The top-k approximation of one row: the probabilities as the exact path computes them, then
+ * S_t = sum over the k most probable tokens of p_v E_v (float32, in index order). */
+static void softmax_topk_rows(void *ctx, int t, int tid) {
+    const sm_job *j = ctx;
+    dg_session *s = j->s;
+    const dg_engine *e = j->e;
+    const int H = e->cfg.hidden_size, k = s->sc_top_k, V = j->V;
+    softmax_rows(ctx, t, tid);
+    const float *p = s->probs + (size_t)t * V;
+    int *h = s->topk_i + (size_t)tid * k;
+    for (int v = 0; v < k; v++) h[v] = v;
+    for (int i = k / 2 - 1; i >= 0; i--) heap_down(h, k, p, i);
+    for (int v = k; v < V; v++)
+        if (p[v] > p[h[0]]) { h[0] = v; heap_down(h, k, p, 0); }
+    for (int a = 1; a < k; a++)   /* index order, so the sum does not depend on the heap's layout */
+        for (int b = a; b > 0 && h[b - 1] > h[b]; b--) { const int x = h[b]; h[b] = h[b - 1]; h[b - 1] = x; }
+    float *St = j->S + (size_t)t * H, *row = s->topk_row + (size_t)tid * H;
+    memset(St, 0, sizeof(float) * (size_t)H);
+    for (int i = 0; i < k; i++) {
+        if (p[h[i]] == 0.0f) continue;
+        dg_dequant_range(&e->embed, h[i], 0, H, row);
+        for (int c = 0; c < H; c++) St[c] += p[h[i]] * row[c];
+    }
+}
+
 static void self_condition(const dg_engine *e, dg_session *s, const int32_t *canvas, int T, const float *sc) {
     const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
     const size_t TH = (size_t)T * H;
@@ -520,22 +721,11 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     float *S = s->h2;
     memset(S, 0, TH * sizeof(float));
     if (sc) {
-        for (int t = 0; t < T; t++) {
-            memcpy(s->vrow, sc + (size_t)t * V, (size_t)V * sizeof(float));
-            dg_softmax_ref(s->vrow, V);
-            dg_round_act(s->vrow, (size_t)V, e->wdt);
-            /* S_t = P_t . E, a V-long reduction per element: accumulated exactly, rounded once */
-            double *acc = s->sc_acc;
-            for (int i = 0; i < H; i++) acc[i] = 0.0;
-            for (int v = 0; v < V; v++) {
-                const double p = s->vrow[v];
-                if (p == 0.0) continue;
-                dg_dequant_range(&e->embed, v, 0, H, s->e_y);
-                for (int i = 0; i < H; i++) acc[i] += p * s->e_y[i];
-            }
-            float *St = S + (size_t)t * H;
-            for (int i = 0; i < H; i++) St[i] = (float)acc[i];
-        }
+        /* P = softmax(sc) in float32, cast to the compute dtype, then S = P . E (a V-long reduction per
+         * element: exact and rounded once in the oracle) */
+        sm_job sj = {e, s, sc, V, S};
+        dg_pool_run(s->pool, T, s->sc_top_k ? softmax_topk_rows : softmax_rows, &sj);
+        if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
         R(S, TH);
         for (size_t i = 0; i < TH; i++) S[i] *= e->embed_scale;
         R(S, TH);
@@ -551,20 +741,46 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     tap(s, "input", s->x, T, H);
 }
 
+typedef struct {
+    float *logits;
+    int V;
+    float cap;
+    int fast;
+} cap_job;
+
+/* cap * tanh(x / cap) on one row: torch's tanh is correctly rounded (a double tanh rounded once);
+ * glibc's tanhf is not, which the fast path accepts */
+static void softcap_rows(void *ctx, int t, int tid) {
+    (void)tid;
+    const cap_job *j = ctx;
+    float *l = j->logits + (size_t)t * j->V;
+    if (j->fast)
+        dg_softcap_f32(l, j->V, j->cap);
+    else
+        for (int v = 0; v < j->V; v++) l[v] = (float)tanh((double)(l[v] / j->cap)) * j->cap;
+}
+
 int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logits, float *logits, char *err, size_t errlen) {
     const dg_engine *e = s->e;
     const int H = e->cfg.hidden_size, V = e->cfg.vocab_size;
     if (!canvas || !logits || n < 1 || n > e->cfg.canvas_length)
         return dg_fail(err, errlen, "decode: canvas of %d tokens (must be 1..canvas_length %d)", n, e->cfg.canvas_length);
     if (check_ids(e, canvas, n, "decode", err, errlen)) return -1;
+    const double t0 = now_ms();
     self_condition(e, s, canvas, n, sc_logits);
+    const double t1 = now_ms();
     for (int li = 0; li < e->cfg.n_layers; li++) layer_forward(e, s, li, n, s->n_past, 0);
+    const double t2 = now_ms();
     norm(e, s->x, s->x, n, H, &e->final_norm);
     tap(s, "norm", s->x, n, H);
-    linear(e, logits, s->x, n, &e->lm_head);
-    const float cap = (float)e->cfg.final_logit_softcap;
-    for (size_t i = 0; i < (size_t)n * V; i++)   /* torch's tanh is correctly rounded; glibc tanhf is not */
-        logits[i] = (float)tanh((double)(logits[i] / cap)) * cap;
+    linear(e, s, logits, s->x, n, &e->lm_head);
+    cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
+    dg_pool_run(s->pool, n, softcap_rows, &cj);
     tap(s, "logits", logits, n, V);
+    const double t3 = now_ms();
+    s->prof.self_cond += t1 - t0;
+    s->prof.lm_head += t3 - t2;
+    s->prof.decode += t3 - t0;
+    s->prof.n_decode++;
     return 0;
 }

@@ -1,0 +1,190 @@
+#define _GNU_SOURCE
+/*
+ * bench.c - `dgemma bench`, the speed benchmark with a fixed protocol (bench/README.md):
+ *
+ *   1. load the model, create a session (threads, kernels as given);
+ *   2. warm-up: one 1-step canvas after the prompt (excluded), then the cache is reset;
+ *   3. measured: encode the prompt (P deterministic ids), denoise ONE canvas for exactly S steps
+ *      (the stop rule is disabled so every run does the same work), then encode the committed
+ *      canvas (the commit pass of the next canvas);
+ *   4. report per-stage times per step, ms per step, canvas and emitted tokens per second, time to
+ *      first canvas, FLOPs per step (from the config), achieved GFLOP/s against this machine's
+ *      measured peak, and the peak RSS, as one CSV row.
+ */
+#include "bench/bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "dgemma.h"
+#include "internal.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* FLOPs of one decoder step over a canvas of C tokens after n_ctx cached tokens (multiply-add = 2) */
+static double step_flops(const dg_engine *e, int n_cached) {
+    const dg_config *c = &e->cfg;
+    const double H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, C = c->canvas_length;
+    const double nq = c->n_heads, E = c->n_experts, K = c->top_k, Ie = c->expert_size;
+    double per_tok = 0, attn = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const double d = c->layer_head_dim[l], nkv = c->layer_n_kv[l];
+        const double kv = c->layer_full[l] ? 1 : 2;   /* full layers: V = K, no v_proj */
+        per_tok += 2 * H * nq * d + 2 * kv * H * nkv * d + 2 * nq * d * H;   /* q, k(, v), o */
+        per_tok += 2 * 3 * H * I + 2 * H * E + 2 * K * 3 * H * Ie;            /* dense MLP, router, experts */
+        const double keys = (c->layer_full[l] ? n_cached : fmin(n_cached, c->sliding_window - 1)) + C;
+        attn += 2 * 2 * nq * d * keys;                                         /* q.k and p.v per query */
+    }
+    per_tok += 2 * H * V;                      /* LM head */
+    per_tok += 2 * V * H + 2 * 3 * H * I;      /* self-conditioning: P.E and its MLP */
+    return C * (per_tok + attn);
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: dgemma bench -m MODEL [options]\n"
+        "\n"
+        "The fixed-protocol speed benchmark (bench/README.md): encode a P-token prompt, denoise one\n"
+        "canvas for exactly S steps, encode the committed canvas; prints one CSV row (with a header).\n"
+        "\n"
+        "options:\n"
+        "  -m, --model DIR      model directory\n"
+        "  -p, --prompt-len P   prompt tokens (default 100)\n"
+        "  -s, --steps S        denoising steps (default 8)\n"
+        "  -t, --threads N      threads (default: every CPU)\n"
+        "  --kernels K          auto, ref, generic, avx2, avx512, amx, neon (default auto)\n"
+        "  --label TEXT         a label for the row (default: the model directory)\n"
+        "  --csv FILE           also append the row to FILE (header when the file is new)\n"
+        "  --no-peak            skip the peak microbenchmark\n"
+        "  -h, --help           this help\n");
+}
+
+static int arg_int(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "dgemma bench: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static const char *k_header =
+    "label,kernels,threads,weights,act,prompt_len,canvas,steps,ms_per_step,attention_ms,mlp_ms,moe_ms,"
+    "lm_head_ms,sample_ms,self_cond_ms,encode_ms_per_token,canvas_tok_s,emitted_tok_s,ttfc_ms,"
+    "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb";
+
+int dg_bench_main(int argc, char **argv) {
+    const char *model = NULL, *label = NULL, *csv = NULL;
+    int prompt_len = 100, steps = 8, no_peak = 0;
+    dg_session_params sp = dg_session_default_params();
+    static const char *knames[] = {"auto", "ref", "generic", "avx2", "avx512", "amx", "neon"};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--no-peak")) { no_peak = 1; continue; }
+        if (!v) { fprintf(stderr, "dgemma bench: %s needs a value (see --help)\n", a); return 2; }
+        int bad = 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt-len")) bad = arg_int(a, v, 1, 1 << 20, &prompt_len);
+        else if (!strcmp(a, "-s") || !strcmp(a, "--steps")) bad = arg_int(a, v, 1, 10000, &steps);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = arg_int(a, v, 1, 1024, &sp.n_threads);
+        else if (!strcmp(a, "--kernels")) {
+            bad = 1;
+            for (int k = 0; k < 7; k++)
+                if (!strcmp(v, knames[k])) { sp.kernels = (dg_kernels)k; bad = 0; }
+            if (bad) fprintf(stderr, "dgemma bench: --kernels expects auto, ref, generic, avx2, avx512, amx or neon, got '%s'\n", v);
+        } else if (!strcmp(a, "--label")) label = v;
+        else if (!strcmp(a, "--csv")) csv = v;
+        else { fprintf(stderr, "dgemma bench: unknown option '%s' (see --help)\n", a); return 2; }
+        if (bad) return 2;
+        i++;
+    }
+    if (!model) { fprintf(stderr, "dgemma bench: --model is required (see --help)\n"); return 2; }
+    char err[1024];
+    dg_engine *e = NULL;
+    dg_session *s = NULL;
+    int32_t *prompt = NULL, *out = NULL;
+    int rc = 1;
+    if (dg_engine_load(model, NULL, &e, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); return 1; }
+    const dg_model_info *in = dg_engine_info(e);
+    const int C = in->canvas_length;
+    sp.n_ctx = prompt_len + 2 * C + 1;
+    if (dg_session_create(e, &sp, &s, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    prompt = malloc(sizeof(int32_t) * (size_t)prompt_len);
+    out = malloc(sizeof(int32_t) * (size_t)C);
+    if (!prompt || !out) { fprintf(stderr, "dgemma bench: out of memory\n"); goto done; }
+    for (int i = 0; i < prompt_len; i++) prompt[i] = (int32_t)((7919u * (unsigned)i + 13u) % (unsigned)in->vocab_size);
+
+    dg_gen_params p = dg_gen_default_params(e);
+    p.max_new_tokens = C;
+    p.n_eos = 0;
+    p.seed = 1;
+    p.stability_threshold = steps;   /* never stable before the last step: exactly S steps */
+    int n_out;
+    dg_gen_stats st;
+    p.max_denoising_steps = 1;       /* warm-up */
+    if (dg_generate(s, prompt, prompt_len, &p, NULL, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    dg_session_reset(s);
+    dg_session_profile_reset(s);
+    p.max_denoising_steps = steps;
+    p.stability_threshold = steps;
+    if (dg_generate(s, prompt, prompt_len, &p, NULL, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    dg_profile pr;
+    dg_session_profile(s, &pr);
+    const double tc = now_ms();
+    if (dg_encode(s, out, C, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    const double ms_commit = now_ms() - tc;
+    const double enc_per_tok = (pr.encode + ms_commit) / (prompt_len + C);
+
+    dg_peaks pk;
+    memset(&pk, 0, sizeof(pk));
+    if (!no_peak) dg_bench_peaks(dg_session_pool(s), &pk);
+    const char *kern = dg_session_kernels(s);
+    const int bf16 = !strcmp(in->act_dtype, "BF16");
+    double peak = pk.fp32;
+    const char *peak_kind = "fp32";
+    if (!strcmp(kern, "amx") && bf16) { peak = pk.amx_bf16; peak_kind = "amx_bf16"; }
+    else if (!strcmp(kern, "avx512") && bf16 && pk.bf16 > 0) { peak = pk.bf16; peak_kind = "bf16"; }
+    const double flop = step_flops(e, prompt_len), gflops = flop / (st.ms_per_step * 1e-3) / 1e9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double n = pr.n_decode ? pr.n_decode : 1;
+    char row[2048];
+    snprintf(row, sizeof(row),
+             "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f",
+             label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
+             st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
+             enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
+             peak > 0 ? 100.0 * gflops / peak : 0.0, pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, ru.ru_maxrss / 1024.0);
+    printf("%s\n%s\n", k_header, row);
+    if (csv) {
+        FILE *f = fopen(csv, "a+");
+        if (!f) { fprintf(stderr, "dgemma bench: %s: %s\n", csv, strerror(errno)); goto done; }
+        fseek(f, 0, SEEK_END);
+        if (ftell(f) == 0) fprintf(f, "%s\n", k_header);
+        fprintf(f, "%s\n", row);
+        fclose(f);
+    }
+    fprintf(stderr, "bench: %s kernels, %d threads: %.1f ms/step (%.1f GFLOP/step, %.1f GFLOP/s = %.1f%% of the %s peak %.0f), "
+            "ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB\n", kern, dg_session_threads(s), st.ms_per_step, flop / 1e9, gflops,
+            peak > 0 ? 100.0 * gflops / peak : 0.0, peak_kind, peak, st.ms_first_canvas, enc_per_tok, ru.ru_maxrss / 1024.0);
+    rc = 0;
+done:
+    free(prompt);
+    free(out);
+    dg_session_free(s);
+    dg_engine_free(e);
+    return rc;
+}

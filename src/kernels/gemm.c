@@ -1,0 +1,436 @@
+#define _GNU_SOURCE
+/*
+ * gemm.c - dg_matmul: splits W's rows into tasks for the pool, packs the activations once per call
+ * when a path wants them packed, and hands each task to the path's kernel. The kernels themselves
+ * are in gemm_x86.c (AVX2, AVX-512, AMX) and gemm_neon.c; the portable kernel is here.
+ *
+ * Every kernel computes y[t][r] = sum_k x[t][k] * W[r][k] with float32 accumulation (the order is
+ * the kernel's own, so results differ from the exact oracle by float32 rounding noise).
+ */
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/gemm_impl.h"
+
+const char *dg_path_name(dg_path p) {
+    static const char *n[DG_N_PATHS] = {"ref", "generic", "avx2", "avx512", "amx", "neon"};
+    return (unsigned)p < DG_N_PATHS ? n[p] : "?";
+}
+
+int dg_path_available(dg_path p) {
+    switch (p) {
+    case DG_PATH_REF:
+    case DG_PATH_GENERIC: return 1;
+#if defined(__x86_64__)
+    case DG_PATH_AVX2: return dg_cpu_has_avx2();
+    case DG_PATH_AVX512: return dg_cpu_has_avx512();
+    case DG_PATH_AMX: return dg_cpu_has_amx();
+#endif
+#if defined(__aarch64__)
+    case DG_PATH_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+dg_path dg_path_best(void) {
+    const dg_path order[] = {DG_PATH_AMX, DG_PATH_AVX512, DG_PATH_AVX2, DG_PATH_NEON};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        if (dg_path_available(order[i])) return order[i];
+    return DG_PATH_GENERIC;
+}
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v) {
+    memset(k, 0, sizeof(*k));
+    k->pool = pool;
+    k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
+    k->max_n = max_n < 1 ? 1 : max_n;
+    k->max_k = max_k < 1 ? 1 : max_k;
+    const int64_t kp = round_up(k->max_k, DG_KC);
+    /* AMX tiles hold 16 tokens per block: round the rows up to 16 */
+    k->xpack_bytes = (size_t)round_up(k->max_n, 16) * (size_t)kp * sizeof(uint16_t);
+    k->xpack = aligned_alloc(64, k->xpack_bytes);
+    const int nt = dg_pool_size(pool);
+    k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + 64;
+    /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
+    const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
+    if (nn > k->panel_bytes) k->panel_bytes = nn;
+    /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)round_up(k->max_n, 16) * DG_NN_HB * sizeof(float) + 64;
+    if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
+    k->max_v = max_v;
+    if (k->path == DG_PATH_AMX && max_v > 0) {
+        /* whole 16-token tiles: rows past max_n are read as zeros */
+        k->pbuf = aligned_alloc(64, (size_t)round_up(round_up(k->max_n, 16) * round_up(max_v, DG_KC) * 2, 64));
+        if (!k->pbuf) { dg_kctx_free(k); return -1; }
+    }
+    k->panel = calloc((size_t)nt, sizeof(float *));
+    if (!k->xpack || !k->panel) { dg_kctx_free(k); return -1; }
+    for (int i = 0; i < nt; i++) {
+        k->panel[i] = aligned_alloc(64, round_up((int64_t)k->panel_bytes, 64));
+        if (!k->panel[i]) { dg_kctx_free(k); return -1; }
+    }
+    return 0;
+}
+
+void dg_kctx_free(dg_kctx *k) {
+    if (k->panel)
+        for (int i = 0; i < dg_pool_size(k->pool); i++) free(k->panel[i]);
+    free(k->panel);
+    free(k->xpack);
+    free(k->pbuf);
+    memset(k, 0, sizeof(*k));
+}
+
+/* ===== the portable kernel ===== */
+
+/* one MT x MR block over K: 8 partial sums per output, float32 */
+static inline __attribute__((always_inline)) void generic_block(const float *x, int64_t ldx, const float *w, int64_t ldw,
+                                                                 int64_t K, float *y, int64_t ldy, int MT, int MR) {
+    float acc[4][4][8];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < MR; j++)
+            for (int l = 0; l < 8; l++) acc[i][j][l] = 0.0f;
+    const int64_t K8 = K / 8 * 8;
+    for (int64_t k = 0; k < K8; k += 8)
+        for (int i = 0; i < MT; i++)
+            for (int j = 0; j < MR; j++)
+                for (int l = 0; l < 8; l++) acc[i][j][l] += x[i * ldx + k + l] * w[j * ldw + k + l];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < MR; j++) {
+            float s = 0.0f;
+            for (int64_t k = K8; k < K; k++) s += x[i * ldx + k] * w[j * ldw + k];
+            for (int l = 0; l < 8; l++) s += acc[i][j][l];
+            y[i * ldy + j] = s;
+        }
+}
+
+/* y[nt, nr] (row stride ldy) = x[nt, K] . P^T for an f32 panel P [nr, K] (row stride ldw) */
+void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
+                           float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 4) {
+        const int mt = nt - t < 4 ? nt - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx, *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define GB(a, b) generic_block(xt, ldx, wr, ldw, K, yt, ldy, a, b)
+            switch (mt * 4 + mr) {
+            case 4 * 4 + 4: GB(4, 4); break;
+            case 4 * 4 + 3: GB(4, 3); break;
+            case 4 * 4 + 2: GB(4, 2); break;
+            case 4 * 4 + 1: GB(4, 1); break;
+            case 3 * 4 + 4: GB(3, 4); break;
+            case 2 * 4 + 4: GB(2, 4); break;
+            case 1 * 4 + 4: GB(1, 4); break;
+            default:
+                for (int i = 0; i < mt; i++)
+                    for (int j = 0; j < mr; j++) generic_block(xt + i * ldx, ldx, wr + j * ldw, ldw, K, yt + i * ldy + j, ldy, 1, 1);
+            }
+#undef GB
+        }
+    }
+}
+
+/* ===== panels ===== */
+
+/* rows [r0, r0+nr) of w as float32 in buf [nr, K] (dequantized with the scalar reference) */
+void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf) {
+    const int64_t K = w->cols;
+    enum { CH = 256 };
+    for (int r = 0; r < nr; r++)
+        for (int64_t c0 = 0; c0 < K; c0 += CH) {
+            const int64_t m = K - c0 < CH ? K - c0 : CH;
+            dg_dequant_range(w, r0 + r, c0, m, buf + (int64_t)r * K + c0);
+        }
+}
+
+/* ===== dispatch ===== */
+
+static void task(void *ctx, int i, int tid) {
+    const dg_job *j = ctx;
+    const int64_t r0 = (int64_t)i * j->rb;
+    const int nr = (int)(j->w->rows - r0 < j->rb ? j->w->rows - r0 : j->rb);
+    float *panel = j->k->panel[tid];
+    switch (j->kind) {
+    case DG_KIND_REF: dg_matmul_ref_rows(j->y, j->w->rows, j->x, j->n, j->w, r0, r0 + nr); return;
+#if defined(__x86_64__)
+    case DG_KIND_AMX: dg_task_amx(j, r0, nr, panel); return;
+    case DG_KIND_AVX512_BF16: dg_task_avx512_bf16(j, r0, nr, panel); return;
+    case DG_KIND_AVX512: dg_task_avx512(j, r0, nr, panel); return;
+    case DG_KIND_AVX2: dg_task_avx2(j, r0, nr, panel); return;
+#endif
+#if defined(__aarch64__)
+    case DG_KIND_NEON: dg_task_neon(j, r0, nr, panel); return;
+#endif
+    default: break;
+    }
+    const float *wp;
+    int64_t ldw;
+    if (j->w->dt == DG_F32) {
+        wp = (const float *)((const uint8_t *)j->w->data + (size_t)r0 * j->w->row_bytes);
+        ldw = (int64_t)(j->w->row_bytes / sizeof(float));
+    } else {
+        dg_panel_f32(j->w, r0, nr, panel);
+        wp = panel;
+        ldw = j->w->cols;
+    }
+    dg_kernel_generic_f32(j->x, j->w->cols, j->n, wp, ldw, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+static int is_quant(dg_dtype dt) { return dt != DG_F32 && dt != DG_F16 && dt != DG_BF16; }
+
+void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+    if (n <= 0 || w->rows <= 0) return;
+    if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
+        dg_job j;
+        memset(&j, 0, sizeof(j));
+        j.k = k; j.y = y; j.x = x; j.n = n; j.w = w; j.rb = DG_RB / 2; j.kind = DG_KIND_REF;
+        dg_pool_run(k->pool, (int)((w->rows + j.rb - 1) / j.rb), task, &j);
+        return;
+    }
+    if (!dg_path_available(p)) p = DG_PATH_GENERIC;
+    dg_job j;
+    memset(&j, 0, sizeof(j));
+    j.k = k;
+    j.y = y;
+    j.x = x;
+    j.n = n;
+    j.w = w;
+    j.rb = DG_RB / 2;
+    j.kind = DG_KIND_GENERIC;
+    switch (p) {
+#if defined(__x86_64__)
+    case DG_PATH_AMX:
+        /* bf16 tiles only when nothing gets rounded on the way in: bf16-exact activations and bf16
+         * (or quantized, dequantized to bf16: documented) weights */
+        if (x_bf16 && (w->dt == DG_BF16 || is_quant(w->dt))) {
+            j.kind = DG_KIND_AMX;
+            j.rb = DG_RB;
+            dg_pack_amx(&j);
+            break;
+        }
+        /* fall through */
+    case DG_PATH_AVX512:
+        if (x_bf16 && w->dt == DG_BF16 && dg_cpu_has_avx512bf16()) {
+            j.kind = DG_KIND_AVX512_BF16;
+            dg_pack_rows_bf16(&j);
+        } else {
+            j.kind = DG_KIND_AVX512;
+        }
+        break;
+    case DG_PATH_AVX2: j.kind = DG_KIND_AVX2; break;
+#endif
+#if defined(__aarch64__)
+    case DG_PATH_NEON: j.kind = DG_KIND_NEON; break;
+#endif
+    default: break;
+    }
+    const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
+    dg_pool_run(k->pool, n_tasks, task, &j);
+}
+
+/* ===== vector helpers ===== */
+
+static float dot_generic(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+static void axpy_generic(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float max_generic(const float *x, int n, int *arg) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    *arg = best;
+    return x[best];
+}
+
+static float expsum_generic(float *x, int n, float mx) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    return s;
+}
+
+static float dotdiff_generic(const float *x, const float *z, int n, float mx) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += x[i] * (mx - z[i]);
+    return s;
+}
+
+static void softcap_generic(float *x, int n, float cap) {
+    for (int i = 0; i < n; i++) x[i] = tanhf(x[i] / cap) * cap;
+}
+
+static float (*g_dot)(const float *, const float *, int);
+static void (*g_softcap)(float *, int, float);
+static void (*g_axpy)(float *, float, const float *, int);
+static float (*g_max)(const float *, int, int *);
+static float (*g_expsum)(float *, int, float);
+static float (*g_dotdiff)(const float *, const float *, int, float);
+
+static void pick_vec(void) {
+    g_dot = dot_generic;
+    g_axpy = axpy_generic;
+    g_max = max_generic;
+    g_expsum = expsum_generic;
+    g_dotdiff = dotdiff_generic;
+    g_softcap = softcap_generic;
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512()) {
+        g_softcap = dg_softcap_f32_avx512;
+        g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; g_max = dg_max_f32_avx512;
+        g_expsum = dg_expsum_f32_avx512; g_dotdiff = dg_dotdiff_f32_avx512;
+    } else if (dg_cpu_has_avx2()) {
+        g_dot = dg_dot_f32_avx2; g_axpy = dg_axpy_f32_avx2;
+    }
+#endif
+}
+
+float dg_max_f32(const float *x, int n, int *arg) {
+    if (!g_max) pick_vec();
+    return g_max(x, n, arg);
+}
+
+float dg_expsum_f32(float *x, int n, float mx) {
+    if (!g_expsum) pick_vec();
+    return g_expsum(x, n, mx);
+}
+
+void dg_softcap_f32(float *x, int n, float cap) {
+    if (!g_softcap) pick_vec();
+    g_softcap(x, n, cap);
+}
+
+float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {
+    if (!g_dotdiff) pick_vec();
+    return g_dotdiff(x, z, n, mx);
+}
+
+void dg_softmax_fast(float *x, int n) {
+    int arg;
+    const float mx = dg_max_f32(x, n, &arg), sum = dg_expsum_f32(x, n, mx);
+    for (int i = 0; i < n; i++) x[i] = x[i] / sum;
+}
+
+float dg_dot_f32(const float *a, const float *b, int n) {
+    if (!g_dot) pick_vec();   /* idempotent: racing first calls store the same pointers */
+    return g_dot(a, b, n);
+}
+
+void dg_axpy_f32(float *y, float a, const float *x, int n) {
+    if (!g_axpy) pick_vec();
+    g_axpy(y, a, x, n);
+}
+
+void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+    dg_matmul_path(k, k->path, y, x, n, w, x_bf16);
+}
+
+/* ===== probabilities times the embedding (self-conditioning) ===== */
+
+enum { NN_HB = 32, NN_VB = 512 };   /* columns per task, embedding rows per panel */
+
+typedef struct {
+    const dg_kctx *k;
+    dg_path path;
+    float *y;
+    const float *p;
+    int64_t ldp;
+    int n;
+    const dg_mat *e;
+} nn_job;
+
+/* the panel of E rows [v0, v0+nv), columns [h0, h0+hb) as float32 [nv, NN_HB] (zero padded) */
+static void nn_panel(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, float *pan, float *row) {
+    const int blk = dg_dtype_block(e->dt) > 0 ? dg_dtype_block(e->dt) : 1;
+    for (int v = 0; v < nv; v++) {
+        float *dst = pan + (int64_t)v * NN_HB;
+        if (e->dt == DG_F32 || e->dt == DG_BF16 || e->dt == DG_F16) {
+            dg_dequant_range(e, v0 + v, h0, hb, dst);
+        } else {   /* block formats: dequantize the enclosing blocks */
+            const int64_t c0 = h0 / blk * blk, c1 = (h0 + hb + blk - 1) / blk * blk;
+            const int64_t end = c1 < e->cols ? c1 : e->cols;
+            dg_dequant_range(e, v0 + v, c0, end - c0, row);
+            memcpy(dst, row + (h0 - c0), sizeof(float) * (size_t)hb);
+        }
+        for (int c = hb; c < NN_HB; c++) dst[c] = 0.0f;
+    }
+}
+
+static void nn_task(void *ctx, int i, int tid) {
+    const nn_job *j = ctx;
+    const int64_t V = j->e->rows, H = j->e->cols, h0 = (int64_t)i * NN_HB;
+    const int hb = (int)(H - h0 < NN_HB ? H - h0 : NN_HB);
+    float *pan = j->k->panel[tid];                  /* [NN_VB, NN_HB] */
+    float *row = pan + NN_VB * NN_HB;               /* one dequantized row of E */
+    float *acc = row + ((H + 255) / 256) * 256;     /* [n, NN_HB] running sums */
+    double *dacc = (double *)(acc + (size_t)j->n * NN_HB);   /* [n, NN_HB], the oracle's exact sums */
+    const int exact = j->path == DG_PATH_REF;
+    memset(acc, 0, sizeof(float) * (size_t)j->n * NN_HB);
+    if (exact) memset(dacc, 0, sizeof(double) * (size_t)j->n * NN_HB);
+    for (int64_t v0 = 0; v0 < V; v0 += NN_VB) {
+        const int nv = (int)(V - v0 < NN_VB ? V - v0 : NN_VB);
+        nn_panel(j->e, v0, nv, h0, hb, pan, row);
+        if (exact) {   /* each output the exact sum (products exact in double), rounded once below */
+            for (int t = 0; t < j->n; t++) {
+                const float *pt = j->p + (int64_t)t * j->ldp + v0;
+                double *at = dacc + (int64_t)t * NN_HB;
+                for (int v = 0; v < nv; v++) {
+                    if (pt[v] == 0.0f) continue;
+                    const double pv = pt[v];
+                    for (int c = 0; c < hb; c++) at[c] += pv * pan[(int64_t)v * NN_HB + c];
+                }
+            }
+            continue;
+        }
+#if defined(__x86_64__)
+        if (j->path == DG_PATH_AVX512 || j->path == DG_PATH_AMX) { dg_nn_block_avx512(j->p + v0, j->ldp, j->n, pan, nv, acc); continue; }
+#endif
+        for (int t = 0; t < j->n; t++) {
+            const float *pt = j->p + (int64_t)t * j->ldp + v0;
+            float *at = acc + (int64_t)t * NN_HB;
+            for (int v = 0; v < nv; v++) {
+                const float pv = pt[v];
+                const float *ev = pan + (int64_t)v * NN_HB;
+                for (int c = 0; c < NN_HB; c++) at[c] += pv * ev[c];
+            }
+        }
+    }
+    if (exact)
+        for (int t = 0; t < j->n; t++)
+            for (int c = 0; c < hb; c++) acc[(int64_t)t * NN_HB + c] = (float)dacc[(int64_t)t * NN_HB + c];
+    for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * NN_HB, sizeof(float) * (size_t)hb);
+}
+
+void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
+    if (n <= 0) return;
+#if defined(__x86_64__)
+    /* AMX: bf16-exact probabilities and a bf16 embedding, nothing rounded on the way in */
+    if (k->path == DG_PATH_AMX && p_bf16 && e->dt == DG_BF16 && k->pbuf && e->rows <= k->max_v && n <= k->max_n) {
+        dg_nn_amx(k, y, p, ldp, n, e);
+        return;
+    }
+#else
+    (void)p_bf16;
+#endif
+    nn_job j = {k, k->path, y, p, ldp, n, e};
+    dg_pool_run(k->pool, (int)((e->cols + NN_HB - 1) / NN_HB), nn_task, &j);
+}

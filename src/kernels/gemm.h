@@ -1,0 +1,82 @@
+/*
+ * gemm.h - the fast matrix products of the forward pass: y[n, R] = x[n, K] . W^T for every weight
+ * type, threaded over a dg_pool, with the best instruction set this CPU has, chosen at run time.
+ *
+ * Paths (each tested against dg_matmul_ref, which stays the oracle):
+ *   REF      the scalar oracle (exact dot products), for parity runs
+ *   GENERIC  portable C, blocked, float32 accumulation
+ *   AVX2     AVX2 + FMA (+F16C), float32 accumulation
+ *   AVX512   AVX-512F FMA; with AVX512-BF16, vdpbf16ps when the activations are bf16-exact
+ *   AMX      AMX-BF16 tiles for bf16-exact activations (weights bf16, or dequantized to bf16)
+ *   NEON     ARMv8 NEON FMA (aarch64)
+ * Non-float weight types are dequantized a panel at a time into per-thread buffers; the model is
+ * never dequantized into memory as a whole.
+ */
+#ifndef DG_GEMM_H
+#define DG_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "kernels/threads.h"
+
+typedef enum { DG_PATH_REF = 0, DG_PATH_GENERIC, DG_PATH_AVX2, DG_PATH_AVX512, DG_PATH_AMX, DG_PATH_NEON, DG_N_PATHS } dg_path;
+
+const char *dg_path_name(dg_path p);
+/* The best path this CPU (and OS) supports. */
+dg_path dg_path_best(void);
+/* 1 if path p can run here. */
+int dg_path_available(dg_path p);
+
+/* Kernel context: the pool, the path, and scratch sized at creation (nothing allocated per call). */
+typedef struct {
+    dg_pool *pool;
+    dg_path path;
+    int max_n;          /* most activation rows of one call */
+    int64_t max_k;      /* widest input (columns of W) */
+    void *xpack;        /* packed activations (bf16 tiles / rows) */
+    size_t xpack_bytes;
+    float **panel;      /* per thread: a dequantized weight panel */
+    size_t panel_bytes;
+    uint16_t *pbuf;     /* AMX only: the probabilities of dg_matmul_nn as bf16 [max_n, max_v rounded to 32] */
+    int64_t max_v;
+} dg_kctx;
+
+/* max_v: the longest reduction of dg_matmul_nn (the vocabulary), 0 if it is not used */
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v);
+void dg_kctx_free(dg_kctx *k);
+
+/*
+ * y[n, w->rows] = x[n, w->cols] . W^T. x_bf16 = 1 promises that every element of x is exactly a
+ * bfloat16 value (the activations of a bf16 model are), which allows the bf16 dot / AMX paths
+ * without rounding anything; otherwise x is used in float32. n <= k->max_n, w->cols <= k->max_k.
+ */
+void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16);
+
+/* Path-specific entry (tests): the same product with path p (falls back to GENERIC when p cannot
+ * run here). */
+void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16);
+
+/*
+ * y[n, e->cols] = p[n, e->rows] . E: the self-conditioning soft embedding (probabilities times the
+ * embedding matrix, E as stored: [V, H] row-major). p rows have stride ldp. p_bf16 = 1 promises every
+ * probability is bf16-exact (the reference rounds them to its compute dtype first). Threaded over
+ * column blocks of E; with path REF every output is the exact sum rounded once.
+ */
+void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16);
+
+/* Vector helpers of the fast path (float32, the path's own summation order; dispatched like the
+ * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
+float dg_dot_f32(const float *a, const float *b, int n);
+void dg_axpy_f32(float *y, float a, const float *x, int n);
+/* max of x[0..n) and its first index */
+float dg_max_f32(const float *x, int n, int *arg);
+/* x[i] = exp(x[i] - mx) (a vectorized float32 exp, within 2 ulp of expf) and the float32 sum */
+float dg_expsum_f32(float *x, int n, float mx);
+/* x[i] = cap * tanh(x[i] / cap) (vectorized; within a few ulp of tanhf) */
+void dg_softcap_f32(float *x, int n, float cap);
+/* sum of x[i] * (mx - z[i]) (the entropy numerator of a softmax) */
+float dg_dotdiff_f32(const float *x, const float *z, int n, float mx);
+
+#endif

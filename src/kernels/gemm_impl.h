@@ -1,0 +1,58 @@
+/*
+ * gemm_impl.h - what gemm.c shares with the per-ISA kernel files (private to src/kernels).
+ */
+#ifndef DG_GEMM_IMPL_H
+#define DG_GEMM_IMPL_H
+
+#include "kernels/gemm.h"
+
+enum {
+    DG_NN_VB = 1024, /* AMX dg_matmul_nn: embedding rows per packed block */
+    DG_NN_HB = 256,  /* AMX dg_matmul_nn: embedding columns per task */
+    DG_RB = 32,   /* weight rows per task (AMX: two 16-row A tiles); other paths take DG_RB / 2 */
+    DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
+};
+
+typedef enum { DG_KIND_REF, DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
+
+typedef struct {
+    const dg_kctx *k;
+    dg_kind kind;
+    float *y;
+    const float *x;
+    int n;
+    const dg_mat *w;
+    int rb;
+    int64_t kp;              /* K rounded up to DG_KC (packed activations) */
+} dg_job;
+
+/* cpu features (x86) */
+int dg_cpu_has_avx2(void);
+int dg_cpu_has_avx512(void);
+int dg_cpu_has_avx512bf16(void);
+int dg_cpu_has_amx(void);
+
+void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
+                           float *y, int64_t ldy);
+void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf);
+
+void dg_pack_amx(dg_job *j);
+void dg_pack_rows_bf16(dg_job *j);
+void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel);
+void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel);
+float dg_dot_f32_avx512(const float *a, const float *b, int n);
+void dg_axpy_f32_avx512(float *y, float a, const float *x, int n);
+float dg_max_f32_avx512(const float *x, int n, int *arg);
+float dg_expsum_f32_avx512(float *x, int n, float mx);
+float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx);
+void dg_softcap_f32_avx512(float *x, int n, float cap);
+float dg_dot_f32_avx2(const float *a, const float *b, int n);
+void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);
+/* acc[t][0..32) += sum_v p[t][v] * pan[v][0..32) for t < n, v < nv (p row stride ldp) */
+void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc);
+void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e);
+void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
+
+#endif

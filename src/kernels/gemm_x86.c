@@ -1,0 +1,650 @@
+#define _GNU_SOURCE
+/*
+ * gemm_x86.c - x86-64 kernels for dg_matmul: AVX2+FMA, AVX-512F, AVX512-BF16 and AMX-BF16, each
+ * compiled for its own target with function attributes and chosen at run time (gemm.c), so one
+ * binary runs on any x86-64 CPU.
+ *
+ * Layout convention: y[t][r] = sum_k x[t][k] W[r][k]; W rows are read straight from the mapping
+ * (float types) or from a per-thread panel the task dequantizes first (block / MLX types).
+ */
+#if defined(__x86_64__)
+
+#include <cpuid.h>
+#include <math.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kernels/gemm_impl.h"
+
+/* ===== CPU features ===== */
+
+static struct {
+    int avx2, avx512, avx512bf16, amx;
+} g_cpu;
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static unsigned long long xgetbv0(void) {
+    unsigned a, d;
+    __asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+    return ((unsigned long long)d << 32) | a;
+}
+
+static void cpu_detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return;
+    const unsigned long long xcr0 = xgetbv0();
+    const int ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6, tile_os = (xcr0 & 0x60000) == 0x60000;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    __cpuid_count(7, 1, a, b, c, d);
+    const int avx512bf16 = (a >> 5) & 1;
+    g_cpu.avx2 = ymm_os && avx2 && fma && f16c;
+    g_cpu.avx512 = g_cpu.avx2 && zmm_os && avx512f && avx512bw && avx512vl;
+    g_cpu.avx512bf16 = g_cpu.avx512 && avx512bf16;
+    if (g_cpu.avx512bf16 && tile_os && amx_tile && amx_bf16) {
+        /* Linux hands out the AMX tile state only on request (once per process) */
+        const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+        g_cpu.amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+}
+
+int dg_cpu_has_avx2(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx2; }
+int dg_cpu_has_avx512(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512; }
+int dg_cpu_has_avx512bf16(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512bf16; }
+int dg_cpu_has_amx(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.amx; }
+
+/* the weights of rows [r0, r0+nr) as a row-major view: straight from the mapping for float types,
+ * else dequantized to float32 into the panel */
+static const void *rows_of(const dg_job *j, int64_t r0, int nr, float *panel, dg_dtype *dt, int64_t *ld_bytes) {
+    const dg_mat *w = j->w;
+    if (w->dt == DG_F32 || w->dt == DG_BF16 || w->dt == DG_F16) {
+        *dt = w->dt;
+        *ld_bytes = (int64_t)w->row_bytes;
+        return (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    }
+    dg_panel_f32(w, r0, nr, panel);
+    *dt = DG_F32;
+    *ld_bytes = w->cols * (int64_t)sizeof(float);
+    return panel;
+}
+
+/* ===== AVX2 + FMA ===== */
+
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+T_AVX2 static inline __m256 ld8(const void *row, dg_dtype dt, int64_t k) {
+    if (dt == DG_F32) return _mm256_loadu_ps((const float *)row + k);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+    if (dt == DG_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+T_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float wget1(const void *row, dg_dtype dt, int64_t k) { return dg_wget(row, dt, k); }
+
+T_AVX2 static inline __attribute__((always_inline)) void avx2_block(const float *x, int64_t ldx, const uint8_t *w,
+                                                                    int64_t ldw, dg_dtype dt, int64_t K, float *y,
+                                                                    int64_t ldy, int MT, int MR) {
+    __m256 acc[3][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm256_setzero_ps();
+    const int64_t K8 = K / 8 * 8;
+    for (int64_t k = 0; k < K8; k += 8) {
+        __m256 wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = ld8(w + r * ldw, dt, k);
+        for (int i = 0; i < MT; i++) {
+            const __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) {
+            float s = hsum8(acc[i][r]);
+            for (int64_t k = K8; k < K; k++) s += x[i * ldx + k] * wget1(w + r * ldw, dt, k);
+            y[i * ldy + r] = s;
+        }
+}
+
+T_AVX2 static void avx2_kernel(const float *x, int64_t ldx, int nt, const uint8_t *w, int64_t ldw, dg_dtype dt, int nr,
+                               int64_t K, float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 3) {
+        const int mt = nt - t < 3 ? nt - t : 3;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define B2(a, b) avx2_block(xt, ldx, wr, ldw, dt, K, yt, ldy, a, b)
+            if (mt == 3 && mr == 4) B2(3, 4);
+            else if (mt == 2 && mr == 4) B2(2, 4);
+            else if (mt == 1 && mr == 4) B2(1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) avx2_block(xt + i * ldx, ldx, wr + q * ldw, ldw, dt, K, yt + i * ldy + q, ldy, 1, 1);
+#undef B2
+        }
+    }
+}
+
+void dg_task_avx2(const dg_job *j, int64_t r0, int nr, float *panel) {
+    dg_dtype dt;
+    int64_t ldw;
+    const void *w = rows_of(j, r0, nr, panel, &dt, &ldw);
+    avx2_kernel(j->x, j->w->cols, j->n, w, ldw, dt, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+T_AVX2 float dg_dot_f32_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+T_AVX2 void dg_axpy_f32_avx2(float *y, float a, const float *x, int n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* ===== AVX-512F ===== */
+
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+
+T_512 static inline __m512 ld16(const void *row, dg_dtype dt, int64_t k, __mmask16 m) {
+    if (dt == DG_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    if (dt == DG_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+T_512 static inline __attribute__((always_inline)) void avx512_block(const float *x, int64_t ldx, const uint8_t *w,
+                                                                      int64_t ldw, dg_dtype dt, int64_t K, float *y,
+                                                                      int64_t ldy, int MT, int MR) {
+    __m512 acc[4][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = ld16(w + r * ldw, dt, k, m);
+        for (int i = 0; i < MT; i++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) y[i * ldy + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+T_512 static void avx512_kernel(const float *x, int64_t ldx, int nt, const uint8_t *w, int64_t ldw, dg_dtype dt, int nr,
+                                int64_t K, float *y, int64_t ldy) {
+    for (int t = 0; t < nt; t += 4) {
+        const int mt = nt - t < 4 ? nt - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const float *xt = x + t * ldx;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+#define B5(a, b) avx512_block(xt, ldx, wr, ldw, dt, K, yt, ldy, a, b)
+            if (mt == 4 && mr == 4) B5(4, 4);
+            else if (mt == 3 && mr == 4) B5(3, 4);
+            else if (mt == 2 && mr == 4) B5(2, 4);
+            else if (mt == 1 && mr == 4) B5(1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) avx512_block(xt + i * ldx, ldx, wr + q * ldw, ldw, dt, K, yt + i * ldy + q, ldy, 1, 1);
+#undef B5
+        }
+    }
+}
+
+void dg_task_avx512(const dg_job *j, int64_t r0, int nr, float *panel) {
+    dg_dtype dt;
+    int64_t ldw;
+    const void *w = rows_of(j, r0, nr, panel, &dt, &ldw);
+    avx512_kernel(j->x, j->w->cols, j->n, w, ldw, dt, nr, j->w->cols, j->y + r0, j->w->rows);
+}
+
+T_512 float dg_dot_f32_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+T_512 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n) {
+    const __m512 av = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    float mx = _mm512_reduce_max_ps(m);
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)   /* the first index of the max, as the scalar scan finds it */
+        if (x[i] == mx) break;
+    *arg = i < n ? i : 0;
+    return mx;
+}
+
+/* exp(x) for x <= 0 (the argument is always z - max): n = round(x log2 e), r = x - n ln 2 in two
+ * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n; below -87.3 the result
+ * flushes to 0 like expf's underflow */
+T_512 static inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-103.97f);
+    x = _mm512_max_ps(x, lo);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        s = _mm512_add_ps(s, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+/* cap * tanh(x / cap) = cap * sign(x) * (1 - 2 / (exp(2|x|/cap) + 1)); for tiny |x| the 1 - ... form
+ * loses bits, so there tanh(u) ~ u - u^3/3 + 2u^5/15 */
+T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
+    const __m512 c = _mm512_set1_ps(cap), one = _mm512_set1_ps(1.0f);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 u = _mm512_div_ps(v, c);
+        const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(sign), _mm512_castps_si512(u)));
+        const __m512 e = exp512(_mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)), _mm512_setzero_ps()));
+        /* tanh(a) = (1 - e) / (1 + e) with e = exp(-2a) <= 1: no overflow */
+        __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        const __m512 a2 = _mm512_mul_ps(a, a);
+        const __m512 small = _mm512_mul_ps(a, _mm512_fmadd_ps(a2, _mm512_fmadd_ps(a2, _mm512_set1_ps(2.0f / 15.0f), _mm512_set1_ps(-1.0f / 3.0f)), one));
+        t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.0625f), _CMP_LT_OQ), t, small);
+        t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(u), _mm512_castps_si512(sign))));
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(t, c));
+    }
+}
+
+T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_sub_ps(m, _mm512_maskz_loadu_ps(k, z + i)), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+/* the soft embedding's inner block: 8 tokens x 32 columns of accumulators in registers, one
+ * broadcast probability per token and row of E */
+T_512 void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc) {
+    for (int t0 = 0; t0 < n; t0 += 8) {
+        const int mt = n - t0 < 8 ? n - t0 : 8;
+        __m512 a[8][2];
+        for (int i = 0; i < mt; i++) {
+            a[i][0] = _mm512_loadu_ps(acc + (int64_t)(t0 + i) * 32);
+            a[i][1] = _mm512_loadu_ps(acc + (int64_t)(t0 + i) * 32 + 16);
+        }
+        const float *pt = p + (int64_t)t0 * ldp;
+        if (mt == 8) {
+            for (int v = 0; v < nv; v++) {
+                const __m512 e0 = _mm512_loadu_ps(pan + v * 32), e1 = _mm512_loadu_ps(pan + v * 32 + 16);
+                for (int i = 0; i < 8; i++) {
+                    const __m512 pv = _mm512_set1_ps(pt[i * ldp + v]);
+                    a[i][0] = _mm512_fmadd_ps(pv, e0, a[i][0]);
+                    a[i][1] = _mm512_fmadd_ps(pv, e1, a[i][1]);
+                }
+            }
+        } else {
+            for (int v = 0; v < nv; v++) {
+                const __m512 e0 = _mm512_loadu_ps(pan + v * 32), e1 = _mm512_loadu_ps(pan + v * 32 + 16);
+                for (int i = 0; i < mt; i++) {
+                    const __m512 pv = _mm512_set1_ps(pt[i * ldp + v]);
+                    a[i][0] = _mm512_fmadd_ps(pv, e0, a[i][0]);
+                    a[i][1] = _mm512_fmadd_ps(pv, e1, a[i][1]);
+                }
+            }
+        }
+        for (int i = 0; i < mt; i++) {
+            _mm512_storeu_ps(acc + (int64_t)(t0 + i) * 32, a[i][0]);
+            _mm512_storeu_ps(acc + (int64_t)(t0 + i) * 32 + 16, a[i][1]);
+        }
+    }
+}
+
+/* ===== AVX512-BF16: vdpbf16ps on bf16-exact activations and bf16 weights ===== */
+
+#define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* activations as bf16 rows [n, kp] (kp = K rounded up to 32, zero padded); exact for bf16-exact x */
+void dg_pack_rows_bf16(dg_job *j) {
+    const int64_t K = j->w->cols;
+    j->kp = (K + DG_KC - 1) / DG_KC * DG_KC;
+    uint16_t *xb = j->k->xpack;
+    for (int t = 0; t < j->n; t++) {
+        for (int64_t k = 0; k < K; k++) xb[t * j->kp + k] = dg_f32_to_bf16(j->x[t * K + k]);
+        for (int64_t k = K; k < j->kp; k++) xb[t * j->kp + k] = 0;
+    }
+}
+
+T_BF16 static inline __attribute__((always_inline)) void bf16_block(const uint16_t *x, int64_t ldx, const uint8_t *w,
+                                                                     int64_t ldw, int64_t K, float *y, int64_t ldy,
+                                                                     int MT, int MR) {
+    __m512 acc[4][4];
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+        const __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
+        __m512bh wv[4];
+        for (int r = 0; r < MR; r++) wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(w + r * ldw) + k);
+        for (int i = 0; i < MT; i++) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(x + i * ldx + k));
+            for (int r = 0; r < MR; r++) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+        }
+    }
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < MR; r++) y[i * ldy + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+T_BF16 void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel) {
+    (void)panel;
+    const uint16_t *x = j->k->xpack;
+    const uint8_t *w = (const uint8_t *)j->w->data + (size_t)r0 * j->w->row_bytes;
+    const int64_t ldw = (int64_t)j->w->row_bytes, K = j->w->cols, ldy = j->w->rows;
+    float *y = j->y + r0;
+    for (int t = 0; t < j->n; t += 4) {
+        const int mt = j->n - t < 4 ? j->n - t : 4;
+        for (int r = 0; r < nr; r += 4) {
+            const int mr = nr - r < 4 ? nr - r : 4;
+            const uint16_t *xt = x + t * j->kp;
+            const uint8_t *wr = w + r * ldw;
+            float *yt = y + t * ldy + r;
+            if (mt == 4 && mr == 4) bf16_block(xt, j->kp, wr, ldw, K, yt, ldy, 4, 4);
+            else if (mr == 4)
+                for (int i = 0; i < mt; i++) bf16_block(xt + i * j->kp, j->kp, wr, ldw, K, yt + i * ldy, ldy, 1, 4);
+            else
+                for (int i = 0; i < mt; i++)
+                    for (int q = 0; q < mr; q++) bf16_block(xt + i * j->kp, j->kp, wr + q * ldw, ldw, K, yt + i * ldy + q, ldy, 1, 1);
+        }
+    }
+}
+
+/* ===== AMX-BF16 =====
+ * A tiles: 16 weight rows x 32 bf16 (row-major, K contiguous: the weights as stored).
+ * B tiles: 16 pairs of K x 16 tokens, the "VNNI" layout: row p holds (x[t][2p], x[t][2p+1]) for t.
+ * C tiles: 16 weight rows x 16 tokens, float32; written transposed into y[t][r].
+ * Registers: C in tiles 0-3 (2 row blocks x 2 token blocks), A in 4-5, B in 6-7. */
+
+#define T_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+/* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
+void dg_pack_amx(dg_job *j) {
+    const int64_t K = j->w->cols;
+    j->kp = (K + DG_KC - 1) / DG_KC * DG_KC;
+    const int64_t nkc = j->kp / DG_KC;
+    const int ntb = (j->n + 15) / 16;
+    uint16_t *xb = j->k->xpack;
+    for (int tb = 0; tb < ntb; tb++)
+        for (int64_t kc = 0; kc < nkc; kc++) {
+            uint16_t *tile = xb + ((size_t)tb * nkc + kc) * 512;
+            for (int p = 0; p < 16; p++)
+                for (int t = 0; t < 16; t++) {
+                    const int tok = tb * 16 + t;
+                    const int64_t k = kc * DG_KC + 2 * p;
+                    uint16_t a = 0, b = 0;
+                    if (tok < j->n) {
+                        if (k < K) a = dg_f32_to_bf16(j->x[(int64_t)tok * K + k]);
+                        if (k + 1 < K) b = dg_f32_to_bf16(j->x[(int64_t)tok * K + k + 1]);
+                    }
+                    tile[p * 32 + t * 2] = a;
+                    tile[p * 32 + t * 2 + 1] = b;
+                }
+        }
+}
+
+/* the rows [r0, r0+nr) as bf16 [32, kp] in the panel (zero padded), unless they can be tiled in place */
+T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel, int64_t *ld) {
+    const dg_mat *w = j->w;
+    const int64_t K = w->cols;
+    if (w->dt == DG_BF16 && K % DG_KC == 0 && nr == DG_RB) {
+        *ld = (int64_t)w->row_bytes;
+        return (const uint16_t *)((const uint8_t *)w->data + (size_t)r0 * w->row_bytes);
+    }
+    uint16_t *pb = (uint16_t *)(panel + (size_t)DG_RB * j->kp);   /* after the f32 area */
+    if (w->dt == DG_BF16) {
+        for (int r = 0; r < nr; r++) memcpy(pb + r * j->kp, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, (size_t)K * 2);
+    } else {
+        dg_panel_f32(w, r0, nr, panel);
+        for (int r = 0; r < nr; r++) {
+            const float *src = panel + (int64_t)r * K;
+            uint16_t *dst = pb + r * j->kp;
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16)
+                _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+            for (; k < K; k++) dst[k] = dg_f32_to_bf16(src[k]);
+        }
+    }
+    for (int r = 0; r < DG_RB; r++) {
+        const int64_t from = r < nr ? K : 0;
+        memset(pb + r * j->kp + from, 0, (size_t)(j->kp - from) * 2);
+    }
+    *ld = j->kp * 2;
+    return pb;
+}
+
+T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy) {
+    for (int r = 0; r < nrow; r++)
+        for (int t = 0; t < ntok; t++) y[t * ldy + r] = c[r * 16 + t];
+}
+
+T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
+    __attribute__((aligned(64))) tilecfg cfg;
+    __attribute__((aligned(64))) float c[4][256];
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    int64_t lda;
+    const uint16_t *a = amx_rows(j, r0, nr, panel, &lda);
+    const uint16_t *xb = j->k->xpack;
+    const int64_t nkc = j->kp / DG_KC, ldy = j->w->rows;
+    const int ntb = (j->n + 15) / 16;
+    const int two_a = nr > 16;
+    float *y = j->y + r0;
+    _tile_loadconfig(&cfg);
+    for (int tb = 0; tb < ntb; tb += 2) {
+        const int two_b = tb + 1 < ntb;
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        const uint16_t *b0 = xb + (size_t)tb * nkc * 512, *b1 = b0 + (size_t)nkc * 512;
+        const uint8_t *a0 = (const uint8_t *)a, *a1 = a0 + 16 * lda;
+        for (int64_t kc = 0; kc < nkc; kc++) {
+            _tile_loadd(4, a0 + kc * 64, lda);
+            _tile_loadd(6, b0 + kc * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two_b) { _tile_loadd(7, b1 + kc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+            if (two_a) {
+                _tile_loadd(5, a1 + kc * 64, lda);
+                _tile_dpbf16ps(2, 5, 6);
+                if (two_b) _tile_dpbf16ps(3, 5, 7);
+            }
+        }
+        const int nt0 = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
+        const int nt1 = two_b ? (j->n - tb * 16 - 16 < 16 ? j->n - tb * 16 - 16 : 16) : 0;
+        const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
+        _tile_stored(0, c[0], 64);
+        amx_store(c[0], nr0, nt0, y + (int64_t)tb * 16 * ldy, ldy);
+        if (two_b) { _tile_stored(1, c[1], 64); amx_store(c[1], nr0, nt1, y + (int64_t)(tb + 1) * 16 * ldy, ldy); }
+        if (two_a) {
+            _tile_stored(2, c[2], 64);
+            amx_store(c[2], nr1, nt0, y + (int64_t)tb * 16 * ldy + 16, ldy);
+            if (two_b) { _tile_stored(3, c[3], 64); amx_store(c[3], nr1, nt1, y + (int64_t)(tb + 1) * 16 * ldy + 16, ldy); }
+        }
+    }
+    _tile_release();
+}
+
+#endif /* __x86_64__ */
+
+#if defined(__x86_64__)
+/* ===== AMX: probabilities times the embedding (self-conditioning) =====
+ * y[t][h] = sum_v P[t][v] E[v][h]. A tiles: P as bf16 rows [16 tokens x 32 v] (packed once per call
+ * into k->pbuf); B tiles: E[32 v x 16 h] in the pair-interleaved layout, packed per task from the
+ * embedding rows (a block of 1024 rows x 256 columns at a time, 512 KB, kept in L2); C: 16 tokens x
+ * 16 columns accumulated across the whole vocabulary in a per-task buffer. One task per 256
+ * columns, so P is streamed once per 256 columns and E once in all. */
+
+typedef struct {
+    const dg_kctx *k;
+    float *y;
+    const float *p;
+    int64_t ldp, vp;
+    int n;
+    const dg_mat *e;
+} amx_nn_job;
+
+T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
+    (void)tid;
+    const amx_nn_job *j = ctx;
+    const int64_t V = j->e->rows;
+    const float *src = j->p + (int64_t)t * j->ldp;
+    uint16_t *dst = j->k->pbuf + (int64_t)t * j->vp;
+    int64_t v = 0;
+    for (; v + 16 <= V; v += 16)
+        _mm256_storeu_si256((__m256i *)(dst + v), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + v)));
+    for (; v < V; v++) dst[v] = dg_f32_to_bf16(src[v]);
+    for (; v < j->vp; v++) dst[v] = 0;
+}
+
+/* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
+ * tile (kc, ht) at b + (kc * nht + ht) * 512, row q = pairs (E[v0+32kc+2q][h], E[...+1][h]) */
+T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b) {
+    const int nht = (hb + 15) / 16;
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int kc = 0; kc < nv / 32; kc++)
+        for (int ht = 0; ht < nht; ht++) {
+            uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
+            const int64_t c0 = h0 + ht * 16;
+            const int w = (int)(h0 + hb - c0 < 16 ? h0 + hb - c0 : 16);
+            const __mmask16 m = (__mmask16)((1u << w) - 1);
+            for (int q = 0; q < 16; q++) {
+                const int64_t va = v0 + kc * 32 + 2 * q, vb = va + 1;
+                const __m256i a = va < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)va * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
+                const __m256i bb = vb < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)vb * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
+                const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), bb, 1);
+                _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, ab));
+            }
+        }
+}
+
+T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
+    const amx_nn_job *j = ctx;
+    const int64_t V = j->e->rows, H = j->e->cols, h0 = (int64_t)i * DG_NN_HB;
+    const int hb = (int)(H - h0 < DG_NN_HB ? H - h0 : DG_NN_HB), nht = (hb + 15) / 16, ntb = (j->n + 15) / 16;
+    uint16_t *b = (uint16_t *)j->k->panel[tid];
+    float *acc = (float *)(b + (size_t)DG_NN_VB * DG_NN_HB);   /* [ntb*16 tokens][nht*16 columns] */
+    const int64_t lda = nht * 16;
+    memset(acc, 0, sizeof(float) * (size_t)ntb * 16 * lda);
+    __attribute__((aligned(64))) tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int q = 0; q < 8; q++) { cfg.colsb[q] = 64; cfg.rows[q] = 16; }
+    _tile_loadconfig(&cfg);
+    for (int64_t v0 = 0; v0 < V; v0 += DG_NN_VB) {
+        const int nv = (int)((V - v0 < DG_NN_VB ? V - v0 : DG_NN_VB) + 31) / 32 * 32;
+        nn_pack_e(j->e, v0, nv, h0, hb, b);
+        const int nkc = nv / 32;
+        for (int ht = 0; ht < nht; ht += 2) {
+            const int two_h = ht + 1 < nht;
+            for (int tb = 0; tb < ntb; tb += 2) {
+                const int two_t = tb + 1 < ntb;
+                float *c00 = acc + (int64_t)tb * 16 * lda + ht * 16;
+                _tile_loadd(0, c00, lda * 4);
+                if (two_h) _tile_loadd(1, c00 + 16, lda * 4);
+                if (two_t) {
+                    _tile_loadd(2, c00 + 16 * lda, lda * 4);
+                    if (two_h) _tile_loadd(3, c00 + 16 * lda + 16, lda * 4);
+                }
+                const uint16_t *a0 = j->k->pbuf + (int64_t)tb * 16 * j->vp + v0, *a1 = a0 + 16 * j->vp;
+                for (int kc = 0; kc < nkc; kc++) {
+                    _tile_loadd(4, a0 + kc * 32, j->vp * 2);
+                    _tile_loadd(6, b + ((size_t)kc * nht + ht) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    if (two_h) { _tile_loadd(7, b + ((size_t)kc * nht + ht + 1) * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+                    if (two_t) {
+                        _tile_loadd(5, a1 + kc * 32, j->vp * 2);
+                        _tile_dpbf16ps(2, 5, 6);
+                        if (two_h) _tile_dpbf16ps(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c00, lda * 4);
+                if (two_h) _tile_stored(1, c00 + 16, lda * 4);
+                if (two_t) {
+                    _tile_stored(2, c00 + 16 * lda, lda * 4);
+                    if (two_h) _tile_stored(3, c00 + 16 * lda + 16, lda * 4);
+                }
+            }
+        }
+    }
+    _tile_release();
+    for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * lda, sizeof(float) * (size_t)hb);
+}
+
+void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e) {
+    amx_nn_job j = {k, y, p, ldp, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
+    const int ntb = (n + 15) / 16;
+    /* token rows past n in the last 16-block read as zero probabilities */
+    for (int t = n; t < ntb * 16; t++) memset(k->pbuf + (int64_t)t * j.vp, 0, (size_t)j.vp * 2);
+    dg_pool_run(k->pool, n, nn_pack_p, &j);
+    dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
+}
+#endif

@@ -1,0 +1,242 @@
+/*
+ * test_kernels.c - every fast matmul path against the scalar oracle (dg_matmul_ref), on shapes with
+ * tails in every dimension, for every float weight type, with 1-3 threads; and the thread pool.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/gemm.h"
+#include "kernels/kernels.h"
+#include "test.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {   /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* max over outputs of |y - ref| / sum_k |x_k w_k| (the float32 accumulation error scale) */
+static double matmul_err(const float *y, const float *ref, const float *x, int n, const dg_mat *w) {
+    const int64_t K = w->cols;
+    float *row = malloc(sizeof(float) * (size_t)K);
+    double worst = 0.0;
+    for (int64_t r = 0; r < w->rows; r++) {
+        dg_dequant_range(w, r, 0, K, row);
+        for (int t = 0; t < n; t++) {
+            double l1 = 0.0;
+            for (int64_t k = 0; k < K; k++) l1 += fabs((double)x[t * K + k] * row[k]);
+            const double e = fabs((double)y[t * w->rows + r] - ref[t * w->rows + r]) / (l1 > 0 ? l1 : 1.0);
+            if (e > worst || isnan(y[t * w->rows + r])) worst = isnan(y[t * w->rows + r]) ? INFINITY : e;
+        }
+    }
+    free(row);
+    return worst;
+}
+
+static void fill_weights(void *data, dg_dtype dt, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = frand();
+        if (dt == DG_F32) ((float *)data)[i] = v;
+        else if (dt == DG_BF16) ((uint16_t *)data)[i] = dg_f32_to_bf16(v);
+        else ((uint16_t *)data)[i] = dg_f32_to_f16(v);
+    }
+}
+
+static void test_matmul_paths(void) {
+    const int shapes[][3] = {   /* n, rows, cols */
+        {1, 1, 16}, {1, 7, 24}, {3, 5, 48}, {4, 16, 64}, {16, 32, 64}, {17, 33, 96}, {33, 40, 100},
+        {5, 64, 256}, {64, 48, 2816 / 8}, {40, 70, 704}, {256, 32, 64}, {20, 31, 33},
+    };
+    const dg_dtype types[] = {DG_F32, DG_BF16, DG_F16};
+    int runs = 0;
+    for (int th = 1; th <= 3; th++) {
+        dg_pool *pool = dg_pool_create(th);
+        CHECK(pool != NULL, "pool of %d threads", th);
+        if (!pool) return;
+        dg_kctx k;
+        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816, 0) == 0, "kctx");
+        for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
+            if (!dg_path_available((dg_path)p)) {
+                if (th == 1) printf("  path %-8s not available on this CPU: skipped\n", dg_path_name((dg_path)p));
+                continue;
+            }
+            double worst[3] = {0, 0, 0};
+            for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+                const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+                float *x = malloc(sizeof(float) * (size_t)n * K), *y = malloc(sizeof(float) * (size_t)n * R),
+                      *ref = malloc(sizeof(float) * (size_t)n * R);
+                void *wd = malloc(sizeof(float) * (size_t)R * K);
+                for (int xb = 0; xb < 2; xb++) {
+                    /* xb = 1: bf16-exact activations (what a bf16 model feeds every linear) */
+                    for (int i = 0; i < n * K; i++) x[i] = xb ? dg_round_bf16(frand()) : frand();
+                    for (size_t ti = 0; ti < 3; ti++) {
+                        fill_weights(wd, types[ti], (size_t)R * K);
+                        dg_mat w = dg_mat_init(wd, types[ti], R, K);
+                        dg_matmul_ref(ref, x, n, &w);
+                        for (int i = 0; i < n * R; i++) y[i] = NAN;
+                        dg_matmul_path(&k, (dg_path)p, y, x, n, &w, xb);
+                        const double e = matmul_err(y, ref, x, n, &w);
+                        if (e > worst[ti]) worst[ti] = e;
+                        CHECK(e < 2e-6, "path %s threads %d %s n=%d R=%d K=%d xbf16=%d: error %.3g", dg_path_name((dg_path)p), th,
+                              dg_dtype_name(types[ti]), n, R, K, xb, e);
+                        runs++;
+                    }
+                }
+                free(x); free(y); free(ref); free(wd);
+            }
+            if (th == 2)
+                printf("  path %-8s max error / sum|x*w|: F32 %.2e  BF16 %.2e  F16 %.2e\n", dg_path_name((dg_path)p), worst[0], worst[1], worst[2]);
+        }
+        dg_kctx_free(&k);
+        dg_pool_free(pool);
+    }
+    printf("  %d products checked against the oracle\n", runs);
+}
+
+/* the soft-embedding product P . E on every path against the exact oracle */
+static void test_matmul_nn(void) {
+    const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}};   /* n, V, H */
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 128, 2048) == 0, "kctx");
+    for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
+        if (!dg_path_available((dg_path)p)) continue;
+        k.path = (dg_path)p;
+        double worst = 0;
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+            const int n = shapes[si][0], V = shapes[si][1], H = shapes[si][2];
+            float *pr = malloc(sizeof(float) * (size_t)n * V), *y = malloc(sizeof(float) * (size_t)n * H), *ref = malloc(sizeof(float) * (size_t)n * H);
+            uint16_t *e = malloc(sizeof(uint16_t) * (size_t)V * H);
+            for (int i = 0; i < n * V; i++) pr[i] = dg_round_bf16(fabsf(frand()) / V);
+            for (int i = 0; i < V * H; i++) e[i] = dg_f32_to_bf16(frand());
+            dg_mat em = dg_mat_init(e, DG_BF16, V, H);
+            for (int t = 0; t < n; t++)   /* exact sums in double, rounded once */
+                for (int h = 0; h < H; h++) {
+                    double a = 0, l1 = 0;
+                    for (int v = 0; v < V; v++) { a += (double)pr[t * V + v] * dg_bf16_to_f32(e[v * H + h]); l1 += fabs((double)pr[t * V + v] * dg_bf16_to_f32(e[v * H + h])); }
+                    ref[t * H + h] = (float)a;
+                    y[t * H + h] = (float)l1;   /* stash the error scale */
+                }
+            float *scale = malloc(sizeof(float) * (size_t)n * H);
+            memcpy(scale, y, sizeof(float) * (size_t)n * H);
+            for (int i = 0; i < n * H; i++) y[i] = NAN;
+            dg_matmul_nn(&k, y, pr, V, n, &em, 1);
+            for (int i = 0; i < n * H; i++) {
+                const double err = fabs((double)y[i] - ref[i]) / (scale[i] > 0 ? scale[i] : 1);
+                if (!(err <= worst)) worst = isnan(err) ? INFINITY : err;
+            }
+            if (p == DG_PATH_REF) CHECK(memcmp(y, ref, sizeof(float) * (size_t)n * H) == 0, "ref path not exact (n=%d V=%d H=%d)", n, V, H);
+            free(pr); free(y); free(ref); free(e); free(scale);
+        }
+        /* a context sized exactly for an odd row count (the AMX path pads to whole 16-token tiles) */
+        dg_kctx k9;
+        if (dg_kctx_init(&k9, pool, (dg_path)p, 9, 128, 1500) == 0) {
+            const int n = 9, V = 1500, H = 48;
+            float *pr = calloc((size_t)n * V, sizeof(float)), *y = calloc((size_t)n * H, sizeof(float));
+            uint16_t *e = calloc((size_t)V * H, sizeof(uint16_t));
+            for (int i = 0; i < n * V; i++) pr[i] = dg_round_bf16(fabsf(frand()) / V);
+            for (int i = 0; i < V * H; i++) e[i] = dg_f32_to_bf16(frand());
+            dg_mat em = dg_mat_init(e, DG_BF16, V, H);
+            dg_matmul_nn(&k9, y, pr, V, n, &em, 1);
+            double d = 0;
+            for (int v = 0; v < V; v++) d += (double)pr[8 * V + v] * dg_bf16_to_f32(e[v * H + 47]);
+            CHECK(fabs(y[8 * H + 47] - d) < 1e-4, "path %s: 9-row context: %g vs %g", dg_path_name((dg_path)p), y[8 * H + 47], d);
+            free(pr); free(y); free(e);
+            dg_kctx_free(&k9);
+        }
+        CHECK(worst < 1e-5, "path %s: P.E error %.3g", dg_path_name((dg_path)p), worst);
+        printf("  P.E path %-8s max error / sum|p*e|: %.2e\n", dg_path_name((dg_path)p), worst);
+    }
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
+/* the fast path's vector helpers against double-precision references */
+static void test_vector_ops(void) {
+    enum { N = 1003 };
+    float x[N], z[N];
+    for (int i = 0; i < N; i++) z[i] = x[i] = 20.0f * frand();
+    z[517] = x[517] = 25.0f;
+    z[800] = x[800] = 25.0f;   /* a tie: the first index wins */
+    int arg;
+    const float mx = dg_max_f32(x, N, &arg);
+    CHECK(mx == 25.0f && arg == 517, "max %g at %d", mx, arg);
+    double sum = 0, ulp = 0, num = 0;
+    for (int i = 0; i < N; i++) sum += exp((double)(z[i] - mx));
+    const float s = dg_expsum_f32(x, N, mx);
+    for (int i = 0; i < N; i++) {
+        const double want = exp((double)(z[i] - mx));   /* the float32 difference, as softmax has it */
+        const double u = fabs(x[i] - want) / (nextafterf((float)want, INFINITY) - (float)want);
+        if (want > 1e-37 && u > ulp) ulp = u;
+        num += want * (mx - z[i]);
+    }
+    CHECK(ulp <= 2.0, "exp error %.2f ulp", ulp);
+    CHECK(fabs(s - sum) <= 1e-5 * sum, "exp sum %.9g vs %.9g", s, sum);
+    const float dd = dg_dotdiff_f32(x, z, N, mx);
+    CHECK(fabs(dd - num) <= 1e-5 * num, "entropy numerator %.9g vs %.9g", dd, num);
+    float a[37], b[37], y[37];
+    double d = 0;
+    for (int i = 0; i < 37; i++) { a[i] = frand(); b[i] = frand(); y[i] = 1.0f; d += (double)a[i] * b[i]; }
+    CHECK(fabs(dg_dot_f32(a, b, 37) - d) < 1e-5, "dot");
+    dg_axpy_f32(y, 2.0f, a, 37);
+    int bad = 0;
+    for (int i = 0; i < 37; i++) bad += fabsf(y[i] - (1.0f + 2.0f * a[i])) > 1e-6f;
+    CHECK(bad == 0, "axpy");
+    printf("  exp within %.2f ulp of exp(); sums within 1e-5\n", ulp);
+    /* the softcap against cap * tanh in double, over the whole range that matters */
+    enum { M = 4001 };
+    static float sx[M];
+    double worst = 0;
+    for (int i = 0; i < M; i++) sx[i] = (float)(i - M / 2) * 0.05f;
+    sx[M / 2 + 1] = 1e-6f;
+    dg_softcap_f32(sx, M, 30.0f);
+    for (int i = 0; i < M; i++) {
+        const float xin = i == M / 2 + 1 ? 1e-6f : (float)(i - M / 2) * 0.05f;
+        const double want = 30.0 * tanh((double)(xin / 30.0f));
+        const double err = fabs(sx[i] - want) / fmax(fabs(want), 1e-30);
+        if (err > worst) worst = err;
+    }
+    CHECK(worst < 1e-6, "softcap relative error %.3g", worst);
+    printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
+}
+
+typedef struct {
+    int *hits;
+    int *tids;
+} pool_ctx;
+
+static void pool_task(void *ctx, int i, int tid) {
+    pool_ctx *c = ctx;
+    __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+    c->tids[i] = tid;
+}
+
+static void test_pool(void) {
+    for (int th = 1; th <= 4; th++) {
+        dg_pool *p = dg_pool_create(th);
+        CHECK(p && dg_pool_size(p) == th, "pool size %d", th);
+        enum { N = 1000 };
+        int hits[N], tids[N];
+        for (int rep = 0; rep < 50; rep++) {
+            memset(hits, 0, sizeof(hits));
+            pool_ctx c = {hits, tids};
+            dg_pool_run(p, N, pool_task, &c);
+            int bad = 0;
+            for (int i = 0; i < N; i++) bad += hits[i] != 1 || tids[i] < 0 || tids[i] >= th;
+            CHECK(bad == 0, "threads %d rep %d: %d tasks not run exactly once", th, rep, bad);
+        }
+        dg_pool_run(p, 0, pool_task, NULL);
+        dg_pool_free(p);
+    }
+    dg_pool_free(NULL);
+    printf("  best path here: %s, %d CPUs\n", dg_path_name(dg_path_best()), dg_cpu_count());
+}
+
+const dg_test kernel_tests[] = {
+    {"kernels/pool", test_pool},
+    {"kernels/matmul-paths", test_matmul_paths},
+    {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/vector-ops", test_vector_ops},
+    {NULL, NULL},
+};
