@@ -110,6 +110,11 @@ int dg_session_fast(const dg_session *s);      /* 0: the scalar oracle kernels *
 dg_profile *dg_session_prof(dg_session *s);
 int dg_session_n_ctx(const dg_session *s);
 
+/* DG_F32 / DG_F16 / DG_BF16 for a float safetensors dtype (0), else -1 (weights.c). */
+int dg_st_float_dtype(st_dtype s, dg_dtype *out);
+/* "[d0, d1, ...]" into buf, for messages (weights.c). */
+void dg_fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim);
+
 /* Write a formatted message into err (if any) and return -1. */
 int dg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -19,7 +19,7 @@ typedef struct {
 
 static const char *file_of(const dg_engine *e, const st_tensor *t) { return e->st.files[t->file].path; }
 
-static int to_dtype(st_dtype s, dg_dtype *out) {
+int dg_st_float_dtype(st_dtype s, dg_dtype *out) {
     switch (s) {
     case ST_F32: *out = DG_F32; return 0;
     case ST_F16: *out = DG_F16; return 0;
@@ -28,7 +28,7 @@ static int to_dtype(st_dtype s, dg_dtype *out) {
     }
 }
 
-static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
+void dg_fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
     size_t at = 0;
     at += (size_t)snprintf(buf + at, n - at, "[");
     for (int i = 0; i < ndim && at < n; i++) at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)shape[i]);
@@ -43,7 +43,7 @@ static const st_tensor *bind(binder *b, const char *name, int ndim, const int64_
         dg_fail(b->err, b->errlen, "%s: tensor '%s' is missing from the checkpoint", e->dir, name);
         return NULL;
     }
-    if (to_dtype(t->dtype, dt) != 0) {
+    if (dg_st_float_dtype(t->dtype, dt) != 0) {
         dg_fail(b->err, b->errlen, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file_of(e, t), name, st_dtype_name(t->dtype));
         return NULL;
     }
@@ -55,8 +55,8 @@ static const st_tensor *bind(binder *b, const char *name, int ndim, const int64_
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
     if (!ok) {
         char got[128], want[128];
-        fmt_shape(got, sizeof(got), t->shape, t->ndim);
-        fmt_shape(want, sizeof(want), shape, ndim);
+        dg_fmt_shape(got, sizeof(got), t->shape, t->ndim);
+        dg_fmt_shape(want, sizeof(want), shape, ndim);
         dg_fail(b->err, b->errlen, "%s: tensor '%s' has shape %s, expected %s (%s)", file_of(e, t), name, got, want, why);
         return NULL;
     }
