@@ -50,6 +50,13 @@ typedef struct {
 } dg_config;
 
 int dg_config_load(dg_config *c, const char *model_dir, char *err, size_t errlen);
+/* What a model path names: 1 = a GGUF file (*gguf gets its path, malloc'ed), 0 = a model directory,
+ * -1 = neither (message in err). A directory without config.json holding exactly one .gguf counts as
+ * that file. */
+int dg_resolve_model(const char *path, char **gguf, char *err, size_t errlen);
+struct gguf_file;
+/* The same from a diffusion-gemma GGUF's metadata. */
+int dg_config_from_gguf(dg_config *c, const struct gguf_file *g, char *err, size_t errlen);
 void dg_config_free(dg_config *c);
 
 typedef struct {
@@ -69,10 +76,20 @@ typedef struct {
     float *inv_freq;                        /* [d/2] rotary inverse frequencies (0 = no rotation) */
 } dg_layer;
 
+/* Where the weights come from (each has its own names and layouts; all bind to the same views). */
+typedef enum { DG_SRC_HF = 0, DG_SRC_MLX = 1, DG_SRC_GGUF = 2 } dg_source;
+
+struct dg_mlx_quant;
+
 struct dg_engine {
-    char *dir;
+    char *dir;                   /* the model directory or .gguf file given to dg_engine_load */
+    dg_source src;
     dg_config cfg;
-    st_store st;
+    st_store st;                 /* HF / MLX: the safetensors files */
+    struct gguf_file *gg;        /* GGUF: the mapped file */
+    struct dg_mlx_quant *mq;     /* MLX: config.json's quantization block */
+    void **owned;                /* MLX: aligned copies of unaligned float tensors */
+    int n_owned;
     dg_layer *layers;
     dg_mat embed;                /* [V, H] token embedding, also the LM head unless lm_head is given */
     dg_mat lm_head;
@@ -84,8 +101,8 @@ struct dg_engine {
                                     logits and probabilities to it */
     float embed_scale;           /* sqrt(H) rounded to the activation dtype */
     dg_model_info info;
-    const st_tensor **bound;     /* tensors bound, in binding order (for inspect) */
-    int n_bound;
+    dg_tensor_info *bound;       /* tensors bound, in binding order (for inspect) */
+    int n_bound, cap_bound;
 };
 
 /* Generation buffers of a session: allocated on the first dg_generate, kept for the session's life. */

@@ -325,3 +325,166 @@ void dg_config_free(dg_config *c) {
     free(c->layer_n_kv);
     c->layer_full = c->layer_head_dim = c->layer_n_kv = NULL;
 }
+
+/* ===== GGUF metadata (llama.cpp PR #24423, architecture "diffusion-gemma") =====
+ *
+ * The converter writes the text config as diffusion-gemma.* keys (ARCHITECTURE.md, "GGUF tensor names"):
+ * per-layer KV heads as an array, the layer pattern as a bool array (true = sliding), the full layers'
+ * partial rotation as the rope_freqs tensor (1.0 for the rotated frequencies, 1e30 for the rest), the
+ * sampler defaults as diffusion.eb_* keys. The vocabulary size is the embedding's row count. */
+
+#include "load/gguf.h"
+
+#define GK "diffusion-gemma."
+
+static int gg_int(const gguf_file *g, const char *key, int64_t def, int64_t lo, int64_t hi, int *out, char *err, size_t errlen) {
+    int64_t v = def;
+    if (gguf_find_kv(g, key) && gguf_get_int(g, key, lo, hi, &v, err, errlen)) return -1;
+    if (!gguf_find_kv(g, key) && def == INT64_MIN) return dg_fail(err, errlen, "%s: metadata key %s is missing", g->path, key);
+    *out = (int)v;
+    return 0;
+}
+
+static int gg_num(const gguf_file *g, const char *key, double def, double lo, double hi, double *out, char *err, size_t errlen) {
+    double v = def;
+    if (gguf_find_kv(g, key) && gguf_get_float(g, key, &v, err, errlen)) return -1;
+    if (!(v >= lo && v <= hi)) return dg_fail(err, errlen, "%s: metadata key %s = %g is out of range [%g, %g]", g->path, key, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int dg_config_from_gguf(dg_config *cfg, const gguf_file *g, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof(*cfg));
+    gguf_str arch;
+    if (gguf_get_str(g, "general.architecture", &arch, err, errlen)) return -1;
+    if (arch.len != strlen("diffusion-gemma") || memcmp(arch.s, "diffusion-gemma", arch.len))
+        return dg_fail(err, errlen, "%s: general.architecture is \"%.*s\", expected \"diffusion-gemma\"", g->path, (int)(arch.len > 64 ? 64 : arch.len), arch.s);
+    const int64_t REQ = INT64_MIN, BIG = 1 << 30;
+    if (gg_int(g, GK "block_count", REQ, 1, 4096, &cfg->n_layers, err, errlen)) goto fail;
+    if (gg_int(g, GK "embedding_length", REQ, 1, 1 << 20, &cfg->hidden_size, err, errlen)) goto fail;
+    if (gg_int(g, GK "feed_forward_length", REQ, 1, 1 << 24, &cfg->intermediate_size, err, errlen)) goto fail;
+    if (gg_int(g, GK "attention.head_count", REQ, 1, 4096, &cfg->n_heads, err, errlen)) goto fail;
+    if (gg_int(g, GK "context_length", 131072, 1, BIG, &cfg->max_position, err, errlen)) goto fail;
+    if (gg_int(g, GK "attention.sliding_window", 512, 2, BIG, &cfg->sliding_window, err, errlen)) goto fail;
+    if (gg_int(g, GK "expert_count", REQ, 1, 1 << 20, &cfg->n_experts, err, errlen)) goto fail;
+    if (gg_int(g, GK "expert_used_count", REQ, 1, cfg->n_experts, &cfg->top_k, err, errlen)) goto fail;
+    if (gg_int(g, GK "expert_feed_forward_length", REQ, 1, 1 << 24, &cfg->expert_size, err, errlen)) goto fail;
+    int gdim, sdim;
+    if (gg_int(g, GK "attention.key_length", 512, 2, 1 << 16, &gdim, err, errlen)) goto fail;
+    if (gg_int(g, GK "attention.key_length_swa", 256, 2, 1 << 16, &sdim, err, errlen)) goto fail;
+    if (gg_num(g, GK "attention.layer_norm_rms_epsilon", 1e-6, 1e-30, 1, &cfg->rms_norm_eps, err, errlen)) goto fail;
+    if (gg_num(g, GK "final_logit_softcapping", 30.0, 1e-30, 1e30, &cfg->final_logit_softcap, err, errlen)) goto fail;
+    if (gg_int(g, "diffusion.canvas_length", REQ, 1, 1 << 20, &cfg->canvas_length, err, errlen)) goto fail;
+    const gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2) { dg_fail(err, errlen, "%s: tensor token_embd.weight is missing or not 2-D", g->path); goto fail; }
+    if (emb->ne[1] < 1 || emb->ne[1] > BIG) { dg_fail(err, errlen, "%s: tensor token_embd.weight has %lld rows", g->path, (long long)emb->ne[1]); goto fail; }
+    cfg->vocab_size = (int)emb->ne[1];
+    cfg->head_dim = sdim;
+
+    const int L = cfg->n_layers;
+    cfg->layer_full = calloc((size_t)L, sizeof(int));
+    cfg->layer_head_dim = calloc((size_t)L, sizeof(int));
+    cfg->layer_n_kv = calloc((size_t)L, sizeof(int));
+    if (!cfg->layer_full || !cfg->layer_head_dim || !cfg->layer_n_kv) { dg_fail(err, errlen, "out of memory"); goto fail; }
+    const gguf_kv *pat = gguf_find_kv(g, GK "attention.sliding_window_pattern");
+    for (int i = 0; i < L; i++) {
+        int sl = (i + 1) % 6 != 0;   /* the reference's default 5:1 pattern */
+        if (pat && (pat->n != (uint64_t)L || gguf_kv_bool(pat, (uint64_t)i, &sl))) {
+            dg_fail(err, errlen, "%s: metadata key " GK "attention.sliding_window_pattern must hold %d booleans", g->path, L);
+            goto fail;
+        }
+        cfg->layer_full[i] = !sl;
+    }
+    cfg->layer_full[L - 1] = 1;
+    const gguf_kv *kvh = gguf_find_kv(g, GK "attention.head_count_kv");
+    if (!kvh) { dg_fail(err, errlen, "%s: metadata key " GK "attention.head_count_kv is missing", g->path); goto fail; }
+    for (int i = 0; i < L; i++) {
+        int64_t nkv;
+        if ((kvh->type == GGUF_ARRAY && kvh->n != (uint64_t)L) || gguf_kv_int(kvh, kvh->type == GGUF_ARRAY ? (uint64_t)i : 0, &nkv) ||
+            nkv < 1 || nkv > 4096) {
+            dg_fail(err, errlen, "%s: metadata key " GK "attention.head_count_kv must be a count or %d counts in [1, 4096]", g->path, L);
+            goto fail;
+        }
+        cfg->layer_n_kv[i] = (int)nkv;
+        cfg->layer_head_dim[i] = cfg->layer_full[i] ? gdim : sdim;
+        if (cfg->n_heads % cfg->layer_n_kv[i] || cfg->layer_head_dim[i] % 2) {
+            dg_fail(err, errlen, "%s: layer %d: %d heads are not a multiple of %d KV heads, or head dim %d is odd", g->path, i,
+                    cfg->n_heads, cfg->layer_n_kv[i], cfg->layer_head_dim[i]);
+            goto fail;
+        }
+        if (!cfg->layer_full[i]) cfg->n_kv_heads = cfg->layer_n_kv[i];
+    }
+    if (!cfg->n_kv_heads) cfg->n_kv_heads = cfg->layer_n_kv[0];
+
+    /* RoPE: sliding layers default rotation with freq_base_swa; full layers proportional with
+     * freq_base, the rotated share counted from rope_freqs (1.0 = rotated, anything huge = not) */
+    cfg->rope_sliding.type = DG_ROPE_DEFAULT;
+    cfg->rope_sliding.partial_rotary_factor = cfg->rope_sliding.factor = 1.0;
+    if (gg_num(g, GK "rope.freq_base_swa", 10000.0, 1e-9, 1e30, &cfg->rope_sliding.theta, err, errlen)) goto fail;
+    cfg->rope_full.type = DG_ROPE_PROPORTIONAL;
+    cfg->rope_full.factor = 1.0;
+    cfg->rope_full.partial_rotary_factor = 1.0;
+    if (gg_num(g, GK "rope.freq_base", 1000000.0, 1e-9, 1e30, &cfg->rope_full.theta, err, errlen)) goto fail;
+    const gguf_tensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
+    if (rf) {
+        if (rf->dt != DG_F32 || rf->n_dims != 1 || rf->ne[0] != gdim / 2) {
+            dg_fail(err, errlen, "%s: tensor rope_freqs.weight must be F32 [%d] (global head dim / 2)", g->path, gdim / 2);
+            goto fail;
+        }
+        int rot = 0;
+        for (int i = 0; i < gdim / 2; i++) {
+            float f;
+            memcpy(&f, rf->data + 4 * (size_t)i, 4);
+            if (f == 1.0f && rot == i) rot++;
+            else if (!(f > 1e20f)) {
+                dg_fail(err, errlen, "%s: tensor rope_freqs.weight[%d] = %g: only 1.0 (rotated) then a huge value (not rotated) are supported", g->path, i, f);
+                goto fail;
+            }
+        }
+        cfg->rope_full.partial_rotary_factor = 2.0 * rot / gdim;
+    }
+    const gguf_kv *ft = gguf_find_kv(g, "general.file_type");
+    int64_t ftype = -1;
+    if (ft) gguf_kv_int(ft, 0, &ftype);
+    /* the compute dtype: the file's float type; for quantized files the embedding's float type, or
+     * bf16 (the published model's) when the embedding is quantized too (decided by the binder) */
+    cfg->dtype = ftype == 0 ? 'f' : ftype == 1 ? 'h' : ftype == 32 ? 'b' : 0;
+
+    /* generation defaults: the reference's, overridden by the diffusion.eb_* keys */
+    cfg->gen_max_new_tokens = 256;
+    cfg->gen_max_denoising_steps = 48;
+    cfg->gen_entropy_bound = 0.1;
+    cfg->gen_t_min = 0.4;
+    cfg->gen_t_max = 0.8;
+    cfg->gen_stability_threshold = 1;
+    cfg->gen_confidence_threshold = 0.005;
+    int stab = 1;
+    if (gg_int(g, "diffusion.eb_max_steps", 48, 1, 1 << 20, &cfg->gen_max_denoising_steps, err, errlen)) goto fail;
+    if (gg_num(g, "diffusion.eb_t_min", 0.4, 0, 1e6, &cfg->gen_t_min, err, errlen)) goto fail;
+    if (gg_num(g, "diffusion.eb_t_max", 0.8, 0, 1e6, &cfg->gen_t_max, err, errlen)) goto fail;
+    if (gg_num(g, "diffusion.eb_entropy_bound", 0.1, 1e-300, 1e9, &cfg->gen_entropy_bound, err, errlen)) goto fail;
+    if (gg_int(g, "diffusion.eb_stability_threshold", 1, 0, 1 << 30, &stab, err, errlen)) goto fail;
+    cfg->gen_stability_threshold = stab;
+    if (gg_num(g, "diffusion.eb_confidence_threshold", 0.005, 1e-300, 1e9, &cfg->gen_confidence_threshold, err, errlen)) goto fail;
+    if (!(cfg->gen_t_max > cfg->gen_t_min)) { dg_fail(err, errlen, "%s: diffusion.eb_t_max must be greater than diffusion.eb_t_min", g->path); goto fail; }
+    /* stop ids: the file's EOS, plus the Gemma 4 turn end <turn|> and <|tool_response> when the vocabulary
+     * has them (the checkpoint's generation_config.json stops on [1, 106, 50]; GGUF keeps only one id) */
+    int eos = 1;
+    if (gg_int(g, "tokenizer.ggml.eos_token_id", 1, 0, cfg->vocab_size - 1, &eos, err, errlen)) goto fail;
+    cfg->n_eos = 0;
+    cfg->eos_ids[cfg->n_eos++] = eos;
+    const gguf_kv *toks = gguf_find_kv(g, "tokenizer.ggml.tokens");
+    const char *stops[] = {"<turn|>", "<|tool_response>"};
+    for (size_t k = 0; toks && k < sizeof(stops) / sizeof(stops[0]); k++)
+        for (uint64_t i = 0; i < toks->n && i < (uint64_t)cfg->vocab_size; i++) {
+            gguf_str s;
+            if (!gguf_kv_str(toks, i, &s) && s.len == strlen(stops[k]) && !memcmp(s.s, stops[k], s.len)) {
+                if ((int)i != eos && cfg->n_eos < DG_MAX_EOS) cfg->eos_ids[cfg->n_eos++] = (int)i;
+                break;
+            }
+        }
+    return 0;
+fail:
+    dg_config_free(cfg);
+    return -1;
+}

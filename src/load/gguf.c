@@ -469,6 +469,12 @@ static int elem_int(const gguf_kv *kv, uint64_t i, int64_t *out) {
 
 int gguf_kv_int(const gguf_kv *kv, uint64_t i, int64_t *out) { return elem_int(kv, i, out) ? -1 : 0; }
 
+int gguf_kv_bool(const gguf_kv *kv, uint64_t i, int *out) {
+    if (kv->arr_type != GGUF_BOOL || i >= kv->n) return -1;
+    *out = kv->data[i] != 0;
+    return 0;
+}
+
 int gguf_kv_float(const gguf_kv *kv, uint64_t i, double *out) {
     if (i >= kv->n) return -1;
     if (kv->arr_type == GGUF_FLOAT32) {

@@ -65,7 +65,7 @@ typedef struct {
     uint64_t info_offset;      /* byte offset of the tensor info in the file */
 } gguf_tensor;
 
-typedef struct {
+typedef struct gguf_file {
     char *path;
     const uint8_t *base;       /* mapping or caller buffer */
     size_t size;
@@ -109,6 +109,7 @@ int gguf_get_arr(const gguf_file *g, const char *key, gguf_vtype *elem, uint64_t
  * / out of range. */
 int gguf_kv_int(const gguf_kv *kv, uint64_t i, int64_t *out);
 int gguf_kv_float(const gguf_kv *kv, uint64_t i, double *out);
+int gguf_kv_bool(const gguf_kv *kv, uint64_t i, int *out);
 int gguf_kv_str(const gguf_kv *kv, uint64_t i, gguf_str *out);
 
 /* ===== streaming writer (gguf_write.c) =====

@@ -30,7 +30,7 @@ typedef struct {
 
 /* The parsed "quantization" block. present == 0: the checkpoint has none (a float checkpoint, or a
  * legacy quantized one whose parameters are then inferred from the shapes). */
-typedef struct {
+typedef struct dg_mlx_quant {
     int present;
     char *file;                 /* config.json path, for messages */
     dg_mlx_params global;
