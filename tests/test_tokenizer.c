@@ -287,6 +287,15 @@ static void test_small_corpus(void) {
     dg_tokenizer_free(t);
 }
 
+/* the same vocabulary and merges as GGUF metadata (tokenizer.ggml.*, model "gemma4"): identical results */
+static void test_small_gguf(void) {
+    dg_tokenizer *t = load_fixture("tokenizer/small-gguf/tokenizer.gguf");
+    if (!t) return;
+    CHECK(dg_tokenizer_n_vocab(t) == 2048, "n_vocab %d", dg_tokenizer_n_vocab(t));
+    check_fixtures(t, "small");
+    dg_tokenizer_free(t);
+}
+
 static void test_variants(void) {
     static const char *names[] = {"flags", "prepend-strip", "split-nodecoder", "legacy-ignore-merges"};
     for (int i = 0; i < 4; i++) {
@@ -629,6 +638,7 @@ static void test_build_and_edges(void) {
 
 const dg_test tokenizer_tests[] = {
     {"tokenizer/small-corpus", test_small_corpus},
+    {"tokenizer/small-gguf", test_small_gguf},
     {"tokenizer/variants", test_variants},
     {"tokenizer/model-dir", test_model_dir},
     {"tokenizer/gemma3", test_gemma3},

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "load/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode_tables.h"
 
@@ -1537,11 +1538,38 @@ int dg_detokenize(const dg_tokenizer *t, const int32_t *ids, int n, int skip_spe
 
 /* ===== loading ===== */
 
+static int ends_with_gguf(const char *p) {
+    const size_t n = strlen(p);
+    return n >= 5 && !strcmp(p + n - 5, ".gguf");
+}
+
 int dg_tokenizer_load(const char *path, dg_tokenizer **out, char *err, size_t errlen) {
     *out = NULL;
     if (!path) return dg_fail(err, errlen, "tokenizer: no path given");
-    char *file = NULL;
+    char *file = NULL, *gpath = NULL;
     struct stat sb;
+    /* a GGUF model: the tokenizer.json beside the file if there is one, else its own metadata */
+    if (ends_with_gguf(path) || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        char e2[8];
+        if (dg_resolve_model(path, &gpath, e2, sizeof(e2)) == 1) {
+            const char *slash = strrchr(gpath, '/');
+            const size_t dn = slash ? (size_t)(slash - gpath) : 1;
+            char beside[4096];
+            snprintf(beside, sizeof(beside), "%.*s/tokenizer.json", (int)dn, slash ? gpath : ".");
+            if (stat(beside, &sb) == 0) {
+                free(gpath);
+                return dg_tokenizer_load(beside, out, err, errlen);
+            }
+            gguf_file g;
+            int rc = gguf_open(&g, gpath, err, errlen);
+            free(gpath);
+            if (rc) return -1;
+            rc = dg_tokenizer_from_gguf(&g, out, err, errlen);
+            gguf_close(&g);
+            return rc;
+        }
+        free(gpath);
+    }
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         size_t n = strlen(path) + 32;
         file = malloc(n);

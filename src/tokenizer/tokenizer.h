@@ -104,6 +104,10 @@ unsigned dg_tok_flags_from_gguf_type(int type);
 
 int dg_tokenizer_build(const dg_tok_spec *spec, dg_tokenizer **out, char *err, size_t errlen);
 
+struct gguf_file;
+/* The tokenizer of a GGUF's metadata (tok_gguf.c). */
+int dg_tokenizer_from_gguf(const struct gguf_file *g, dg_tokenizer **out, char *err, size_t errlen);
+
 /* Parse a tokenizer.json held in memory (buf is modified: strings are unescaped in place) and build.
  * name is used in error messages. */
 int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **out, char *err, size_t errlen);
