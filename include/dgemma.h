@@ -288,6 +288,30 @@ typedef struct {
 int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **out, size_t *len,
                    char *err, size_t errlen);
 
+/* ===== chat replies: the model's output split into thinking, answer and tool calls =====
+ * A Gemma 4 reply is text, optionally preceded by a thought channel "<|channel>thought\n ... <channel|>"
+ * (when the prompt enabled thinking; with thinking off the template closes an empty channel itself),
+ * and may contain tool calls "<|tool_call>call:NAME{ARGS}<tool_call|>" (strings inside ARGS quoted
+ * <|"|>...<|"|>). The splitter takes the emitted ids canvas by canvas and reports final text deltas by
+ * part, never half a UTF-8 character and never the markers themselves. */
+
+typedef struct dg_reply dg_reply;
+typedef enum { DG_REPLY_CONTENT = 0, DG_REPLY_REASONING = 1, DG_REPLY_TOOL_CALL = 2 } dg_reply_part;
+typedef void (*dg_reply_fn)(void *user, dg_reply_part part, const char *text, size_t len);
+
+/* thinking = 1 when the prompt enabled thinking (the reply may open a thought channel). */
+dg_reply *dg_reply_new(const dg_tokenizer *tok, int thinking);
+void dg_reply_free(dg_reply *r);
+/* Feed emitted ids in order (e.g. one committed canvas); fn receives each final delta. */
+int dg_reply_push(dg_reply *r, const int32_t *ids, int n, dg_reply_fn fn, void *user, char *err, size_t errlen);
+/* End of the reply: flush what is held back. */
+int dg_reply_finish(dg_reply *r, dg_reply_fn fn, void *user, char *err, size_t errlen);
+/* After finish: the tool calls as an OpenAI "tool_calls" JSON array ("[]" if none; NUL-terminated,
+ * owned by r), and the whole content / reasoning text. */
+const char *dg_reply_tool_calls_json(const dg_reply *r);
+const char *dg_reply_content(const dg_reply *r);
+const char *dg_reply_reasoning(const dg_reply *r);
+
 /* Debug taps: when set, every stage of every pass is shown to fn (float32 data, rows x cols),
  * named "embed", "layer.<i>", "router.<i>.ids", "router.<i>.weights", "sc_embed", "input",
  * "norm", "logits". Used by the parity tests; costs nothing when unset. */
