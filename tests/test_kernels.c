@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_impl.h"
 #include "kernels/kernels.h"
+#include "kernels/quants.h"
 #include "test.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
@@ -201,6 +203,48 @@ static void test_vector_ops(void) {
     printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
 }
 
+/* the fast dequantizers equal the scalar reference bit for bit, and every matmul path on quantized
+ * weights equals the oracle within float32 noise (bf16 rounding of the weights on the AMX path) */
+static void test_quant_paths(void) {
+    const dg_dtype qt[] = {DG_Q8_0, DG_Q5_0, DG_Q4_0, DG_Q4_K, DG_Q5_K, DG_Q6_K, DG_Q2_K, DG_Q3_K, DG_IQ4_NL};
+    const int n = 19, R = 37, K = 512;
+    float *w = malloc(sizeof(float) * R * K), *x = malloc(sizeof(float) * n * K), *y = malloc(sizeof(float) * n * R),
+          *ref = malloc(sizeof(float) * n * R), *a = malloc(sizeof(float) * K), *b = malloc(sizeof(float) * K);
+    uint8_t *q = malloc((size_t)R * K * 2);
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), n, K, 0) == 0, "kctx");
+    for (size_t ti = 0; ti < sizeof(qt) / sizeof(qt[0]); ti++) {
+        for (int i = 0; i < R * K; i++) w[i] = frand() * (i % 97 == 0 ? 8.0f : 1.0f);
+        const size_t rb = dg_row_bytes(qt[ti], K);
+        for (int r = 0; r < R; r++) dg_quantize_gguf(qt[ti], w + (size_t)r * K, q + (size_t)r * rb, K, NULL);
+        dg_mat m = dg_mat_init(q, qt[ti], R, K);
+        int bad = 0;
+        for (int r = 0; r < R; r++) {
+            dg_dequant_range(&m, r, 0, K, a);
+            dg_dequant_fast(&m, r, 0, K, b);
+            bad += memcmp(a, b, sizeof(float) * K) != 0;
+        }
+        CHECK(bad == 0, "%s: fast dequantization differs from the reference on %d rows", dg_dtype_name(qt[ti]), bad);
+        for (int xb = 0; xb < 2; xb++) {
+            for (int i = 0; i < n * K; i++) x[i] = xb ? dg_round_bf16(frand()) : frand();
+            dg_matmul_ref(ref, x, n, &m);
+            for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
+                if (!dg_path_available((dg_path)p)) continue;
+                dg_matmul_path(&k, (dg_path)p, y, x, n, &m, xb);
+                const double e = matmul_err(y, ref, x, n, &m);
+                /* AMX rounds the dequantized weights to bf16 (relative 2^-9) */
+                const double tol = p == DG_PATH_AMX && xb ? 4e-3 : 2e-6;
+                CHECK(e < tol, "%s path %s xbf16 %d: error %.3g", dg_dtype_name(qt[ti]), dg_path_name((dg_path)p), xb, e);
+            }
+        }
+    }
+    printf("  fast dequantization bit-exact; quantized matmuls within bounds on every path\n");
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+    free(w); free(x); free(y); free(ref); free(a); free(b); free(q);
+}
+
 typedef struct {
     int *hits;
     int *tids;
@@ -237,6 +281,7 @@ const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/quant-paths", test_quant_paths},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

@@ -56,7 +56,8 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     k->xpack_bytes = (size_t)round_up(k->max_n, 16) * (size_t)kp * sizeof(uint16_t);
     k->xpack = aligned_alloc(64, k->xpack_bytes);
     const int nt = dg_pool_size(pool);
-    k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + 64;
+    /* a weight panel as float32 and bf16 [DG_RB, kp], then the AMX task's C tiles [n/16][2][16][16] */
+    k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + (size_t)round_up(k->max_n, 16) / 16 * 2 * 256 * sizeof(float) + 64;
     /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
     const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
@@ -139,15 +140,30 @@ void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, 
 
 /* ===== panels ===== */
 
-/* rows [r0, r0+nr) of w as float32 in buf [nr, K] (dequantized with the scalar reference) */
+#include "kernels/quants.h"
+
+void dg_dequant_fast(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out) {
+#if defined(__x86_64__)
+    const int blk = dg_gguf_block_elems(w->dt);
+    if (blk && c0 % blk == 0 && n % blk == 0 && dg_cpu_has_avx512()) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes + (size_t)(c0 / blk) * dg_gguf_block_bytes(w->dt);
+        if (dg_dequant_gguf_avx512(w->dt, row, out, n)) return;
+    }
+#endif
+    dg_dequant_range(w, r, c0, n, out);
+}
+
+/* rows [r0, r0+nr) of w as float32 in buf [nr, K] (exactly the scalar reference's values) */
 void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf) {
     const int64_t K = w->cols;
-    enum { CH = 256 };
-    for (int r = 0; r < nr; r++)
-        for (int64_t c0 = 0; c0 < K; c0 += CH) {
-            const int64_t m = K - c0 < CH ? K - c0 : CH;
+    const int blk = dg_gguf_block_elems(w->dt);
+    for (int r = 0; r < nr; r++) {
+        if (blk && K % blk == 0) { dg_dequant_fast(w, r0 + r, 0, K, buf + (int64_t)r * K); continue; }
+        for (int64_t c0 = 0; c0 < K; c0 += 256) {
+            const int64_t m = K - c0 < 256 ? K - c0 : 256;
             dg_dequant_range(w, r0 + r, c0, m, buf + (int64_t)r * K + c0);
         }
+    }
 }
 
 /* ===== dispatch ===== */

@@ -32,6 +32,12 @@ int dg_cpu_has_avx512(void);
 int dg_cpu_has_avx512bf16(void);
 int dg_cpu_has_amx(void);
 
+/* AVX-512 dequantization of Q8_0, Q5_0, Q4_K, Q5_K, Q6_K (bit-exact with the scalar); 0 = no kernel */
+int dg_dequant_gguf_avx512(dg_dtype dt, const void *blocks, float *out, int64_t n);
+/* Dequantize [c0, c0+n) of row r with the fastest exact kernel available (same values as
+ * dg_dequant_range). */
+void dg_dequant_fast(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out);
+
 void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
                            float *y, int64_t ldy);
 void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf);
