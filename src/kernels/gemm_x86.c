@@ -23,7 +23,7 @@
 /* ===== CPU features ===== */
 
 static struct {
-    int avx2, avx512, avx512bf16, amx;
+    int avx2, avx512, avx512bf16, vnni, amx;
 } g_cpu;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 
@@ -42,12 +42,13 @@ static void cpu_detect(void) {
     const int ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6, tile_os = (xcr0 & 0x60000) == 0x60000;
     __cpuid_count(7, 0, a, b, c, d);
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
-    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1, vnni = (c >> 11) & 1;
     __cpuid_count(7, 1, a, b, c, d);
     const int avx512bf16 = (a >> 5) & 1;
     g_cpu.avx2 = ymm_os && avx2 && fma && f16c;
     g_cpu.avx512 = g_cpu.avx2 && zmm_os && avx512f && avx512bw && avx512vl;
     g_cpu.avx512bf16 = g_cpu.avx512 && avx512bf16;
+    g_cpu.vnni = g_cpu.avx512 && vnni;
     if (g_cpu.avx512bf16 && tile_os && amx_tile && amx_bf16) {
         /* Linux hands out the AMX tile state only on request (once per process) */
         const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
@@ -59,6 +60,7 @@ int dg_cpu_has_avx2(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.
 int dg_cpu_has_avx512(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512; }
 int dg_cpu_has_avx512bf16(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512bf16; }
 int dg_cpu_has_amx(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.amx; }
+int dg_cpu_has_vnni(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.vnni; }
 
 /* the weights of rows [r0, r0+nr) as a row-major view: straight from the mapping for float types,
  * else dequantized to float32 into the panel */
