@@ -15,10 +15,12 @@ LDLIBS  += $(JANSSON_LIBS) -lm
 BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \
-           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c
+           src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
+           src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
+           src/tokenizer/chat_template.c
 CLI_SRC := cli/main.c cli/npy.c
 TEST_SRC := tests/test_main.c tests/test_unit.c tests/test_parity.c tests/test_errors.c tests/test_sampler.c \
-            tests/alloc_count.c cli/npy.c
+            tests/test_jinja.c tests/test_chat.c tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -36,6 +38,16 @@ deps:
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icli -c $< -o $@
+
+# the built-in chat template, compiled in as a C string (trigraph-safe: every ? is escaped)
+$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
+	@mkdir -p $(dir $@)
+	(echo 'static const char chat_default_src[] ='; \
+	 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	 echo '    ;') > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/src/tokenizer/chat_template.o: $(BUILD)/gen/chat_default.h
+$(BUILD)/src/tokenizer/chat_template.o: CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^

@@ -24,6 +24,6 @@ typedef struct {
 /* root of the fixtures (tests/fixtures unless DG_FIXTURES is set) */
 const char *fixtures_dir(void);
 
-extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[];
+extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], jinja_tests[], chat_tests[];
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * test_main.c - runs every C test: kernels and formats (unit), per-stage parity against the
- * transformers fixtures (parity), and bad-input handling (errors). No Python needed.
+ * transformers fixtures (parity), bad-input handling (errors), the sampler, the Jinja interpreter
+ * (jinja) and chat templates (chat). No Python needed.
  *
  *   dgemma_test [--list] [NAME_SUBSTRING ...]
  *
@@ -51,7 +52,7 @@ out:
 
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "--compare-npy")) return compare_npy(argv + 2);
-    const dg_test *groups[] = {unit_tests, parity_tests, error_tests, sampler_tests};
+    const dg_test *groups[] = {unit_tests, parity_tests, error_tests, sampler_tests, jinja_tests, chat_tests};
     int passed = 0, failed = 0, list = argc > 1 && !strcmp(argv[1], "--list");
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         for (const dg_test *t = groups[g]; t->name; t++) {
