@@ -1424,6 +1424,7 @@ static jnode *parse_print(jparser *P) {
         if (items.n) expect(P, T_OP, O_COMMA, NULL);
         jnode *p = mk(P, S_PRINT, cur(P)->line);
         p->a = parse_expression(P, 1);
+        p->line = p->a->line;
         nv_push(P, &items, p);
     }
     x->body = nv_done(&items);
@@ -1526,6 +1527,7 @@ static jnodes subparse(jparser *P, const char *const *end_tokens) {
             next_tok(P);
             jnode *x = mk(P, S_PRINT, cur(P)->line);
             x->a = parse_tuple(P, 0, 1, NULL, 0, 0);
+            x->line = x->a->line;   /* jinja2 reports the expression node's line (an operator chain's last operator) */
             nv_push(P, &body, x);
             expect(P, T_VAR_END, 0, NULL);
         } else if (t->type == T_BLOCK_BEGIN) {

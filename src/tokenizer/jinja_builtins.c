@@ -556,7 +556,9 @@ jv jformat_percent(jctx *c, jstr *fmt, jv args) {
         }
         s = p;
     }
-    if (!used_dict && next < nitems && (is_tuple || next == 0))
+    /* CPython raises only when the arguments are not a mapping (lists and ranges count as one) */
+    int mapping_like = args.t == JV_DICT || (args.t == JV_LIST && (JL(args)->h.sub == L_LIST || JL(args)->h.sub == L_RANGE));
+    if (!used_dict && !mapping_like && next < nitems && (is_tuple || next == 0))
         jfail(c, "not all arguments converted during string formatting");
     return jbuf_close(c, &b);
 }
@@ -784,6 +786,7 @@ static void sort_idx(jctx *c, int64_t *idx, int64_t n, jv *keys, int reverse) {
     if (n < 2) return;
     int64_t *tmp = jtmp(c, sizeof(int64_t) * (size_t)n);
     for (int64_t w = 1; w < n; w *= 2) {
+        jstep(c, n);   /* n log n comparisons in all */
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
@@ -1350,6 +1353,10 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
             ind = jbuf_close(c, &t);
         }
         int first = opt_bool(c, p[1], 0), blank = opt_bool(c, p[2], 0);
+        if (in.t != JV_STR) {   /* jinja2 appends "\n" to the value itself */
+            if (in.t == JV_UNDEF) jundefined_fail(c, in);
+            jfail(c, "unsupported operand type(s) for +=: '%s' and 'str'", jv_typename(in));
+        }
         jv s0 = jv_to_str(c, in);
         jbuf t;
         jbuf_open(c, &t);
@@ -1611,6 +1618,13 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
         int64_t elen = jstr_ncp(es);
         if (length < elen) jfail(c, "expected length >= %lld, got %lld", (long long)elen, (long long)length);
         if (leeway < 0) jfail(c, "expected leeway >= 0, got %lld", (long long)leeway);
+        if (in.t != JV_STR) {   /* jinja2 takes len() and slices of the value itself */
+            if (jv_len(c, in) <= length + leeway) {
+                jv_unref(c, end);
+                return jv_ref(in);
+            }
+            jfail(c, "'%s' object has no attribute 'rsplit'", jv_typename(in));
+        }
         jv s = jv_to_str(c, in);
         int64_t n = jstr_ncp(JS(s));
         jv r;
@@ -1702,21 +1716,11 @@ int jtest_call(jctx *c, int id, jv in, jargs *a) {
     case T_ODD:
     case T_EVEN:
     case T_DIVISIBLEBY: {
-        jv d = id == T_DIVISIBLEBY ? arg : jv_int(2);
-        if (in.t == JV_UNDEF) jundefined_fail(c, in);
-        if (!(in.t == JV_INT || in.t == JV_BOOL || in.t == JV_FLOAT) || !(d.t == JV_INT || d.t == JV_BOOL || d.t == JV_FLOAT))
-            jfail(c, "unsupported operand type(s) for %%: '%s' and '%s'", jv_typename(in), jv_typename(d));
-        if (in.t != JV_FLOAT && d.t != JV_FLOAT) {
-            if (d.u.i == 0) jfail(c, "integer division or modulo by zero");
-            int64_t m = d.u.i == -1 ? 0 : in.u.i % d.u.i;
-            if (m != 0 && ((m < 0) != (d.u.i < 0))) m += d.u.i;
-            return id == T_ODD ? m == 1 : m == 0;
-        }
-        double x = in.t == JV_FLOAT ? in.u.f : (double)in.u.i, y = d.t == JV_FLOAT ? d.u.f : (double)d.u.i;
-        if (y == 0) jfail(c, "float modulo");
-        double m = fmod(x, y);
-        if (m != 0 && ((m < 0) != (y < 0))) m += y;
-        return id == T_ODD ? m == 1 : m == 0;
+        /* value % num == 1 / == 0 with Python's % (on a str that is formatting) */
+        jv m = jbinop(c, OP_MOD, in, id == T_DIVISIBLEBY ? arg : jv_int(2));
+        int r = jv_eq(c, m, jv_int(id == T_ODD ? 1 : 0));
+        jv_unref(c, m);
+        return r;
     }
     case T_DEFINED: return in.t != JV_UNDEF;
     case T_UNDEFINED: return in.t == JV_UNDEF;

@@ -202,6 +202,13 @@ SNIPPETS = [
     ("idiom_enable_thinking", "{% if enable_thinking is defined and enable_thinking is false %}off{% elif enable_thinking %}on{% else %}unset{% endif %}", {"enable_thinking": False}),
     ("idiom_strip_thinking", "{% set ns = namespace(r='') %}{% for part in text.split('<channel|>') %}{% if '<|channel>' in part %}{% set ns.r = ns.r + part.split('<|channel>')[0] %}{% else %}{% set ns.r = ns.r + part %}{% endif %}{% endfor %}[{{ ns.r | trim }}]", {"text": "A <|channel>thought\nhidden<channel|> B <|channel>x<channel|>C "}),
     ("idiom_reasoning_split", "{% set c = content %}{% if '</think>' in c %}{% set r = c.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}{% set c = c.split('</think>')[-1].lstrip('\\n') %}{% endif %}[{{ r }}][{{ c }}]", {"content": "<think>\nwhy\n</think>\n\nanswer"}),
+    ("string_line_continuation", "{{ 'one \\\ntwo' }}|{% set s = \"a\\\nb\" %}{{ s }}", {}),
+    ("in_dict_keys_idiom", "{% for c in parts %}{{ 'I' if c['type'] == 'image' or 'image' in c or 'image_url' in c else c['text'] }}{% endfor %}", {"parts": [{"type": "text", "text": "t"}, {"image_url": "u"}, {"image": 1}]}),
+    ("split_maxsplit_index", "{{ 'a</think>b</think>c'.split('</think>', 1)[1] }}|{{ 'x'.split('</think>')[-1].lstrip() }}", {}),
+    ("tojson_ensure_ascii_kw", "{{ d | tojson(ensure_ascii=False) }}|{{ d | tojson(ensure_ascii=True) }}", {"d": {"k": "\u00e9\u4e2d"}}),
+    ("lookahead_messages", "{% for m in msgs %}{% if not loop.last and msgs[loop.index0 + 1].role == m.role %}same{% endif %}{% for n in msgs[loop.index0 + 1:] %}{% if n.role == 'user' %}{% break %}{% endif %}.{% endfor %}|{% endfor %}", {"msgs": [{"role": "user"}, {"role": "tool"}, {"role": "tool"}, {"role": "user"}]}),
+    ("err_multiline_print_line", "a\n{{ 'x' +\n  'y' +\n  missing.attr }}", {}),
+    ("err_multiline_concat_type", "{{ '<' + m.role + '\\n'\n + m.content + '>' }}", {"m": {"role": "user", "content": [1]}}),
     # ----- errors (the error and its line are compared)
     ("err_unclosed_if", "line1\n{% if x %}\nline3\n", {}),
     ("err_unclosed_for", "{% for x in y %}\n{{ x }}", {}),
