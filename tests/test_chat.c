@@ -266,12 +266,13 @@ static void test_loader(void) {
     /* chat_template.jinja wins; special tokens from tokenizer_config.json (string or AddedToken) */
     const char *d = case_dir("jinja_file");
     snprintf(path, sizeof(path), "%s/chat_template.jinja", d);
-    spit(path, "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{{ messages[0].content }}\n");
+    spit(path, "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{{ boi_token }}|{{ messages[0].content }}\n");
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", d);
-    spit(path, "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\", \"pad_token\": null, \"chat_template\": \"ignored\"}");
+    spit(path, "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\", \"pad_token\": null, "
+               "\"extra_special_tokens\": {\"boi_token\": \"<img>\"}, \"chat_template\": \"ignored\"}");
     CHECK(dg_chat_template_load(d, &t, err, sizeof(err)) == 0, "%s", err);
     char *out = t ? render_simple(t, msg, 0, -1, err, sizeof(err)) : NULL;
-    CHECK(out && !strcmp(out, "<s>|</s>||hi"), "chat_template.jinja: %s", out ? out : err);
+    CHECK(out && !strcmp(out, "<s>|</s>||<img>|hi"), "chat_template.jinja: %s", out ? out : err);
     free(out);
     dg_chat_template_free(t);
     /* tokenizer_config.json "chat_template" as a string, defaults <bos> / <eos> */

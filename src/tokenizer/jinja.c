@@ -703,13 +703,14 @@ static jnode *parse_and(jparser *P);
 static jnode *parse_not(jparser *P);
 static jnode *parse_compare(jparser *P);
 
-static jnode *parse_or(jparser *P) {
+/* operand (word operand)*, left associative: `or` over `and`, `and` over `not` */
+static jnode *parse_logic(jparser *P, const char *word, int kind, jnode *(*operand)(jparser *)) {
     int line = cur(P)->line;
-    jnode *l = parse_and(P);
-    while (is_name(cur(P), "or")) {
+    jnode *l = operand(P);
+    while (is_name(cur(P), word)) {
         next_tok(P);
-        jnode *r = parse_and(P);
-        jnode *x = mk(P, E_OR, line);
+        jnode *r = operand(P);
+        jnode *x = mk(P, kind, line);
         x->a = l;
         x->b = r;
         l = fin(P, x);
@@ -718,20 +719,8 @@ static jnode *parse_or(jparser *P) {
     return l;
 }
 
-static jnode *parse_and(jparser *P) {
-    int line = cur(P)->line;
-    jnode *l = parse_not(P);
-    while (is_name(cur(P), "and")) {
-        next_tok(P);
-        jnode *r = parse_not(P);
-        jnode *x = mk(P, E_AND, line);
-        x->a = l;
-        x->b = r;
-        l = fin(P, x);
-        line = cur(P)->line;
-    }
-    return l;
-}
+static jnode *parse_or(jparser *P) { return parse_logic(P, "or", E_OR, parse_and); }
+static jnode *parse_and(jparser *P) { return parse_logic(P, "and", E_AND, parse_not); }
 
 static jnode *parse_not(jparser *P) {
     if (is_name(cur(P), "not")) {

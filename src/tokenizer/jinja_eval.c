@@ -609,8 +609,8 @@ static jv eval_call(jctx *c, const jnode *n, jframe *f, jstr *extra_name, jv ext
     return r;
 }
 
-static jv eval_filter(jctx *c, const jnode *n, jframe *f) {
-    jv in = eval(c, n->a, f);
+/* the filter of node n applied to `in` (consumed) */
+static jv apply_filter(jctx *c, const jnode *n, jframe *f, jv in) {
     if (n->fid < 0) jfail(c, "No filter named '%s' found.", n->name->s);
     jargs a;
     eval_args(c, n, f, &a, NULL, jv_none());
@@ -623,14 +623,7 @@ static jv eval_filter(jctx *c, const jnode *n, jframe *f) {
 /* a filter chain whose innermost input is the text of a block */
 static jv eval_filter_chain(jctx *c, const jnode *n, jframe *f, jv block_input) {
     if (!n) return jv_ref(block_input);
-    jv in = n->a ? eval_filter_chain(c, n->a, f, block_input) : jv_ref(block_input);
-    if (n->fid < 0) jfail(c, "No filter named '%s' found.", n->name->s);
-    jargs a;
-    eval_args(c, n, f, &a, NULL, jv_none());
-    jv r = jfilter_call(c, n->fid, in, &a);
-    args_release(c, &a);
-    jv_unref(c, in);
-    return r;
+    return apply_filter(c, n, f, n->a ? eval_filter_chain(c, n->a, f, block_input) : jv_ref(block_input));
 }
 
 /* ===== expressions ===== */
@@ -701,7 +694,7 @@ static jv eval(jctx *c, const jnode *e, jframe *f) {
     }
     case E_SLICE: jfail(c, "a slice outside a subscript");
     case E_CALL: return eval_call(c, e, f, NULL, jv_none());
-    case E_FILTER: return eval_filter(c, e, f);
+    case E_FILTER: return apply_filter(c, e, f, eval(c, e->a, f));
     case E_TEST: {
         jv in = eval(c, e->a, f);
         if (e->fid < 0) jfail(c, "No test named '%s' found.", e->name->s);
@@ -891,6 +884,29 @@ static void exec_for(jctx *c, const jnode *n, jframe *f, jv iterable, int depth0
     }
 }
 
+/* the text of a block's body (run in its own frame) through the block's filter chain */
+static jv capture_filtered(jctx *c, const jnode *n, jframe *f) {
+    jbuf b;
+    jbuf_open(c, &b);
+    jframe *bf = frame_new(c, f);
+    exec_list(c, &n->body, bf);
+    frame_unref(c, bf);
+    jv s = jbuf_close(c, &b);
+    c->line = n->line;
+    jv r = eval_filter_chain(c, n->c, f, s);
+    jv_unref(c, s);
+    return r;
+}
+
+/* a macro (or a call block's caller) closing over the frame it is defined in */
+static jv new_macro(jctx *c, const jnode *n, jframe *f) {
+    jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
+    m->node = n;
+    m->closure = f;
+    f->h.rc++;
+    return jv_obj(JV_MACRO, m);
+}
+
 static void exec(jctx *c, const jnode *n, jframe *f) {
     c->line = n->line;
     switch (n->kind) {
@@ -915,33 +931,10 @@ static void exec(jctx *c, const jnode *n, jframe *f) {
         return;
     }
     case S_SET: assign(c, n->a, eval(c, n->b, f), f); return;
-    case S_SETBLOCK: {
-        jbuf b;
-        jbuf_open(c, &b);
-        jframe *bf = frame_new(c, f);
-        exec_list(c, &n->body, bf);
-        frame_unref(c, bf);
-        jv s = jbuf_close(c, &b);
-        c->line = n->line;
-        jv r = eval_filter_chain(c, n->c, f, s);
-        jv_unref(c, s);
-        assign(c, n->a, r, f);
-        return;
-    }
-    case S_MACRO: {
-        jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
-        m->node = n;
-        m->closure = f;
-        f->h.rc++;
-        frame_set(c, f, n->name, jv_obj(JV_MACRO, m));
-        return;
-    }
+    case S_SETBLOCK: assign(c, n->a, capture_filtered(c, n, f), f); return;
+    case S_MACRO: frame_set(c, f, n->name, new_macro(c, n, f)); return;
     case S_CALLBLOCK: {
-        jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
-        m->node = n;
-        m->closure = f;
-        f->h.rc++;
-        jv mv = jv_obj(JV_MACRO, m);
+        jv mv = new_macro(c, n, f);
         jv r = eval_call(c, n->a, f, names_of(c)->caller, mv);
         jv_unref(c, mv);
         jv_write_str(c, c->out, r);
@@ -949,15 +942,7 @@ static void exec(jctx *c, const jnode *n, jframe *f) {
         return;
     }
     case S_FILTERBLOCK: {
-        jbuf b;
-        jbuf_open(c, &b);
-        jframe *bf = frame_new(c, f);
-        exec_list(c, &n->body, bf);
-        frame_unref(c, bf);
-        jv s = jbuf_close(c, &b);
-        c->line = n->line;
-        jv r = eval_filter_chain(c, n->c, f, s);
-        jv_unref(c, s);
+        jv r = capture_filtered(c, n, f);
         jv_write_str(c, c->out, r);
         jv_unref(c, r);
         return;

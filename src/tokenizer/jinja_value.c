@@ -715,6 +715,13 @@ void jfloat_repr(double f, char out[32]) {
 
 #define MAX_REPR_DEPTH 500
 
+/* escaping writers copy runs of plain bytes: flush the run before position st, then the escape */
+static void put_escape(jctx *c, jbuf *b, const char *s, size_t *run, size_t st, size_t next, const char *esc) {
+    jbuf_put(c, b, s + *run, st - *run);
+    jbuf_put(c, b, esc, strlen(esc));
+    *run = next;
+}
+
 static void write_str_repr(jctx *c, jbuf *b, const char *s, size_t n) {
     int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = (has_sq && !has_dq) ? '"' : '\'';
@@ -734,11 +741,7 @@ static void write_str_repr(jctx *c, jbuf *b, const char *s, size_t n) {
             snprintf(tmp, sizeof(tmp), cp <= 0xff ? "\\x%02x" : cp <= 0xffff ? "\\u%04x" : "\\U%08x", cp);
             esc = tmp;
         }
-        if (esc) {
-            jbuf_put(c, b, s + run, st - run);
-            jbuf_put(c, b, esc, strlen(esc));
-            run = i;
-        }
+        if (esc) put_escape(c, b, s, &run, st, i, esc);
     }
     jbuf_put(c, b, s + run, n - run);
     jbuf_putc(c, b, q);
@@ -1126,11 +1129,7 @@ static void json_str(jctx *c, jbuf *b, const char *s, size_t n, int ascii) {
                 esc = tmp;
             }
         }
-        if (esc) {
-            jbuf_put(c, b, s + run, st - run);
-            jbuf_put(c, b, esc, strlen(esc));
-            run = i;
-        }
+        if (esc) put_escape(c, b, s, &run, st, i, esc);
     }
     jbuf_put(c, b, s + run, n - run);
     jbuf_putc(c, b, '"');
