@@ -11,7 +11,7 @@ JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -Wshadow -Iinclude -Isrc $(JANSSON_CFLAGS)
-LDLIBS  += $(JANSSON_LIBS) -lm
+LDLIBS  += $(JANSSON_LIBS) -lm -pthread
 BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c \

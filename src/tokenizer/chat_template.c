@@ -295,7 +295,8 @@ int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **ou
     {
         const char *k;
         json_t *v;
-        json_object_foreach(t->special, k, v) json_object_set(vars, k, v);
+        /* copies: jansson's reference counts are not atomic, and a template is shared between threads */
+        json_object_foreach(t->special, k, v) json_object_set_new(vars, k, json_stringn(json_string_value(v), json_string_length(v)));
     }
     if (p->enable_thinking >= 0) json_object_set_new(vars, "enable_thinking", json_boolean(p->enable_thinking));
     if (extra) {
