@@ -575,14 +575,15 @@ static void format_spec(jctx *c, jbuf *b, jv v, const char *spec, size_t sn) {
     if (i < sn && strchr("+- ", spec[i])) sign = spec[i++];
     if (i < sn && spec[i] == '0') { zero = 1; i++; }
     while (i < sn && spec[i] >= '0' && spec[i] <= '9') width = (width < 0 ? 0 : width * 10) + (spec[i++] - '0');
-    if (i < sn && spec[i] == ',') { comma = 1; i++; }
+    if (i < sn && (spec[i] == ',' || spec[i] == '_')) { comma = spec[i]; i++; }
     if (i < sn && spec[i] == '.') {
         i++;
         prec = 0;
         while (i < sn && spec[i] >= '0' && spec[i] <= '9') prec = prec * 10 + (spec[i++] - '0');
     }
     if (i < sn) type = spec[i++];
-    if (i != sn || comma) jfail(c, "unsupported format specifier '%.*s'", (int)sn, spec);
+    if (i != sn) jfail(c, "unsupported format specifier '%.*s'", (int)sn, spec);
+    if (comma && !(v.t == JV_INT || v.t == JV_BOOL || v.t == JV_FLOAT) ) jfail(c, "Cannot specify '%c' with 's'.", comma);
     if (width > 4096) width = 4096;
     if (prec > 200) prec = 200;
     char tmp[512];
@@ -634,7 +635,22 @@ static void format_spec(jctx *c, jbuf *b, jv v, const char *spec, size_t sn) {
         } else {
             jfail(c, "Unknown format code '%c' for object of type '%s'", type, jv_typename(v));
         }
-        text = jv_cstr(c, tmp);
+        if (comma && strchr("xXob", type ? type : 'd')) jfail(c, "Cannot specify '%c' with '%c'.", comma, type);
+        char grouped[800];
+        if (comma) {
+            /* group the integer digits by three (Python also groups zero padding: not supported) */
+            if (zero) jfail(c, "unsupported format specifier '%.*s' (zero padding with grouping)", (int)sn, spec);
+            size_t sign_len = tmp[0] == '-' || tmp[0] == '+' || tmp[0] == ' ', nd = 0, k = 0;
+            const char *st = tmp + sign_len;
+            while (st[nd] >= '0' && st[nd] <= '9') nd++;
+            if (sign_len) grouped[k++] = tmp[0];
+            for (size_t d = 0; d < nd; d++) {
+                if (d && (nd - d) % 3 == 0) grouped[k++] = (char)comma;
+                grouped[k++] = st[d];
+            }
+            snprintf(grouped + k, sizeof(grouped) - k, "%s", st + nd);
+        }
+        text = jv_cstr(c, comma ? grouped : tmp);
         if (!align) align = zero ? '=' : '>';
         if (zero && fill == ' ') fill = '0';
     } else {

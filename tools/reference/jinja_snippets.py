@@ -209,6 +209,10 @@ SNIPPETS = [
     ("lookahead_messages", "{% for m in msgs %}{% if not loop.last and msgs[loop.index0 + 1].role == m.role %}same{% endif %}{% for n in msgs[loop.index0 + 1:] %}{% if n.role == 'user' %}{% break %}{% endif %}.{% endfor %}|{% endfor %}", {"msgs": [{"role": "user"}, {"role": "tool"}, {"role": "tool"}, {"role": "user"}]}),
     ("err_multiline_print_line", "a\n{{ 'x' +\n  'y' +\n  missing.attr }}", {}),
     ("err_multiline_concat_type", "{{ '<' + m.role + '\\n'\n + m.content + '>' }}", {"m": {"role": "user", "content": [1]}}),
+    ("m_format_grouping", "{{ '{:,}'.format(1234567) }} {{ '{:,.2f}'.format(1234567.891) }} {{ '{:_}'.format(-1234) }} {{ '{:>12,}'.format(1234567) }} {{ '{:,.1%}'.format(12.345) }}", {}),
+    ("macro_explicit_caller", "{% macro m(caller=none) %}[{{ caller() if caller else 'no' }}]{% endmacro %}{{ m() }}{% call m() %}body{% endcall %}", {}),
+    ("macro_kwargs_between", "{% macro outer(a) %}{{ inner(b=a, a=a ~ '!') }}{% endmacro %}{% macro inner(a, b) %}{{ a }}/{{ b }}{% endmacro %}{{ outer('x') }}", {}),
+    ("idiom_chained_get", "{{ {'a': 1}.get('b', {}).get('c', 'deep') }} {{ dict(m, extra=1) | dictsort }} {{ msgs | groupby('role') | map('first') | list }}", {"m": {"role": "u"}, "msgs": MSGS}),
     # ----- errors (the error and its line are compared)
     ("err_unclosed_if", "line1\n{% if x %}\nline3\n", {}),
     ("err_unclosed_for", "{% for x in y %}\n{{ x }}", {}),
