@@ -975,8 +975,6 @@ static double py_round(double x, int64_t n) {
     return copysign(r * p, x);
 }
 
-static jv seq_from(jctx *c, jv v) { return jv_list(jv_iter(c, v)); }
-
 static jv to_list_value(jctx *c, jv v) {
     jlist *it = jv_iter(c, v);
     if (it->h.sub == L_LIST) return jv_list(it);
@@ -1589,27 +1587,9 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
         for (int64_t i = 0; i < it->n; i++) {
             jstep(c, 1);
             jv x = attr_path(c, it->a[i], p[0], MISSING);
-            jv nx;
-            {
-                /* the + of the evaluator, through a tiny expression-free path */
-                jargs none = {NULL, 0, NULL, NULL, 0};
-                (void)none;
-                if ((acc.t == JV_INT || acc.t == JV_BOOL) && (x.t == JV_INT || x.t == JV_BOOL)) {
-                    int64_t r;
-                    if (__builtin_add_overflow(acc.u.i, x.u.i, &r)) jfail(c, "integer overflow (beyond 64 bits)");
-                    nx = jv_int(r);
-                } else if ((acc.t == JV_INT || acc.t == JV_BOOL || acc.t == JV_FLOAT) && (x.t == JV_INT || x.t == JV_BOOL || x.t == JV_FLOAT)) {
-                    nx = jv_float((acc.t == JV_FLOAT ? acc.u.f : (double)acc.u.i) + (x.t == JV_FLOAT ? x.u.f : (double)x.u.i));
-                } else if (acc.t == JV_LIST && x.t == JV_LIST && JL(acc)->h.sub == JL(x)->h.sub && JL(acc)->h.sub <= L_TUPLE) {
-                    jlist *r = jlist_new(c, JL(acc)->n + JL(x)->n, JL(acc)->h.sub);
-                    for (int64_t k = 0; k < JL(acc)->n; k++) jlist_push(c, r, jv_ref(JL(acc)->a[k]));
-                    for (int64_t k = 0; k < JL(x)->n; k++) jlist_push(c, r, jv_ref(JL(x)->a[k]));
-                    nx = jv_list(r);
-                } else {
-                    if (x.t == JV_UNDEF) jundefined_fail(c, x);
-                    jfail(c, "unsupported operand type(s) for +: '%s' and '%s'", jv_typename(acc), jv_typename(x));
-                }
-            }
+            if (acc.t == JV_STR || x.t == JV_STR)   /* sum() adds, it never concatenates strings */
+                jfail(c, "unsupported operand type(s) for +: '%s' and '%s'", jv_typename(acc), jv_typename(x));
+            jv nx = jbinop(c, OP_ADD, acc, x);
             jv_unref(c, x);
             jv_unref(c, acc);
             acc = nx;
@@ -2353,7 +2333,6 @@ jv jattr_builtin(jctx *c, jv obj, jstr *name, int *found) {
         return jv_undef();
     }
     default:
-        (void)seq_from;
         return jv_undef();
     }
 }
