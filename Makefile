@@ -9,6 +9,8 @@ CC      ?= cc
 OPT     ?= -O2
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+# libedit (BSD licensed): line editing and history for `dgemma chat`
+EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 CFLAGS  ?= $(OPT) -g
 # -ffp-contract=off: no fused multiply-adds behind the oracle's back (clang and -march=native would
 # contract a*b+c, rounding once where the reference rounds twice)
@@ -23,7 +25,7 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
            src/tokenizer/chat_template.c src/tokenizer/reply.c
-CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
+CLI_SRC := cli/main.c cli/run.c cli/npy.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
             tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/alloc_count.c cli/npy.c
@@ -63,10 +65,10 @@ $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
 
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
 
 # the test binary counts the engine's allocations (tests/alloc_count.c)
 WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
