@@ -111,6 +111,7 @@ run: deps
 fixtures:
 	python3 tools/reference/make_fixtures.py
 	python3 tools/reference/make_trajectories.py
+	python3 tools/reference/make_template_fixtures.py
 
 clean:
 	rm -rf build build-debug build-arm dgemma

@@ -5,8 +5,9 @@
  * chat_template.json {"chat_template": ...}, else "chat_template" in tokenizer_config.json (a string,
  * or a list of {name, template}: "default", and "tool_use" when tools are given); else the built-in
  * Gemma 4 template (chat_default.jinja, compiled in). The named special tokens (bos_token, eos_token,
- * unk_token, sep_token, pad_token, cls_token, mask_token) come from tokenizer_config.json, as strings
- * or AddedToken objects {"content": ...}; bos and eos default to "<bos>" and "<eos>".
+ * unk_token, sep_token, pad_token, cls_token, mask_token, and the names of an "extra_special_tokens"
+ * object, like Gemma 3's boi_token) come from tokenizer_config.json, as strings or AddedToken objects
+ * {"content": ...}; bos and eos default to "<bos>" and "<eos>".
  *
  * Rendering repeats apply_chat_template's preparation of the messages before the template sees them:
  * keys whose value is null are dropped from each message, and a message's reasoning given as
@@ -31,7 +32,7 @@ static const char *const SPECIAL_NAMES[] = {"bos_token", "eos_token", "unk_token
 struct dg_chat_template {
     jinja_tpl *tpl;
     jinja_tpl *tool_tpl;       /* a "tool_use" template, used when tools are given (or NULL) */
-    char *special[N_SPECIAL];  /* NULL when absent */
+    json_t *special;           /* {"bos_token": "<bos>", ...}: template variables */
 };
 
 static char *read_file(const char *path, size_t *len) {
@@ -75,7 +76,7 @@ void dg_chat_template_free(dg_chat_template *t) {
     if (!t) return;
     jinja_free(t->tpl);
     jinja_free(t->tool_tpl);
-    for (int i = 0; i < N_SPECIAL; i++) free(t->special[i]);
+    json_decref(t->special);
     free(t);
 }
 
@@ -85,9 +86,8 @@ static dg_chat_template *new_template(char *err, size_t errlen) {
         dg_fail(err, errlen, "out of memory");
         return NULL;
     }
-    t->special[0] = strdup("<bos>");
-    t->special[1] = strdup("<eos>");
-    if (!t->special[0] || !t->special[1]) {
+    t->special = json_pack("{ssss}", "bos_token", "<bos>", "eos_token", "<eos>");
+    if (!t->special) {
         dg_chat_template_free(t);
         dg_fail(err, errlen, "out of memory");
         return NULL;
@@ -111,18 +111,25 @@ int dg_chat_template_default(dg_chat_template **out, char *err, size_t errlen) {
     return dg_chat_template_parse(chat_default_src, sizeof(chat_default_src) - 1, "<built-in Gemma 4 template>", out, err, errlen);
 }
 
+static int set_special(dg_chat_template *t, const char *name, json_t *v, const char *file, char *err, size_t errlen) {
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_object(v)) v = json_object_get(v, "content");
+    if (!json_is_string(v))
+        return dg_fail(err, errlen, "%s: field %s must be a string or an object with a string \"content\"", file, name);
+    if (json_object_set(t->special, name, v)) return dg_fail(err, errlen, "out of memory");
+    return 0;
+}
+
 /* the special tokens of tokenizer_config.json (strings or {"content": ...}) */
 static int read_special(dg_chat_template *t, json_t *cfg, const char *file, char *err, size_t errlen) {
-    for (int i = 0; i < N_SPECIAL; i++) {
-        json_t *v = json_object_get(cfg, SPECIAL_NAMES[i]);
-        if (!v || json_is_null(v)) continue;
-        if (json_is_object(v)) v = json_object_get(v, "content");
-        if (!json_is_string(v))
-            return dg_fail(err, errlen, "%s: field %s must be a string or an object with a string \"content\"", file, SPECIAL_NAMES[i]);
-        char *s = strdup(json_string_value(v));
-        if (!s) return dg_fail(err, errlen, "out of memory");
-        free(t->special[i]);
-        t->special[i] = s;
+    for (int i = 0; i < N_SPECIAL; i++)
+        if (set_special(t, SPECIAL_NAMES[i], json_object_get(cfg, SPECIAL_NAMES[i]), file, err, errlen)) return -1;
+    json_t *extra = json_object_get(cfg, "extra_special_tokens");
+    if (json_is_object(extra)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(extra, k, v)
+            if (set_special(t, k, v, file, err, errlen)) return -1;
     }
     return 0;
 }
@@ -285,8 +292,12 @@ int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **ou
     json_object_set_new(vars, "tools", tools ? json_incref(tools) : json_null());
     json_object_set_new(vars, "documents", json_null());
     json_object_set_new(vars, "add_generation_prompt", json_boolean(p->add_generation_prompt));
-    for (int k = 0; k < N_SPECIAL; k++)
-        if (t->special[k]) json_object_set_new(vars, SPECIAL_NAMES[k], json_string(t->special[k]));
+    {
+        const char *k;
+        json_t *v;
+        /* copies: jansson's reference counts are not atomic, and a template is shared between threads */
+        json_object_foreach(t->special, k, v) json_object_set_new(vars, k, json_stringn(json_string_value(v), json_string_length(v)));
+    }
     if (p->enable_thinking >= 0) json_object_set_new(vars, "enable_thinking", json_boolean(p->enable_thinking));
     if (extra) {
         const char *k;
