@@ -54,6 +54,10 @@ if [ $? -eq 0 ] && [ -s "$TMP/out" ]; then ok run-raw; else bad run-raw "$(cat "
 if "$BIN" run -m "$FIX/tiny-a/bf16" -p "$Q1" -n 16 --steps 4 -q --threads 1 --sc-top-k 8 >"$TMP/out" 2>"$TMP/err" && [ -s "$TMP/out" ]; then
     ok run-bf16-options
 else bad run-bf16-options "$(cat "$TMP/err")"; fi
+# a GGUF file: its tokenizer from the metadata, the built-in template
+if "$BIN" run -m "$FIX/gguf/tiny-a-q8_0.gguf" -p "$Q1" -n 16 --steps 4 >"$TMP/out" 2>"$TMP/err" && [ -s "$TMP/out" ] &&
+   grep -q "^run: [0-9]* prompt tokens, 16 emitted" "$TMP/err"; then ok run-gguf
+else bad run-gguf "$(cat "$TMP/err")"; fi
 # the model's own template is used when the directory has one
 mkdir -p "$TMP/tpl"
 for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json; do ln -s "$(cd "$M" && pwd)/$f" "$TMP/tpl/$f"; done
