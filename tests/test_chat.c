@@ -437,7 +437,24 @@ static void test_threads(void) {
     json_decref(fx);
 }
 
+/* a GGUF model's template comes from tokenizer.chat_template, its bos from tokenizer.ggml.bos_token_id */
+static void test_gguf_template(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof(path), "%s/gguf/tiny-a-bf16.gguf", fixtures_dir());
+    dg_chat_template *t;
+    if (dg_chat_template_load(path, &t, err, sizeof(err))) { CHECK(0, "%s", err); return; }
+    dg_chat_params p = {"[{\"role\": \"user\", \"content\": \"hi\"}]", NULL, 1, 0, NULL};
+    char *out = NULL;
+    size_t n = 0;
+    CHECK(dg_chat_render(t, &p, &out, &n, err, sizeof(err)) == 0, "%s", err);
+    /* the fixture file carries its own placeholder template (make_gguf_fixtures.py), not the built-in */
+    CHECK(out && !strncmp(out, "<bos><|turn>user\nhi<turn|>\n<|turn>model\n", 40) && !strstr(out, "<|channel>"), "rendered: %s", out ? out : "");
+    free(out);
+    dg_chat_template_free(t);
+}
+
 const dg_test chat_tests[] = {
+    {"chat_gguf_template", test_gguf_template},
     {"chat_builtin_vs_transformers", test_builtin},
     {"chat_gemma4_vs_transformers", test_gemma4},
     {"chat_gemma3_vs_transformers", test_gemma3},

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "load/gguf.h"
 #include "tokenizer/jinja.h"
 #include "chat_default.h"   /* generated from src/tokenizer/chat_default.jinja: chat_default_src */
 
@@ -167,11 +168,70 @@ static json_t *load_json(const char *path, char *err, size_t errlen) {
     return j;
 }
 
+/* A GGUF model (a .gguf file, or a directory holding one and no config.json): the template files
+ * beside the file when there are any, else tokenizer.chat_template and the bos/eos strings of
+ * tokenizer.ggml.bos_token_id / eos_token_id, else the built-in template. */
+static int load_gguf(const char *gpath, dg_chat_template *t, char *err, size_t errlen) {
+    gguf_file g;
+    if (gguf_open(&g, gpath, err, errlen)) return -1;
+    int rc = -1;
+    const gguf_kv *toks = gguf_find_kv(&g, "tokenizer.ggml.tokens");
+    static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos_token"}, {"tokenizer.ggml.eos_token_id", "eos_token"},
+                                         {"tokenizer.ggml.padding_token_id", "pad_token"}, {"tokenizer.ggml.unknown_token_id", "unk_token"}};
+    for (size_t i = 0; toks && i < sizeof(ids) / sizeof(ids[0]); i++) {
+        const gguf_kv *kv = gguf_find_kv(&g, ids[i][0]);
+        int64_t id;
+        gguf_str str;
+        if (kv && !gguf_kv_int(kv, 0, &id) && id >= 0 && !gguf_kv_str(toks, (uint64_t)id, &str)) {
+            json_t *v = json_stringn(str.s, (size_t)str.len);
+            if (!v || json_object_set_new(t->special, ids[i][1], v)) { dg_fail(err, errlen, "out of memory"); goto out; }
+        }
+    }
+    const gguf_kv *ct = gguf_find_kv(&g, "tokenizer.chat_template");
+    gguf_str src;
+    if (ct && !gguf_kv_str(ct, 0, &src)) {
+        char name[4200];
+        snprintf(name, sizeof(name), "%s:tokenizer.chat_template", gpath);
+        rc = jinja_parse(src.s, (size_t)src.len, name, &t->tpl, err, errlen);
+    } else {
+        rc = jinja_parse(chat_default_src, sizeof(chat_default_src) - 1, "<built-in Gemma 4 template>", &t->tpl, err, errlen);
+    }
+out:
+    gguf_close(&g);
+    return rc;
+}
+
 int dg_chat_template_load(const char *model_dir, dg_chat_template **out, char *err, size_t errlen) {
     *out = NULL;
     char path[4096];
     dg_chat_template *t = new_template(err, errlen);
     if (!t) return -1;
+    char *gpath = NULL;
+    char e2[8];
+    if (dg_resolve_model(model_dir, &gpath, e2, sizeof(e2)) == 1) {
+        /* template files beside a .gguf take precedence over its metadata */
+        const char *slash = strrchr(gpath, '/');
+        char dir[2048];
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - gpath) : 1, slash ? gpath : ".");
+        static const char *const files[] = {"chat_template.jinja", "chat_template.json", "tokenizer_config.json"};
+        int beside = 0;
+        for (size_t i = 0; i < 3; i++) {
+            char fp[2200];
+            snprintf(fp, sizeof(fp), "%s/%s", dir, files[i]);
+            beside |= file_exists(fp);
+        }
+        if (!beside) {
+            const int rc = load_gguf(gpath, t, err, errlen);
+            free(gpath);
+            if (rc) { dg_chat_template_free(t); return -1; }
+            *out = t;
+            return 0;
+        }
+        free(gpath);
+        dg_chat_template_free(t);
+        return dg_chat_template_load(dir, out, err, errlen);
+    }
+    free(gpath);
     json_t *cfg = NULL;
     int rc = -1;
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", model_dir);
