@@ -2,13 +2,15 @@
 #   make          build ./dgemma (and the test binary)
 #   make test     install system deps if missing, build, run every test (no Python needed)
 #   make debug    the same tests built with -O1 -g -fsanitize=address,undefined
-#   make run      build and generate on MODEL (default: the bundled tiny random-weight model)
+#   make run      build and answer PROMPT with MODEL (default: the bundled tiny random-weight model)
 #   make fixtures regenerate tests/fixtures with the reference (needs torch + transformers)
 
 CC      ?= cc
 OPT     ?= -O2
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+# libedit (BSD licensed): line editing and history for `dgemma chat`
+EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 CFLAGS  ?= $(OPT) -g
 # -ffp-contract=off: no fused multiply-adds behind the oracle's back (clang and -march=native would
 # contract a*b+c, rounding once where the reference rounds twice)
@@ -22,18 +24,21 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
-           src/tokenizer/chat_template.c
-CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
+           src/tokenizer/chat_template.c src/tokenizer/reply.c
+CLI_SRC := cli/main.c cli/run.c cli/npy.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
-            tests/test_jinja.c tests/test_chat.c tests/alloc_count.c cli/npy.c
+            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-MODEL ?= tests/fixtures/tiny-a/bf16
-DEMO  ?= tests/fixtures/tiny-a/cli-bf16
+DEFAULT_MODEL := tests/fixtures/tiny-a/bf16
+MODEL  ?= $(DEFAULT_MODEL)
+PROMPT ?= Why is the sky blue?
+# on the tiny model: a few canvases at the checkpoint's 48 steps, a fixed seed
+RUN_FLAGS ?= $(if $(filter $(DEFAULT_MODEL),$(MODEL)),-n 64 --seed 1,)
 
 .PHONY: all deps test test-arm debug run fixtures clean
 all: dgemma $(BUILD)/dgemma_test
@@ -63,10 +68,10 @@ $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
 
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
 
 # the test binary counts the engine's allocations (tests/alloc_count.c)
 WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
@@ -97,8 +102,11 @@ debug: deps
 
 run: deps
 	@$(MAKE) --no-print-directory dgemma
-	./dgemma inspect $(MODEL) --no-tensors
-	./dgemma generate --model $(MODEL) --prompt-ids $(DEMO)/prompt.txt --max-tokens 48 --steps 12 --seed 1 --verbose
+	@if [ "$(MODEL)" = "$(DEFAULT_MODEL)" ]; then \
+	    echo "make run: $(MODEL) is a tiny test model with RANDOM weights (and a 2048-token test vocabulary):"; \
+	    echo "          its answer is noise by design. Use a real checkpoint with: make run MODEL=DIR [PROMPT='...']"; \
+	fi
+	./dgemma run -m $(MODEL) -p "$(PROMPT)" $(RUN_FLAGS)
 
 fixtures:
 	python3 tools/reference/make_fixtures.py
