@@ -20,8 +20,9 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
            src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c \
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
-           src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c
-CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
+           src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
+           src/quant/plan.c src/quant/meta.c src/quant/write.c src/quant/synth.c
+CLI_SRC := cli/main.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
             tests/alloc_count.c cli/npy.c

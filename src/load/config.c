@@ -114,6 +114,7 @@ static int load_generation(dg_config *cfg, const char *dir, char *err, size_t er
     cfg->gen_t_max = 0.8;
     cfg->gen_stability_threshold = 1;
     cfg->gen_confidence_threshold = 0.005;
+    if (!dir) return 0;
     char path[4096];
     snprintf(path, sizeof(path), "%s/generation_config.json", dir);
     FILE *f = fopen(path, "rb");
@@ -150,9 +151,13 @@ out:
 }
 
 int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
-    memset(cfg, 0, sizeof(*cfg));
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", dir);
+    return dg_config_load_file(cfg, path, dir, err, errlen);
+}
+
+int dg_config_load_file(dg_config *cfg, const char *path, const char *dir, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof(*cfg));
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
