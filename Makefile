@@ -24,7 +24,7 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/quant/plan.c src/quant/meta.c src/quant/write.c src/quant/synth.c
 CLI_SRC := cli/main.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
-            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
+            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c tests/test_quantize.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

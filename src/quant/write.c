@@ -29,7 +29,7 @@
 
 #define BATCH_BYTES (32u << 20)
 #define TASK_ELEMS 16384
-#define POOL_BLOCKS 4096         /* distinct random blocks per (type, scale) in pool mode (a power of 2) */
+#define POOL_BLOCKS 4096         /* distinct random blocks per (type, scale) in pool mode, at most (a power of 2) */
 #define MAX_POOLS 64
 
 dg_quant_params dg_quant_default_params(void) {
@@ -81,7 +81,8 @@ static size_t row_bytes_of(uint32_t type, int64_t ne0) {
 typedef struct {
     uint32_t type;
     uint32_t std_bits;           /* the float std of the values it holds */
-    uint8_t *blocks;             /* POOL_BLOCKS blocks */
+    int n;                       /* blocks (a power of 2 <= POOL_BLOCKS) */
+    uint8_t *blocks;
 } pool_t;
 
 typedef struct {
@@ -142,7 +143,7 @@ static void task_rows(void *ctx, int i, int tid) {
             const int64_t nb = j->ne0 / j->blk_elems;
             for (int64_t k = 0; k < nb; k++) {
                 if (k % 4 == 0) bits = dg_synth_rand(&s);
-                const size_t pick = (size_t)(bits & (POOL_BLOCKS - 1));
+                const size_t pick = (size_t)(bits & (uint64_t)(j->pool->n - 1));
                 bits >>= 16;
                 memcpy(dst + (size_t)k * j->blk_bytes, j->pool->blocks + pick * j->blk_bytes, j->blk_bytes);
             }
@@ -167,7 +168,7 @@ static void task_pool(void *ctx, int i, int tid) {
     const pool_job *pj = ctx;
     float *x = pj->scratch[tid];
     const int per = 64;
-    for (int b = i * per; b < (i + 1) * per && b < POOL_BLOCKS; b++) {
+    for (int b = i * per; b < (i + 1) * per && b < pj->pool->n; b++) {
         dg_synth_row(&pj->proto, pj->seed, b, x, pj->blk_elems);
         dg_quantize_gguf(dtype_of(pj->pool->type), x, pj->pool->blocks + (size_t)b * pj->blk_bytes, pj->blk_elems, NULL);
     }
@@ -211,7 +212,16 @@ static const pool_t *get_pool(wstate *w, const dg_qtensor *t, uint32_t type) {
     uint64_t bb;
     gguf_ggml_block(type, &be, &bb);
     pool_t *pl = &w->pools[w->n_pools];
-    pl->blocks = malloc((size_t)bb * POOL_BLOCKS);
+    /* an eighth of the blocks drawn from it (small models: about their own size), 64 to POOL_BLOCKS */
+    int64_t drawn = 0;
+    for (int i = 0; i < w->plan->n; i++) {
+        const dg_qtensor *u = &w->plan->t[i];
+        const float su = u->kind == DG_QK_ROUTER ? 3.0f : (float)(1.0 / sqrt((double)u->ne[0]));
+        if (u->type == type && !memcmp(&su, &stdv, 4) && (u->kind == DG_QK_MATRIX || u->kind == DG_QK_EMBED)) drawn += dg_qt_numel(u) / be;
+    }
+    pl->n = 64;
+    while (pl->n < POOL_BLOCKS && (int64_t)pl->n * 8 < drawn) pl->n *= 2;
+    pl->blocks = malloc((size_t)bb * (size_t)pl->n);
     if (!pl->blocks) return NULL;
     pl->type = type;
     pl->std_bits = bits;
@@ -224,7 +234,7 @@ static const pool_t *get_pool(wstate *w, const dg_qtensor *t, uint32_t type) {
     pj.blk_elems = (int)be;
     pj.blk_bytes = (size_t)bb;
     pj.scratch = w->scratch;
-    dg_pool_run(w->threads, (POOL_BLOCKS + 63) / 64, task_pool, &pj);
+    dg_pool_run(w->threads, (pl->n + 63) / 64, task_pool, &pj);
     w->n_pools++;
     return pl;
 }
