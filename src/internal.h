@@ -60,6 +60,8 @@ struct gguf_file;
 /* The same from a diffusion-gemma GGUF's metadata. */
 int dg_config_from_gguf(dg_config *c, const struct gguf_file *g, char *err, size_t errlen);
 void dg_config_free(dg_config *c);
+/* The reference's generation defaults (DiffusionGemmaGenerationConfig) into c->gen_*. */
+void dg_config_gen_defaults(dg_config *c);
 
 typedef struct {
     int is_full, d, n_kv;

@@ -6,6 +6,7 @@
  *
  * Ends with "N passed, N failed" (, N skipped); exit status 1 if anything failed.
  */
+#define _GNU_SOURCE
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,44 @@ int g_check_fail;
 const char *fixtures_dir(void) {
     const char *d = getenv("DG_FIXTURES");
     return d && *d ? d : "tests/fixtures";
+}
+
+static char g_tmp[256];
+
+static void rm_tmp(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+}
+
+const char *test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        snprintf(g_tmp, sizeof(g_tmp), "/tmp/dgemma-test-XXXXXX");
+        if (!mkdtemp(g_tmp)) { perror("mkdtemp"); exit(1); }
+        atexit(rm_tmp);
+    }
+    return g_tmp;
+}
+
+double test_rel_err(const float *a, const float *r, int rows, int V, int *agree, double *rms) {
+    double md = 0, mr = 0, sd = 0, sr = 0;
+    *agree = 0;
+    for (int t = 0; t < rows; t++) {
+        int ia = 0, ir = 0;
+        for (int v = 0; v < V; v++) {
+            const size_t i = (size_t)t * V + v;
+            const double d = (double)a[i] - r[i];
+            md = fmax(md, fabs(d));
+            mr = fmax(mr, fabs((double)r[i]));
+            sd += d * d;
+            sr += (double)r[i] * r[i];
+            if (a[i] > a[(size_t)t * V + ia]) ia = v;
+            if (r[i] > r[(size_t)t * V + ir]) ir = v;
+        }
+        *agree += ia == ir;
+    }
+    if (rms) *rms = sr > 0 ? sqrt(sd / sr) : sqrt(sd);
+    return mr > 0 ? md / mr : md;
 }
 
 /* dgemma_test --compare-npy FILE.npy REF.safetensors KEY TOL: max relative error of a .npy

@@ -26,22 +26,7 @@
 #include "quant/quant.h"
 #include "test.h"
 
-static char g_tmp[256];
-
-static void cleanup(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
-
-static const char *tmpdir(void) {
-    if (!g_tmp[0]) {
-        snprintf(g_tmp, sizeof(g_tmp), "/tmp/dgemma-qtest-XXXXXX");
-        if (!mkdtemp(g_tmp)) { perror("mkdtemp"); exit(1); }
-        atexit(cleanup);
-    }
-    return g_tmp;
-}
+static const char *tmpdir(void) { return test_tmpdir(); }
 
 static const char *fix(const char *rel) {
     static char buf[4][512];
@@ -130,33 +115,7 @@ static float *run_logits(const char *model, dg_act_precision act, dg_kernels ker
     return lg;
 }
 
-/* max |a - r| / max |r|; *rms: rms(a - r) / rms(r); *agree: rows with the same argmax */
-static double rel_err2(const float *a, const float *r, int rows, int V, int *agree, double *rms) {
-    double md = 0, mr = 0, sd = 0, sr = 0;
-    *agree = 0;
-    for (size_t i = 0; i < (size_t)rows * V; i++) {
-        sd += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
-        sr += (double)r[i] * r[i];
-    }
-    *rms = sr > 0 ? sqrt(sd / sr) : sqrt(sd);
-    for (int t = 0; t < rows; t++) {
-        int ia = 0, ir = 0;
-        for (int v = 0; v < V; v++) {
-            const size_t i = (size_t)t * V + v;
-            md = fmax(md, fabs((double)a[i] - r[i]));
-            mr = fmax(mr, fabs((double)r[i]));
-            if (a[i] > a[(size_t)t * V + ia]) ia = v;
-            if (r[i] > r[(size_t)t * V + ir]) ir = v;
-        }
-        *agree += ia == ir;
-    }
-    return mr > 0 ? md / mr : md;
-}
-
-static double rel_err(const float *a, const float *r, int rows, int V, int *agree) {
-    double rms;
-    return rel_err2(a, r, rows, V, agree, &rms);
-}
+static double rel_err(const float *a, const float *r, int rows, int V, int *agree) { return test_rel_err(a, r, rows, V, agree, NULL); }
 
 /* ===== bit-exactness ===== */
 
@@ -238,7 +197,7 @@ static void round_trip(const char *src_rel, const char *only, int synthetic_voca
         if (ref && fast && C2 == C && V2 == V) {
             int aq, af;
             double rq;
-            const double eq = rel_err2(ref, orig, C, V, &aq, &rq), ef = rel_err(fast, ref, C, V, &af);
+            const double eq = test_rel_err(ref, orig, C, V, &aq, &rq), ef = rel_err(fast, ref, C, V, &af);
             printf("  %-12s %-6s %7.0f KB  vs float weights: max %.2e rms %.2e argmax %2d/%d | fast vs oracle %.1e, argmax %d/%d\n",
                    src_rel, k_types[k].type, r.file_bytes / 1e3, eq, rq, aq, C, ef, af, C);
             if (assert_error) {

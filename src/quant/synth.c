@@ -82,13 +82,7 @@ int dg_synth_config(dg_config *c, const char *name, int n_layers, int n_experts,
     c->dtype = 'b';
     c->rope_sliding = (dg_rope_params){DG_ROPE_DEFAULT, 10000.0, 1.0, 1.0};
     c->rope_full = (dg_rope_params){DG_ROPE_PROPORTIONAL, 1000000.0, 0.25, 1.0};
-    c->gen_max_new_tokens = 256;
-    c->gen_max_denoising_steps = 48;
-    c->gen_entropy_bound = 0.1;
-    c->gen_t_min = 0.4;
-    c->gen_t_max = 0.8;
-    c->gen_stability_threshold = 1;
-    c->gen_confidence_threshold = 0.005;
+    dg_config_gen_defaults(c);
     c->n_eos = 0;
     const int eos[] = {1, 106, 50};
     for (int i = 0; i < 3; i++)
