@@ -128,7 +128,7 @@ static void encode_row(dg_dtype dt, const float *x, uint8_t *dst, int64_t n) {
         }
         return;
     }
-    dg_quantize_gguf(dt, x, dst, n, NULL);
+    dg_quantize_gguf_fast(dt, x, dst, n, NULL);   /* bit-exact with dg_quantize_gguf, 2-3x faster for K-quants */
 }
 
 static void task_rows(void *ctx, int i, int tid) {
@@ -170,7 +170,7 @@ static void task_pool(void *ctx, int i, int tid) {
     const int per = 64;
     for (int b = i * per; b < (i + 1) * per && b < pj->pool->n; b++) {
         dg_synth_row(&pj->proto, pj->seed, b, x, pj->blk_elems);
-        dg_quantize_gguf(dtype_of(pj->pool->type), x, pj->pool->blocks + (size_t)b * pj->blk_bytes, pj->blk_elems, NULL);
+        dg_quantize_gguf_fast(dtype_of(pj->pool->type), x, pj->pool->blocks + (size_t)b * pj->blk_bytes, pj->blk_elems, NULL);
     }
 }
 
