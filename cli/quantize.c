@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +99,26 @@ static int parse_int(const char *cmd, const char *flag, const char *v, long lo, 
     return 0;
 }
 
+/* "5GB", "100MB", "4096": bytes (decimal units, as transformers' max_shard_size) */
+static int parse_size(const char *flag, const char *v, uint64_t *out) {
+    char *end;
+    errno = 0;
+    const double x = v ? strtod(v, &end) : 0;
+    double mul = 1;
+    if (v && !errno && end != v) {
+        if (!strcasecmp(end, "KB")) mul = 1e3;
+        else if (!strcasecmp(end, "MB")) mul = 1e6;
+        else if (!strcasecmp(end, "GB")) mul = 1e9;
+        else if (*end) mul = 0;
+    }
+    if (!v || errno || end == v || mul == 0 || !(x * mul >= 1) || x * mul > 1e15) {
+        fprintf(stderr, "dgemma synth: %s expects a size such as 5GB or 100MB, got '%s'\n", flag, v ? v : "");
+        return -1;
+    }
+    *out = (uint64_t)(x * mul);
+    return 0;
+}
+
 static void usage_quantize(FILE *f) {
     fprintf(f,
         "usage: dgemma quantize IN_HF_DIR OUT.gguf --type TYPE [options]\n"
@@ -135,6 +156,7 @@ static void usage_synth(FILE *f) {
         "  --seed N             random seed (default 0)\n"
         "  --exact              quantize every random value with the reference quantizers (slow for K-quants);\n"
         "                       default: rows assembled from a pool of 4096 reference-quantized random blocks\n"
+        "  --max-shard-size S   a directory's shard size limit (bytes, or with KB / MB / GB; default 5GB)\n"
         "  -t, --threads N      threads (default: every CPU)\n"
         "  --dry-run, --list, --name S   as for quantize\n"
         "  -h, --help           this help\n");
@@ -214,6 +236,7 @@ int dg_cli_synth(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) { if (parse_int("synth", a, v, 0, 0x7fffffffL, &x)) return 2; p.seed = (uint64_t)x; }
         else if (!strcmp(a, "--layers")) { if (parse_int("synth", a, v, 1, 4096, &x)) return 2; p.n_layers = (int)x; }
         else if (!strcmp(a, "--experts")) { if (parse_int("synth", a, v, 1, 4096, &x)) return 2; p.n_experts = (int)x; }
+        else if (!strcmp(a, "--max-shard-size")) { if (parse_size(a, v, &p.max_shard_bytes)) return 2; }
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "dgemma synth: unknown option '%s' (see --help)\n", a); return 2; }
         else { takes = 0; if (out) { fprintf(stderr, "dgemma synth: unexpected argument '%s'\n", a); return 2; } out = a; }
         if (takes && !v) { fprintf(stderr, "dgemma synth: %s needs a value\n", a); return 2; }

@@ -347,6 +347,7 @@ typedef struct {
     int exact;                   /* quantize every random value with the reference quantizers (slow for
                                     K-quants); default: rows assembled from a per-tensor pool of
                                     reference-quantized random blocks */
+    uint64_t max_shard_bytes;    /* Hugging Face output: shard size limit (0: 5 GB, transformers' default) */
     /* callbacks (may be NULL) */
     void (*progress)(void *user, const dg_quant_progress *p);
     void (*warn)(void *user, const char *message);

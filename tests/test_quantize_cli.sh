@@ -39,6 +39,13 @@ if "$BIN" synth "$TMP/hf" --shape tiny --layers 3 --experts 2 >/dev/null 2>"$TMP
    "$BIN" inspect "$TMP/hf" --no-tensors 2>/dev/null | grep -q 'layers         3 (1 full attention)'; then ok synth-hf-dir
 else bad synth-hf-dir "$(cat "$TMP/err")"; fi
 
+# a sharded directory (transformers' naming and index) loads and converts
+if "$BIN" synth "$TMP/hfs" --shape tiny --max-shard-size 1MB >/dev/null 2>"$TMP/err" && [ -f "$TMP/hfs/model.safetensors.index.json" ] &&
+   [ "$(ls "$TMP/hfs"/model-0000*-of-00007.safetensors | wc -l)" = 7 ] && "$BIN" inspect "$TMP/hfs" --no-tensors >/dev/null 2>&1 &&
+   "$BIN" quantize "$TMP/hfs" "$TMP/hfs.gguf" --type Q6_K --synthetic-vocab >/dev/null 2>&1; then ok synth-hf-sharded
+else bad synth-hf-sharded "$(cat "$TMP/err"; ls "$TMP/hfs")"; fi
+expect_fail synth-shard-size "expects a size" "$BIN" synth "$TMP/hf3" --shape tiny --max-shard-size 5XB
+
 # a full disk: a file-size limit makes the write fail; the message says so and nothing is left behind
 mkdir -p "$TMP/full"
 if (ulimit -f 200; "$BIN" quantize "$FIX/tiny-a/f32" "$TMP/full/x.gguf" --type Q8_0 >/dev/null 2>"$TMP/err"); then bad disk-full "exit 0"

@@ -594,7 +594,7 @@ static int fsink(void *user, const void *data, size_t n) {
 }
 
 static int write_hf(const char *out, dg_qplan *plan, const dg_config *cfg, uint32_t type, wstate *w, char *err, size_t errlen) {
-    const uint64_t max_shard = 5000000000ull;
+    const uint64_t max_shard = w->p->max_shard_bytes ? w->p->max_shard_bytes : 5000000000ull;
     const char *dts = type == GGML_TYPE_F32 ? "F32" : type == GGML_TYPE_F16 ? "F16" : "BF16";
     uint64_t total = 0;
     for (int i = 0; i < plan->n; i++) total += plan->t[i].nbytes;

@@ -12,7 +12,9 @@ bytes. Expected differences are listed per case and everything else must match:
                                    differ, tokenizer_config.json adds add_eos_token and has no chat template
   tiny-c F32 (sharded)             size label; tensors in the converter's per-shard order
 
-It also checks a synth file (every tensor readable, dequantizable by gguf.quants where supported).
+It also checks a synth file (every tensor readable, dequantizable by gguf.quants where supported), and a
+synth Hugging Face directory (sharded): transformers loads it with no missing or unexpected text
+weights, and its logits (float32) match `dgemma forward --act f32` on the same ids.
 
 Run: make && python3 tools/reference/check_quantize.py [--dgemma ./dgemma]
 """
@@ -68,6 +70,35 @@ def compare(mine, ref, extra=(), missing=(), differ=()):
     return not problems and same == len(ta)
 
 
+def check_synth_hf(dgemma, tmp):
+    import torch
+    from transformers import DiffusionGemmaForBlockDiffusion
+    from transformers.cache_utils import DynamicCache
+    d = f"{tmp}/hf"
+    subprocess.run([dgemma, "synth", d, "--shape", "tiny", "--seed", "2", "--max-shard-size", "1MB"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prompt, canvas = [2, 5, 9, 11, 3], [(53 * i + 7) % 512 for i in range(16)]
+    with open(f"{tmp}/p.txt", "w") as f:
+        f.write(" ".join(map(str, prompt)))
+    with open(f"{tmp}/c.txt", "w") as f:
+        f.write(" ".join(map(str, canvas)))
+    subprocess.run([dgemma, "forward", "--model", d, "--prompt-ids", f"{tmp}/p.txt", "--canvas-ids", f"{tmp}/c.txt",
+                    "--out", f"{tmp}/l.npy", "--act", "f32"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    m, info = DiffusionGemmaForBlockDiffusion.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if "vision" not in k]
+    m.eval()
+    with torch.no_grad():
+        out = m(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([canvas]),
+                cache=DynamicCache(config=m.config.get_text_config())).logits[0].numpy()
+    ref = np.load(f"{tmp}/l.npy")
+    rel = float(np.abs(out - ref).max() / np.abs(out).max())
+    shards = len([f for f in os.listdir(d) if f.endswith(".safetensors")])
+    print(f"synth tiny HF directory ({shards} shards): transformers loads it (missing text weights: {len(missing)}, "
+          f"unexpected: {len(info['unexpected_keys'])}); logits vs dgemma forward --act f32: max rel err {rel:.1e}",
+          file=sys.stderr)
+    return not missing and not info["unexpected_keys"] and rel < 1e-4
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dgemma", default=os.path.join(ROOT, "dgemma"))
@@ -95,6 +126,7 @@ def main():
             ok &= bool(np.isfinite(d).all())
             n += 1
         print(f"synth tiny Q4_K_M: {len(r.fields)} fields, {n} tensors read and dequantized by gguf-py", file=sys.stderr)
+        ok &= check_synth_hf(args.dgemma, tmp)
     print("OK" if ok else "FAILED", file=sys.stderr)
     sys.exit(0 if ok else 1)
 
