@@ -446,10 +446,10 @@ static const char *base_name(const char *path, char *buf, size_t n) {
     return s ? s + 1 : buf;
 }
 
-static const st_store *g_sort_st;
+typedef struct { const char *file, *name; int idx; } ordered;
 static int cmp_file_name(const void *a, const void *b) {
-    const st_tensor *x = &g_sort_st->tensors[*(const int *)a], *y = &g_sort_st->tensors[*(const int *)b];
-    const int c = strcmp(g_sort_st->files[x->file].path, g_sort_st->files[y->file].path);
+    const ordered *x = a, *y = b;
+    const int c = strcmp(x->file, y->file);
     return c ? c : strcmp(x->name, y->name);
 }
 
@@ -459,15 +459,14 @@ static int plan_from_checkpoint(dg_qplan *plan, const st_store *st, const dg_con
     memset(plan, 0, sizeof(*plan));
     plan->n_layers = cfg->n_layers;
     plan->n_experts = cfg->n_experts;
-    int *order = malloc(sizeof(int) * (size_t)(st->n_tensors + 1));
+    ordered *order = malloc(sizeof(ordered) * (size_t)(st->n_tensors + 1));
     if (!order) return dg_fail(err, errlen, "out of memory");
-    for (int i = 0; i < st->n_tensors; i++) order[i] = i;
-    g_sort_st = st;   /* qsort has no context argument; dg_quantize is not reentrant here */
-    qsort(order, (size_t)st->n_tensors, sizeof(int), cmp_file_name);
+    for (int i = 0; i < st->n_tensors; i++) order[i] = (ordered){st->files[st->tensors[i].file].path, st->tensors[i].name, i};
+    qsort(order, (size_t)st->n_tensors, sizeof(ordered), cmp_file_name);
     int rc = -1, dropped = 0;
     if (dg_qplan_add_rope(plan, cfg, err, errlen)) goto out;
     for (int k = 0; k < st->n_tensors; k++) {
-        const st_tensor *t = &st->tensors[order[k]];
+        const st_tensor *t = &st->tensors[order[k].idx];
         if (strstr(t->name, "vision")) continue;   /* the converter drops the vision tower */
         char gname[GGUF_MAX_NAME];
         if (dg_gguf_name(t->name, gname, sizeof(gname))) {
@@ -485,7 +484,7 @@ static int plan_from_checkpoint(dg_qplan *plan, const st_store *st, const dg_con
             dg_fail(err, errlen, "%s: tensor '%s' has %d dimensions", st->files[t->file].path, t->name, t->ndim);
             goto out;
         }
-        if (dg_qplan_add(plan, t->name, gname, t->ndim, t->shape, DG_QK_MATRIX, order[k], err, errlen)) goto out;
+        if (dg_qplan_add(plan, t->name, gname, t->ndim, t->shape, DG_QK_MATRIX, order[k].idx, err, errlen)) goto out;
     }
     if (dropped && p->warn) {
         char msg[256];
