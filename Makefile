@@ -24,11 +24,12 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
-           src/tokenizer/chat_template.c src/tokenizer/reply.c
-CLI_SRC := cli/main.c cli/run.c cli/npy.c bench/bench.c bench/peak.c
+           src/tokenizer/chat_template.c src/tokenizer/reply.c \
+           src/quant/plan.c src/quant/meta.c src/quant/write.c src/quant/synth.c
+CLI_SRC := cli/main.c cli/run.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
-            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/alloc_count.c cli/npy.c
+            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/test_quantize.c tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

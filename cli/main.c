@@ -7,6 +7,7 @@
  *   dgemma forward   one encoder + decoder pass, logits to .npy (parity checks on any checkpoint)
  *   dgemma inspect   config, tensors, sizes of a checkpoint
  *   dgemma tokenize / detokenize   text <-> token ids with the checkpoint's tokenizer.json
+ *   dgemma quantize / synth        GGUF files from a checkpoint / random weights (cli/quantize.c)
  *
  * Errors go to stderr with a non-zero exit; results to stdout or the named file.
  */
@@ -22,6 +23,7 @@
 #include "cli.h"
 #include "npy.h"
 #include "bench/bench.h"
+#include "quantize.h"
 
 double now_s(void) {
     struct timespec ts;
@@ -554,7 +556,9 @@ static void usage(FILE *f) {
         "  inspect     show a checkpoint's config, tensors and sizes\n"
         "  bench       the fixed-protocol speed benchmark (CSV)\n"
         "  tokenize    text to token ids (the checkpoint's tokenizer.json)\n"
-        "  detokenize  token ids to text\n",
+        "  detokenize  token ids to text\n"
+        "  quantize    a Hugging Face checkpoint to GGUF (F32 ... Q4_K_M, llama.cpp's names and mixing rules)\n"
+        "  synth       a random-weight model (26B-A4B shapes by default) as GGUF or Hugging Face safetensors\n",
         DG_VERSION);
 }
 
@@ -571,6 +575,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return dg_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "detokenize")) return cmd_detokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return dg_cli_quantize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "synth")) return dg_cli_synth(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

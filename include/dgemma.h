@@ -332,6 +332,68 @@ const char *dg_reply_reasoning(const dg_reply *r);
 typedef void (*dg_tap_fn)(void *user, const char *name, const float *data, int rows, int cols);
 void dg_session_set_tap(dg_session *session, dg_tap_fn fn, void *user);
 
+/* ===== quantize / synth: writing GGUF files (src/quant/) ===== */
+
+/* File types: "F32", "F16", "BF16", "Q8_0" (the converter's own), "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"
+ * (llama-quantize's mixes). Per-tensor types follow llama.cpp's rules (ARCHITECTURE.md, "Quantization
+ * rules"). */
+typedef struct {
+    int tensor;                  /* index of the tensor being written (0-based) */
+    int n_tensors;
+    const char *name;            /* its GGUF name */
+    const char *type;            /* its type ("Q4_K") */
+    int tensor_done;             /* 1 when this call ends the tensor */
+    uint64_t bytes_done, bytes_total;   /* tensor data written / in all */
+    double seconds;              /* since the data started */
+} dg_quant_progress;
+
+typedef struct {
+    const char *type;            /* file type (see above) */
+    int n_threads;               /* <= 0: every CPU */
+    int dry_run;                 /* plan only: types, counts, sizes; nothing read or written */
+    int synthetic_vocab;         /* no tokenizer.json: write dgemma's synthetic placeholder vocabulary */
+    const char *name;            /* general.name (NULL: the input directory's name) */
+    /* synth only */
+    const char *shape;           /* "26b-a4b" (default), "mid", "tiny" */
+    const char *config;          /* a config.json to take the shapes from (instead of shape) */
+    uint64_t seed;
+    int n_layers, n_experts;     /* 0: as the shape / config */
+    int exact;                   /* quantize every random value with the reference quantizers (slow for
+                                    K-quants); default: rows assembled from a per-tensor pool of
+                                    reference-quantized random blocks */
+    uint64_t max_shard_bytes;    /* Hugging Face output: shard size limit (0: 5 GB, transformers' default) */
+    /* callbacks (may be NULL) */
+    void (*progress)(void *user, const dg_quant_progress *p);
+    void (*warn)(void *user, const char *message);
+    /* every tensor of the plan, in file order (dry runs too) */
+    void (*tensor)(void *user, const char *name, const char *type, int n_dims, const int64_t *ne, uint64_t bytes);
+    void *user;
+} dg_quant_params;
+
+#define DG_QUANT_MAX_TYPES 16
+typedef struct { const char *type; int count; uint64_t bytes; } dg_quant_type_count;
+typedef struct {
+    int n_tensors;
+    int64_t n_params;            /* elements of all tensors */
+    uint64_t data_bytes;         /* tensor data (unpadded) */
+    uint64_t file_bytes;         /* the file (0 for a dry run) */
+    int n_types;
+    dg_quant_type_count types[DG_QUANT_MAX_TYPES];
+    int n_fallback;              /* tensors whose mix type did not fit their rows */
+    char size_label[32];         /* general.size_label */
+    double seconds;
+} dg_quant_report;
+
+dg_quant_params dg_quant_default_params(void);
+/* Convert a Hugging Face DiffusionGemma checkpoint directory (F32 / BF16 / F16 safetensors, sharded or
+ * not) into a GGUF for llama.cpp PR #24423 and dgemma: its names, shapes, metadata and tokenizer.
+ * Streams one tensor at a time into OUT.tmp-*, renamed to out at the end. With dry_run, in_dir may
+ * also be a config.json (or a directory with only one): the plan for those shapes. */
+int dg_quantize(const char *in_dir, const char *out, const dg_quant_params *p, dg_quant_report *rep, char *err, size_t errlen);
+/* A model with seeded random weights: a .gguf (p->type, synthetic vocabulary) or, for any other out,
+ * a Hugging Face directory (BF16 unless p->type is F32 / F16; 5 GB shards). */
+int dg_synth(const char *out, const dg_quant_params *p, dg_quant_report *rep, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

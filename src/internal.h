@@ -50,6 +50,8 @@ typedef struct {
 } dg_config;
 
 int dg_config_load(dg_config *c, const char *model_dir, char *err, size_t errlen);
+/* The same from a config.json at any path; generation_config.json is read from dir (NULL: none). */
+int dg_config_load_file(dg_config *c, const char *config_json, const char *dir, char *err, size_t errlen);
 /* What a model path names: 1 = a GGUF file (*gguf gets its path, malloc'ed), 0 = a model directory,
  * -1 = neither (message in err). A directory without config.json holding exactly one .gguf counts as
  * that file. */
@@ -58,6 +60,8 @@ struct gguf_file;
 /* The same from a diffusion-gemma GGUF's metadata. */
 int dg_config_from_gguf(dg_config *c, const struct gguf_file *g, char *err, size_t errlen);
 void dg_config_free(dg_config *c);
+/* The reference's generation defaults (DiffusionGemmaGenerationConfig) into c->gen_*. */
+void dg_config_gen_defaults(dg_config *c);
 
 typedef struct {
     int is_full, d, n_kv;
@@ -127,6 +131,9 @@ int dg_session_fast(const dg_session *s);      /* 0: the scalar oracle kernels *
 dg_profile *dg_session_prof(dg_session *s);
 int dg_session_n_ctx(const dg_session *s);
 
+/* The GGUF name (llama.cpp PR #24423) of a Hugging Face tensor name: 0, or -1 when it has none
+ * (weights.c; ARCHITECTURE.md "GGUF tensor names"). */
+int dg_gguf_name(const char *hf, char *out, size_t n);
 /* DG_F32 / DG_F16 / DG_BF16 for a float safetensors dtype (0), else -1 (weights.c). */
 int dg_st_float_dtype(st_dtype s, dg_dtype *out);
 /* "[d0, d1, ...]" into buf, for messages (weights.c). */

@@ -27,8 +27,13 @@ const char *fixtures_dir(void);
 const char *shared_file(const char *name, char *buf, size_t n);
 /* the real Gemma 3 tokenizer from ../shared/data, or NULL (and "skipped" printed) when absent */
 struct dg_tokenizer *gemma3_tokenizer(void);
+/* a scratch directory for the whole run (created on first use, removed at exit) */
+const char *test_tmpdir(void);
+/* logits a against r ([rows, V]): max |a - r| / max |r|; *agree: rows with the same argmax; *rms (may be
+ * NULL): rms(a - r) / rms(r) */
+double test_rel_err(const float *a, const float *r, int rows, int V, int *agree, double *rms);
 
 extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[],
-    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], reply_tests[];
+    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], reply_tests[], quantize_tests[];
 
 #endif

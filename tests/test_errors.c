@@ -17,22 +17,7 @@
 #include "internal.h"
 #include "test.h"
 
-static char g_tmp[256];
-
-static void cleanup(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
-
-static const char *tmpdir(void) {
-    if (!g_tmp[0]) {
-        snprintf(g_tmp, sizeof(g_tmp), "/tmp/dgemma-test-XXXXXX");
-        if (!mkdtemp(g_tmp)) { perror("mkdtemp"); exit(1); }
-        atexit(cleanup);
-    }
-    return g_tmp;
-}
+static const char *tmpdir(void) { return test_tmpdir(); }
 
 static unsigned char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");

@@ -7,6 +7,7 @@
  *
  * Ends with "N passed, N failed" (, N skipped); exit status 1 if anything failed.
  */
+#define _GNU_SOURCE
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,44 @@ int g_check_fail;
 const char *fixtures_dir(void) {
     const char *d = getenv("DG_FIXTURES");
     return d && *d ? d : "tests/fixtures";
+}
+
+static char g_tmp[256];
+
+static void rm_tmp(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+}
+
+const char *test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        snprintf(g_tmp, sizeof(g_tmp), "/tmp/dgemma-test-XXXXXX");
+        if (!mkdtemp(g_tmp)) { perror("mkdtemp"); exit(1); }
+        atexit(rm_tmp);
+    }
+    return g_tmp;
+}
+
+double test_rel_err(const float *a, const float *r, int rows, int V, int *agree, double *rms) {
+    double md = 0, mr = 0, sd = 0, sr = 0;
+    *agree = 0;
+    for (int t = 0; t < rows; t++) {
+        int ia = 0, ir = 0;
+        for (int v = 0; v < V; v++) {
+            const size_t i = (size_t)t * V + v;
+            const double d = (double)a[i] - r[i];
+            md = fmax(md, fabs(d));
+            mr = fmax(mr, fabs((double)r[i]));
+            sd += d * d;
+            sr += (double)r[i] * r[i];
+            if (a[i] > a[(size_t)t * V + ia]) ia = v;
+            if (r[i] > r[(size_t)t * V + ir]) ir = v;
+        }
+        *agree += ia == ir;
+    }
+    if (rms) *rms = sr > 0 ? sqrt(sd / sr) : sqrt(sd);
+    return mr > 0 ? md / mr : md;
 }
 
 /* dgemma_test --compare-npy FILE.npy REF.safetensors KEY TOL: max relative error of a .npy
@@ -57,7 +96,7 @@ int main(int argc, char **argv) {
     /* dgemma_test --gguf-copy IN OUT: rewrite a GGUF file with the C writer (make_gguf_fixtures.py) */
     if (argc == 4 && !strcmp(argv[1], "--gguf-copy")) return gguf_copy_main(argv[2], argv[3]);
     const dg_test *groups[] = {unit_tests, kernel_tests, quant_tests, gguf_tests, mlx_tests, parity_tests, error_tests,
-                               sampler_tests, tokenizer_tests, jinja_tests, chat_tests, reply_tests};
+                               sampler_tests, tokenizer_tests, jinja_tests, chat_tests, reply_tests, quantize_tests};
     int passed = 0, failed = 0, list = argc > 1 && !strcmp(argv[1], "--list");
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         for (const dg_test *t = groups[g]; t->name; t++) {

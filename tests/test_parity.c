@@ -287,23 +287,7 @@ static void t_sc_topk(void) {
 
 /* ===== quantized and converted checkpoints ===== */
 
-/* max |a - r| / max |r| over n floats, and argmax agreement over rows of V */
-static double rel_err(const float *a, const float *r, int rows, int V, int *agree) {
-    double md = 0, mr = 0;
-    *agree = 0;
-    for (int t = 0; t < rows; t++) {
-        int ia = 0, ir = 0;
-        for (int v = 0; v < V; v++) {
-            const size_t i = (size_t)t * V + v;
-            md = fmax(md, fabs((double)a[i] - r[i]));
-            mr = fmax(mr, fabs((double)r[i]));
-            if (a[i] > a[(size_t)t * V + ia]) ia = v;
-            if (r[i] > r[(size_t)t * V + ir]) ir = v;
-        }
-        *agree += ia == ir;
-    }
-    return mr > 0 ? md / mr : md;
-}
+static double rel_err(const float *a, const float *r, int rows, int V, int *agree) { return test_rel_err(a, r, rows, V, agree, NULL); }
 
 /*
  * A checkpoint in another format (GGUF, MLX) against the transformers reference run in float32 on the

@@ -5,6 +5,7 @@
  * integer dot products against dequantize + float dot, and the round-trip error on Gaussian data.
  */
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,9 +254,70 @@ static void t_roundtrip_and_dot(void) {
     free(x); free(y); free(act); free(actq); free(q); free(aq);
 }
 
+/* the fast K-quant fits against the reference: the fixture blocks (ggml's bytes) and 3,000 random
+ * blocks per type (Gaussian over 60 octaves, uniform, small integers, constant and zero sub-blocks,
+ * denormals, a NaN or an infinity now and then) must give identical bytes; prints both speeds */
+static void t_quantize_fast(void) {
+    st_store st;
+    if (open_fixture(&st)) return;
+    const dg_dtype kt[] = {DG_Q4_K, DG_Q5_K, DG_Q6_K, DG_Q8_0, DG_Q5_0};
+    const int NB = 3000;
+    float *x = malloc(sizeof(float) * 256 * NB);
+    uint8_t *a = malloc(300 * NB), *b = malloc(300 * NB);   /* 272 bytes per 256 values at most (Q8_0) */
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+#define RND() (r ^= r << 13, r ^= r >> 7, r ^= r << 17, r)
+    for (int blk = 0; blk < NB; blk++) {
+        float *v = x + 256 * blk;
+        const int kind = blk % 8;
+        const float scale = ldexpf(1.0f, (int)(RND() % 120) - 60);
+        for (int i = 0; i < 256; i++) {
+            const double u = (RND() >> 11) * (1.0 / 9007199254740992.0), u2 = (RND() >> 11) * (1.0 / 9007199254740992.0);
+            const float g = (float)(sqrt(-2 * log(u + 1e-300)) * cos(6.283185307179586 * u2));
+            v[i] = kind == 0 ? g * scale : kind == 1 ? (float)(u - 0.5) * scale : kind == 2 ? (float)(int)(g * 4)
+                 : kind == 3 ? (i / 16 % 3 == 0 ? 0.5f * scale : g * scale) : kind == 4 ? (i / 32 % 2 ? 0.f : g)
+                 : kind == 5 ? g * 1e-41f : kind == 6 ? fabsf(g) * scale : -fabsf(g) * scale;
+        }
+        if (blk % 97 == 13) v[RND() % 256] = NAN;
+        if (blk % 89 == 7) v[RND() % 256] = INFINITY;
+        if (blk % 83 == 5) memset(v, 0, 256 * sizeof(float));
+    }
+#undef RND
+    for (size_t k = 0; k < sizeof(kt) / sizeof(kt[0]); k++) {
+        const dg_dtype dt = kt[k];
+        const char *n = dg_dtype_name(dt);
+        const st_tensor *fx = get(&st, n, "x", ST_F32), *fq = get(&st, n, "q", ST_U8);
+        if (fx && fq) {
+            float *xf = floats(fx);
+            uint8_t *out = malloc(fq->nbytes);
+            dg_quantize_gguf_fast(dt, xf, out, fx->shape[0] * fx->shape[1], NULL);
+            CHECK(!memcmp(out, fq->data, fq->nbytes), "%s: fast quantizer differs from ggml on the fixture blocks", n);
+            free(xf);
+            free(out);
+        }
+        const int64_t nv = 256 * (int64_t)NB;
+        double t0 = (double)clock();
+        const size_t na = dg_quantize_gguf(dt, x, a, nv, NULL);
+        double t1 = (double)clock();
+        const size_t nf = dg_quantize_gguf_fast(dt, x, b, nv, NULL);
+        double t2 = (double)clock();
+        const size_t bb = dg_gguf_block_bytes(dt);
+        const int64_t nblk = nv / dg_gguf_block_elems(dt);
+        int bad = 0;
+        for (int64_t i = 0; i < nblk; i++) bad += memcmp(a + i * bb, b + i * bb, bb) != 0;
+        printf("  %-5s fast vs reference: %lld blocks, %d differ; %.1f -> %.1f M values/s\n", n, (long long)nblk, bad,
+               nv / ((t1 - t0) / CLOCKS_PER_SEC) / 1e6, nv / ((t2 - t1) / CLOCKS_PER_SEC) / 1e6);
+        CHECK(na == nf && bad == 0, "%s: fast quantizer not bit-exact (%d blocks)", n, bad);
+    }
+    free(x);
+    free(a);
+    free(b);
+    st_close(&st);
+}
+
 const dg_test quant_tests[] = {
     {"quants/dequant_exact", t_dequant},
     {"quants/quantize_exact", t_quantize},
+    {"quants/quantize_fast", t_quantize_fast},
     {"quants/act_quantize_exact", t_act_quantize},
     {"quants/roundtrip_vec_dot", t_roundtrip_and_dot},
     {NULL, NULL},

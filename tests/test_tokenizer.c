@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -552,7 +553,10 @@ static void test_malformed(void) {
     dg_tokenizer *t = NULL;
     CHECK(dg_tokenizer_load("/nonexistent/tokenizer.json", &t, err, sizeof(err)) == -1 && strstr(err, "/nonexistent/tokenizer.json"),
           "missing file: %s", err);
-    CHECK(dg_tokenizer_load("/tmp", &t, err, sizeof(err)) == -1 && strstr(err, "/tmp/tokenizer.json"), "directory without tokenizer.json: %s", err);
+    char empty[512];   /* an empty directory (not /tmp: a lone .gguf there would be a model) */
+    snprintf(empty, sizeof(empty), "%s/no-tokenizer", test_tmpdir());
+    mkdir(empty, 0700);
+    CHECK(dg_tokenizer_load(empty, &t, err, sizeof(err)) == -1 && strstr(err, "no-tokenizer/tokenizer.json"), "directory without tokenizer.json: %s", err);
 }
 
 /* ===== builder from parts (the GGUF path) and edge cases ===== */

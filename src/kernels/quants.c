@@ -613,17 +613,31 @@ static void q_q3_K(const float *x, uint8_t *b) {
 /* Shared by Q4_K (nmax 15, rmin -1, 20 steps) and Q5_K (nmax 31, rmin -0.5, 15 steps): per 32-element
  * sub-block an asymmetric fit with weights av_x + |x| (av_x = rms of the sub-block), then 6-bit scales
  * and mins relative to the block maxima, then the levels again against the rounded scales. */
-static void q_k_scales(const float *x, uint8_t *b, uint8_t *L, int nmax, float rmin, int nstep) {
+static void qkx2_x8(const float *x, int nmax, float rmin, int nstep, float *scales, float *mins, uint8_t *L);
+static void k_pack_scales(const float *x, uint8_t *b, uint8_t *L, int nmax, const float *scales, const float *mins);
+
+static void q_k_scales(const float *x, uint8_t *b, uint8_t *L, int nmax, float rmin, int nstep, int fast) {
     uint8_t Laux[32];
     float w[32], mins[8], scales[8];
+    if (fast) {
+        qkx2_x8(x, nmax, rmin, nstep, scales, mins, L);
+    } else {
+        for (int j = 0; j < 8; j++) {
+            float sum_x2 = 0;
+            for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            const float av_x = sqrtf(sum_x2 / 32);
+            for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(x[32 * j + l]);
+            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, 0);
+        }
+    }
+    k_pack_scales(x, b, L, nmax, scales, mins);
+}
+
+/* 6-bit scales and mins relative to the block maxima, then the levels against the rounded values */
+static void k_pack_scales(const float *x, uint8_t *b, uint8_t *L, int nmax, const float *scales, const float *mins) {
     uint8_t *s = b + 4;
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
-        float sum_x2 = 0;
-        for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
-        const float av_x = sqrtf(sum_x2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, 0);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -655,9 +669,9 @@ static void q_k_scales(const float *x, uint8_t *b, uint8_t *L, int nmax, float r
     }
 }
 
-static void q_q4_K(const float *x, uint8_t *b) {
+static void q4_K_impl(const float *x, uint8_t *b, int fast) {
     uint8_t L[QKK];
-    q_k_scales(x, b, L, 15, -1.f, 20);
+    q_k_scales(x, b, L, 15, -1.f, 20, fast);
     uint8_t *q = b + 16;
     for (int j = 0; j < QKK; j += 64) {
         for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
@@ -665,9 +679,9 @@ static void q_q4_K(const float *x, uint8_t *b) {
     }
 }
 
-static void q_q5_K(const float *x, uint8_t *b) {
+static void q5_K_impl(const float *x, uint8_t *b, int fast) {
     uint8_t L[QKK];
-    q_k_scales(x, b, L, 31, -0.5f, 15);
+    q_k_scales(x, b, L, 31, -0.5f, 15, fast);
     uint8_t *qh = b + 16, *ql = b + 48;
     memset(qh, 0, 32);
     for (int c = 0; c < 4; c++) {
@@ -680,12 +694,16 @@ static void q_q5_K(const float *x, uint8_t *b) {
     }
 }
 
-static void q_q6_K(const float *x, uint8_t *b) {
+static void qx_x16(const float *x, float *scales, int8_t *L);
+
+static void q6_K_impl(const float *x, uint8_t *b, int fast) {
     int8_t L[QKK];
     float scales[16];
     float max_scale = 0, max_abs = 0;
+    if (fast) qx_x16(x, scales, L);
+    else
+        for (int ib = 0; ib < 16; ib++) scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
     for (int ib = 0; ib < 16; ib++) {
-        scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
         const float a = fabsf(scales[ib]);
         if (a > max_abs) { max_abs = a; max_scale = scales[ib]; }
     }
@@ -714,7 +732,213 @@ static void q_q6_K(const float *x, uint8_t *b) {
     }
 }
 
-size_t dg_quantize_gguf(dg_dtype dt, const float *src, void *dst, int64_t n, const float *imatrix) {
+static void q_q4_K(const float *x, uint8_t *b) { q4_K_impl(x, b, 0); }
+static void q_q5_K(const float *x, uint8_t *b) { q5_K_impl(x, b, 0); }
+static void q_q6_K(const float *x, uint8_t *b) { q6_K_impl(x, b, 0); }
+
+/* ===== fast K-quant fits: the reference arithmetic, sub-blocks side by side =====
+ *
+ * make_qkx2_quants / make_qx_quants are chains of float sums, serial per sub-block; their latency, not
+ * their work, bounds the reference (about 5 M values/s). Here the 8 sub-blocks of a Q4_K / Q5_K block
+ * (16 of a Q6_K block) are lanes: every lane performs exactly the reference's operations in the
+ * reference's order (so the result is bit-identical; tests/test_quants.c checks it), but the lanes are
+ * independent, which the compiler vectorizes and the CPU overlaps. Lanes that the reference leaves
+ * early (all values equal, all zero) compute garbage that is then replaced by the early result. */
+
+/* Lanes as GCC / Clang generic vectors of 4 (one SSE2 / NEON register); every operation is the
+ * element-wise IEEE operation, so each lane computes exactly what the scalar code computes. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+#define NL 4
+#define VINL static inline __attribute__((always_inline))
+
+VINL v4i v_near(v4f f) {
+    const v4f v = f + 12582912.f;
+    v4i i;
+    memcpy(&i, &v, sizeof(i));
+    return (i & 0x007fffff) - 0x00400000;
+}
+VINL v4i v_clamp(v4i l, int lo, int hi) {
+    const v4i vlo = {lo, lo, lo, lo}, vhi = {hi, hi, hi, hi}, below = l < vlo, above = l > vhi;
+    l = (below & vlo) | (~below & l);
+    return (above & vhi) | (~above & l);
+}
+VINL v4f v_sel(v4i m, v4f a, v4f b) {   /* m ? a : b (m: all ones or zero per lane) */
+    v4i ia, ib;
+    memcpy(&ia, &a, sizeof(ia));
+    memcpy(&ib, &b, sizeof(ib));
+    const v4i r = (m & ia) | (~m & ib);
+    v4f out;
+    memcpy(&out, &r, sizeof(out));
+    return out;
+}
+VINL v4f v_abs(v4f a) {
+    v4i i;
+    memcpy(&i, &a, sizeof(i));
+    i &= 0x7fffffff;
+    memcpy(&a, &i, sizeof(a));
+    return a;
+}
+
+/* make_qkx2_quants(32, nmax, x, weights av_x + |x|, ...) of the 8 sub-blocks of a Q4_K / Q5_K block:
+ * two groups of NL lanes, interleaved in every loop (two independent chains for each sum) */
+static void qkx2_x8(const float *x, int nmax, float rmin, int nstep, float *scales, float *mins, uint8_t *L) {
+    enum { G = 8 / NL };
+    v4f X[32][G], W[32][G], Lb[32][G], La[32][G];
+    const v4f zero = {0};
+    v4f sum_x2[G], av[G], mn[G], mx[G], sw[G], sx[G], mn0[G], isc[G], sc[G], best[G];
+    v4i flat[G];
+    for (int i = 0; i < 32; i++)
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+            for (int j = 0; j < NL; j++) X[i][g][j] = x[32 * (NL * g + j) + i];
+    for (int g = 0; g < G; g++) sum_x2[g] = zero;
+    for (int i = 0; i < 32; i++)
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) sum_x2[g] += X[i][g] * X[i][g];
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < NL; j++) av[g][j] = sqrtf(sum_x2[g][j] / 32);
+    for (int i = 0; i < 32; i++)
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) W[i][g] = av[g] + v_abs(X[i][g]);
+    for (int g = 0; g < G; g++) {
+        mn[g] = mx[g] = X[0][g];
+        sw[g] = W[0][g];
+        sx[g] = W[0][g] * X[0][g];
+    }
+    for (int i = 1; i < 32; i++)
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+            mn[g] = v_sel(X[i][g] < mn[g], X[i][g], mn[g]);
+            mx[g] = v_sel(X[i][g] > mx[g], X[i][g], mx[g]);
+            sw[g] += W[i][g];
+            sx[g] += W[i][g] * X[i][g];
+        }
+    for (int g = 0; g < G; g++) {
+        mn[g] = v_sel(mn[g] > zero, zero, mn[g]);
+        mn0[g] = mn[g];
+        flat[g] = mx[g] == mn[g];
+        isc[g] = (float)nmax / (mx[g] - mn[g]);
+        sc[g] = 1 / isc[g];
+        best[g] = zero;
+    }
+    for (int i = 0; i < 32; i++)
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+            Lb[i][g] = __builtin_convertvector(v_clamp(v_near(isc[g] * (X[i][g] - mn[g])), 0, nmax), v4f);
+            v4f diff = sc[g] * Lb[i][g] + mn[g] - X[i][g];
+            diff = diff * diff;
+            best[g] += W[i][g] * diff;
+        }
+    for (int is = 0; is <= nstep; is++) {
+        v4f sl[G], sl2[G], sxl[G], cur[G], ts[G], tm[G];
+        v4i upd[G];
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+            sl[g] = sl2[g] = sxl[g] = cur[g] = zero;
+            isc[g] = (rmin + 0.1f * is + nmax) / (mx[g] - mn[g]);   /* mn: the best fit's so far, as in the reference */
+        }
+        for (int i = 0; i < 32; i++)
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+                const v4f q = __builtin_convertvector(v_clamp(v_near(isc[g] * (X[i][g] - mn[g])), 0, nmax), v4f);
+                La[i][g] = q;
+                const v4f wq = W[i][g] * q;
+                sl[g] += wq;
+                sl2[g] += wq * q;
+                sxl[g] += wq * X[i][g];
+            }
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+            const v4f D = sw[g] * sl2[g] - sl[g] * sl[g];
+            ts[g] = (sw[g] * sxl[g] - sx[g] * sl[g]) / D;
+            tm[g] = (sl2[g] * sx[g] - sl[g] * sxl[g]) / D;
+            const v4i pos = tm[g] > zero;
+            ts[g] = v_sel(pos, sxl[g] / sl2[g], ts[g]);
+            tm[g] = v_sel(pos, zero, tm[g]);
+            upd[g] = D > zero;
+        }
+        for (int i = 0; i < 32; i++)
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+                v4f diff = ts[g] * La[i][g] + tm[g] - X[i][g];
+                diff = diff * diff;
+                cur[g] += W[i][g] * diff;
+            }
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+            upd[g] &= cur[g] < best[g];
+            best[g] = v_sel(upd[g], cur[g], best[g]);
+            sc[g] = v_sel(upd[g], ts[g], sc[g]);
+            mn[g] = v_sel(upd[g], tm[g], mn[g]);
+        }
+        for (int i = 0; i < 32; i++)
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) Lb[i][g] = v_sel(upd[g], La[i][g], Lb[i][g]);
+    }
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < NL; j++) {
+            const int sb = NL * g + j;
+            if (flat[g][j]) {   /* the reference's early return: levels 0, scale 0, the clamped min */
+                scales[sb] = 0.f;
+                mins[sb] = -mn0[g][j];
+                for (int i = 0; i < 32; i++) L[32 * sb + i] = 0;
+                continue;
+            }
+            scales[sb] = sc[g][j];
+            mins[sb] = -mn[g][j];
+            for (int i = 0; i < 32; i++) L[32 * sb + i] = (uint8_t)Lb[i][g][j];
+        }
+}
+
+/* make_qx_quants(16, 32, ...) of the 16 sub-blocks of a Q6_K block, NL at a time */
+static void qx_x16(const float *x, float *scales, int8_t *L) {
+    const int nmax = 32;
+    const v4f zero = {0};
+    const v4i all = {-1, -1, -1, -1};
+    for (int g = 0; g < 16; g += NL) {
+        v4f X[16], Lb[16], Lc[16], amax = zero, mxv = zero, sc = zero, best = zero;
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < NL; j++) X[i][j] = x[16 * (g + j) + i];
+        for (int i = 0; i < 16; i++) {
+            const v4f a = v_abs(X[i]);
+            const v4i m = amax < a;
+            amax = v_sel(m, a, amax);
+            mxv = v_sel(m, X[i], mxv);
+        }
+        for (int pass = 0; pass <= 18; pass++) {
+            /* pass 0: iscale -nmax / max; then is = -9..-1, 1..9 */
+            const int is = pass == 0 ? 0 : pass <= 9 ? pass - 10 : pass - 9;
+            const v4f isc = pass == 0 ? (float)-nmax / mxv : -(nmax + 0.1f * is) / mxv;
+            v4f a = zero, b2 = zero;
+            for (int i = 0; i < 16; i++) {
+                const v4f q = __builtin_convertvector(v_clamp(v_near(isc * X[i]), -nmax, nmax - 1), v4f);
+                Lc[i] = q;
+                const v4f w = X[i] * X[i];
+                a += w * X[i] * q;
+                b2 += w * q * q;
+            }
+            v4i take;
+            if (pass == 0) {
+                sc = v_sel(b2 != zero, a / b2, zero);
+                best = sc * a;
+                take = all;
+            } else {
+                take = (b2 > zero) & (a * a > best * b2);
+                sc = v_sel(take, a / b2, sc);
+                best = v_sel(take, sc * a, best);
+            }
+            for (int i = 0; i < 16; i++) Lb[i] = v_sel(take, Lc[i], Lb[i]);
+        }
+        for (int j = 0; j < NL; j++) {
+            const int sb = g + j;
+            if (fabsf(mxv[j]) < 1e-15f) {   /* the reference's early return */
+                scales[sb] = 0.f;
+                for (int i = 0; i < 16; i++) L[16 * sb + i] = 0;
+                continue;
+            }
+            scales[sb] = sc[j];
+            for (int i = 0; i < 16; i++) L[16 * sb + i] = (int8_t)((int)Lb[i][j] + nmax);
+        }
+    }
+}
+#undef NL
+#undef VINL
+
+static void f_q4_K(const float *x, uint8_t *b) { q4_K_impl(x, b, 1); }
+static void f_q5_K(const float *x, uint8_t *b) { q5_K_impl(x, b, 1); }
+static void f_q6_K(const float *x, uint8_t *b) { q6_K_impl(x, b, 1); }
+
+static size_t quantize_blocks(dg_dtype dt, const float *src, void *dst, int64_t n, const float *imatrix, int fast) {
     void (*fn)(const float *, uint8_t *);
     switch (dt) {
     case DG_Q4_0: fn = q_q4_0; break;
@@ -725,9 +949,9 @@ size_t dg_quantize_gguf(dg_dtype dt, const float *src, void *dst, int64_t n, con
     case DG_IQ4_NL: fn = q_iq4_nl; break;
     case DG_Q2_K: fn = q_q2_K; break;
     case DG_Q3_K: fn = q_q3_K; break;
-    case DG_Q4_K: fn = q_q4_K; break;
-    case DG_Q5_K: fn = q_q5_K; break;
-    case DG_Q6_K: fn = q_q6_K; break;
+    case DG_Q4_K: fn = fast ? f_q4_K : q_q4_K; break;
+    case DG_Q5_K: fn = fast ? f_q5_K : q_q5_K; break;
+    case DG_Q6_K: fn = fast ? f_q6_K : q_q6_K; break;
     default: return 0;
     }
     const int64_t blk = dg_gguf_block_elems(dt);
@@ -736,6 +960,14 @@ size_t dg_quantize_gguf(dg_dtype dt, const float *src, void *dst, int64_t n, con
     uint8_t *p = dst;
     for (int64_t i = 0; i < n / blk; i++) fn(src + i * blk, p + (size_t)i * bb);
     return (size_t)(n / blk) * bb;
+}
+
+size_t dg_quantize_gguf(dg_dtype dt, const float *src, void *dst, int64_t n, const float *imatrix) {
+    return quantize_blocks(dt, src, dst, n, imatrix, 0);
+}
+
+size_t dg_quantize_gguf_fast(dg_dtype dt, const float *src, void *dst, int64_t n, const float *imatrix) {
+    return quantize_blocks(dt, src, dst, n, imatrix, 1);
 }
 
 /* ===== activation quantizers ===== */

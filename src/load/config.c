@@ -106,7 +106,7 @@ static int parse_eos(jctx *c, json_t *v, dg_config *cfg) {
 }
 
 /* the reference's defaults (DiffusionGemmaGenerationConfig._get_default_generation_params) */
-static void gen_defaults(dg_config *cfg) {
+void dg_config_gen_defaults(dg_config *cfg) {
     cfg->gen_max_new_tokens = 256;
     cfg->gen_max_denoising_steps = 48;
     cfg->gen_entropy_bound = 0.1;
@@ -117,7 +117,8 @@ static void gen_defaults(dg_config *cfg) {
 }
 
 static int load_generation(dg_config *cfg, const char *dir, char *err, size_t errlen) {
-    gen_defaults(cfg);
+    dg_config_gen_defaults(cfg);
+    if (!dir) return 0;
     char path[4096];
     snprintf(path, sizeof(path), "%s/generation_config.json", dir);
     FILE *f = fopen(path, "rb");
@@ -154,9 +155,13 @@ out:
 }
 
 int dg_config_load(dg_config *cfg, const char *dir, char *err, size_t errlen) {
-    memset(cfg, 0, sizeof(*cfg));
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", dir);
+    return dg_config_load_file(cfg, path, dir, err, errlen);
+}
+
+int dg_config_load_file(dg_config *cfg, const char *path, const char *dir, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof(*cfg));
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
@@ -455,7 +460,7 @@ int dg_config_from_gguf(dg_config *cfg, const gguf_file *g, char *err, size_t er
     cfg->dtype = ftype == 0 ? 'f' : ftype == 1 ? 'h' : ftype == 32 ? 'b' : 0;
 
     /* generation defaults: the reference's, overridden by the diffusion.eb_* keys */
-    gen_defaults(cfg);
+    dg_config_gen_defaults(cfg);
     int stab = 1;
     if (gg_int(g, "diffusion.eb_max_steps", 48, 1, 1 << 20, &cfg->gen_max_denoising_steps, err, errlen)) goto fail;
     if (gg_num(g, "diffusion.eb_t_min", 0.4, 0, 1e6, &cfg->gen_t_min, err, errlen)) goto fail;

@@ -134,6 +134,8 @@ int gguf_w_str(gguf_writer *w, const char *key, const char *s);
 /* An array of n fixed-size elements (elem not STRING / ARRAY), raw little-endian values. */
 int gguf_w_arr(gguf_writer *w, const char *key, gguf_vtype elem, const void *data, uint64_t n);
 int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
+/* The same from (pointer, length) strings (not NUL-terminated). */
+int gguf_w_arr_gstr(gguf_writer *w, const char *key, const gguf_str *strs, uint64_t n);
 /* Copy a kv read by the reader (any type). */
 int gguf_w_kv_copy(gguf_writer *w, const gguf_kv *kv);
 /* Declare a tensor: ne in ggml order, ggml type id. */

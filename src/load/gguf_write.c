@@ -164,6 +164,14 @@ int gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *strs, uin
     return 0;
 }
 
+int gguf_w_arr_gstr(gguf_writer *w, const char *key, const gguf_str *strs, uint64_t n) {
+    const int32_t et = GGUF_STRING;
+    if (begin_kv(w, key, GGUF_ARRAY) || put_meta(w, &et, 4) || put_meta(w, &n, 8)) return -1;
+    for (uint64_t i = 0; i < n; i++)
+        if (put_str(w, 1, strs[i].s, strs[i].len)) return -1;
+    return 0;
+}
+
 int gguf_w_kv_copy(gguf_writer *w, const gguf_kv *kv) {
     if (kv->type == GGUF_STRING)
         return begin_kv(w, kv->key, GGUF_STRING) || put_str(w, 1, kv->strs[0].s, kv->strs[0].len) ? -1 : 0;
@@ -176,11 +184,7 @@ int gguf_w_kv_copy(gguf_writer *w, const gguf_kv *kv) {
         return scalar(w, kv->key, kv->type, kv->data, k_size[kv->type]);
     }
     if (kv->arr_type != GGUF_STRING) return gguf_w_arr(w, kv->key, kv->arr_type, kv->data, kv->n);
-    const int32_t et = GGUF_STRING;
-    if (begin_kv(w, kv->key, GGUF_ARRAY) || put_meta(w, &et, 4) || put_meta(w, &kv->n, 8)) return -1;
-    for (uint64_t i = 0; i < kv->n; i++)
-        if (put_str(w, 1, kv->strs[i].s, kv->strs[i].len)) return -1;
-    return 0;
+    return gguf_w_arr_gstr(w, kv->key, kv->strs, kv->n);
 }
 
 static uint64_t pad_to(uint64_t x, uint32_t a) { return (x + a - 1) / a * a; }

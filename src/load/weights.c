@@ -9,7 +9,7 @@
  *   HF    a transformers checkpoint directory: the names as asked, F32/F16/BF16;
  *   MLX   an mlx-vlm conversion: the same names, quantized modules as packed codes + scales (+ biases),
  *         bound through load/mlx.c;
- *   GGUF  a llama.cpp PR #24423 file: the name mapped (gguf_name below), ne the shape reversed, any
+ *   GGUF  a llama.cpp PR #24423 file: the name mapped (dg_gguf_name below), ne the shape reversed, any
  *         block type; the config comes from the metadata.
  */
 #include <dirent.h>
@@ -114,8 +114,8 @@ static const char *const k_gguf_global[][2] = {
     {"model.decoder.self_conditioning.down_proj.weight", "self_cond_down.weight"},
 };
 
-/* The GGUF name of a Hugging Face tensor name (0), or -1 when it has none. */
-static int gguf_name(const char *hf, char *out, size_t n) {
+/* The GGUF name of a Hugging Face tensor name (0), or -1 when it has none (declared in internal.h). */
+int dg_gguf_name(const char *hf, char *out, size_t n) {
     for (size_t i = 0; i < sizeof(k_gguf_global) / sizeof(k_gguf_global[0]); i++)
         if (!strcmp(hf, k_gguf_global[i][0])) { snprintf(out, n, "%s", k_gguf_global[i][1]); return 0; }
     const char *dec = "model.decoder.layers.", *enc = "model.encoder.language_model.layers.";
@@ -169,7 +169,7 @@ static int64_t numel(const int64_t *shape, int ndim) {
 static const gguf_tensor *bind_gguf(binder *b, const char *hf, int ndim, const int64_t *shape, const char *why, int floats_only) {
     dg_engine *e = b->e;
     char gn[128];
-    if (gguf_name(hf, gn, sizeof(gn))) {
+    if (dg_gguf_name(hf, gn, sizeof(gn))) {
         dg_fail(b->err, b->errlen, "%s: tensor '%s' has no GGUF name", e->dir, hf);
         return NULL;
     }
@@ -370,7 +370,7 @@ static float *make_inv_freq(const dg_rope_params *rp, int d) {
 static int has_tensor(const dg_engine *e, const char *hf) {
     if (e->src == DG_SRC_GGUF) {
         char gn[128];
-        return !gguf_name(hf, gn, sizeof(gn)) && gguf_find_tensor(e->gg, gn);
+        return !dg_gguf_name(hf, gn, sizeof(gn)) && gguf_find_tensor(e->gg, gn);
     }
     return st_find(&e->st, hf) != NULL;
 }

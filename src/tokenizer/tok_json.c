@@ -15,7 +15,9 @@
  *   decoder        null, Replace (String pattern), ByteFallback, Fuse, Strip, Sequence of these
  *   added_tokens   every flag (special, normalized, lstrip, rstrip, single_word); the "id" field is
  *                  read but, as in tokenizers, the id comes from the vocabulary or the next free id
- *   post_processor, truncation, padding: ignored (encode is add_special_tokens=False, untruncated)
+ *   post_processor TemplateProcessing / RobertaProcessing (alone or in a Sequence): recorded for
+ *                  dg_tok_json_read (the GGUF converter's add_bos / add_eos / add_sep rule), not used by
+ *                  encode (add_special_tokens=False); other post-processors, truncation, padding: ignored
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,8 +51,11 @@ typedef struct {
     size_t n_merges, cap_merges;
     dg_tok_added *added;
     size_t n_added, cap_added;
+    uint32_t *added_ids;          /* the "id" fields, parallel to added */
+    size_t cap_added_ids;
     dg_tok_str *pieces;
     int seen_model, seen_vocab, seen_merges;
+    dg_tok_json_extra x;
 } jstate;
 
 __attribute__((format(printf, 2, 3))) static int jfail(jp *j, const char *fmt, ...) {
@@ -524,6 +529,7 @@ static int jmerges(jp *j, jstate *st) {
         st->n_merges++;
     }
     st->seen_merges = 1;
+    st->x.merges_pairs = legacy == 0;
     return r;
 }
 
@@ -590,6 +596,7 @@ static int jadded(jp *j, jstate *st) {
         int ofirst = 1, got = 0;
         dg_tok_str k, content = {0};
         unsigned flags = 0;
+        uint32_t id = 0;
         static const char *names[] = {"special", "normalized", "lstrip", "rstrip", "single_word"};
         while ((r = jobj_next(j, &ofirst, &k)) == 1) {
             int b = -1;
@@ -605,7 +612,6 @@ static int jadded(jp *j, jstate *st) {
                 if (jstr(j, &content)) return -1;
                 got |= 32;
             } else if (key_is(&k, "id")) {
-                uint32_t id;
                 setfield(j, "added_tokens[%zu].id", i);
                 if (jid(j, &id)) return -1;
                 got |= 64;
@@ -617,15 +623,95 @@ static int jadded(jp *j, jstate *st) {
         if (r < 0) return -1;
         static const char *all[] = {"special", "normalized", "lstrip", "rstrip", "single_word", "content", "id"};
         for (int q = 0; q < 7; q++) if (!(got & (1 << q))) return jfail(j, "missing field \"%s\"", all[q]);
-        if (dg_tok_grow((void **)&st->added, &st->cap_added, st->n_added + 1, sizeof(dg_tok_added))) return jfail(j, "out of memory");
+        if (dg_tok_grow((void **)&st->added, &st->cap_added, st->n_added + 1, sizeof(dg_tok_added)) ||
+            dg_tok_grow((void **)&st->added_ids, &st->cap_added_ids, st->n_added + 1, sizeof(uint32_t)))
+            return jfail(j, "out of memory");
+        st->added_ids[st->n_added] = id;
         st->added[st->n_added++] = (dg_tok_added){content, flags};
         i++;
     }
     return r;
 }
 
+/* One template of a TemplateProcessing ("single" or "pair"): each item's kind and id. */
+static int jtemplate(jp *j, dg_tok_template *t, const char *which) {
+    setfield(j, "post_processor.%s", which);
+    if (jarr_begin(j)) return -1;
+    int first = 1, r;
+    t->n = 0;
+    while ((r = jarr_next(j, &first)) == 1) {
+        dg_tok_str k;
+        int ofirst = 1, ro;
+        if (jobj_begin(j)) return -1;
+        while ((ro = jobj_next(j, &ofirst, &k)) == 1) {
+            const int special = key_is(&k, "SpecialToken");
+            if (!special && !key_is(&k, "Sequence")) { if (jskip(j, 0)) return -1; continue; }
+            if (jobj_begin(j)) return -1;
+            int f2 = 1, r2;
+            dg_tok_str k2, id = {0};
+            while ((r2 = jobj_next(j, &f2, &k2)) == 1) {
+                if (key_is(&k2, "id")) { if (jstr(j, &id)) return -1; }
+                else if (jskip(j, 0)) return -1;
+            }
+            if (r2 < 0) return -1;
+            if (t->n < DG_TOK_MAX_TEMPLATE) t->item[t->n] = (dg_tok_template_item){special, id};
+            t->n++;
+        }
+        if (ro < 0) return -1;
+    }
+    return r;
+}
+
+/* post_processor: TemplateProcessing and RobertaProcessing, alone or in a Sequence (recorded only). */
+static int jpost(jp *j, jstate *st, int depth) {
+    if (depth > 4) return jfail(j, "post_processor nested too deeply");
+    if (is_null(j)) return 0;
+    if (jobj_begin(j)) return -1;
+    int first = 1, r;
+    dg_tok_str k, type = {0};
+    dg_tok_template single = {0}, pair = {0};
+    int has_single = 0, has_pair = 0;
+    while ((r = jobj_next(j, &first, &k)) == 1) {
+        setfield(j, "post_processor");
+        if (key_is(&k, "type")) {
+            if (jstr(j, &type)) return -1;
+        } else if (key_is(&k, "single")) {
+            if (jtemplate(j, &single, "single")) return -1;
+            has_single = 1;
+        } else if (key_is(&k, "pair")) {
+            if (jtemplate(j, &pair, "pair")) return -1;
+            has_pair = 1;
+        } else if (key_is(&k, "processors")) {
+            if (jarr_begin(j)) return -1;
+            int f2 = 1, r2;
+            while ((r2 = jarr_next(j, &f2)) == 1)
+                if (jpost(j, st, depth + 1)) return -1;
+            if (r2 < 0) return -1;
+        } else if (jskip(j, 0)) {
+            return -1;
+        }
+    }
+    if (r < 0) return -1;
+    if (key_is(&type, "RobertaProcessing")) st->x.roberta = 1;
+    if (key_is(&type, "TemplateProcessing") && !st->x.has_template) {
+        st->x.has_template = 1;
+        if (has_single) st->x.single = single;
+        if (has_pair) st->x.pair = pair;
+    }
+    return 0;
+}
+
+static int build_cb(void *user, const dg_tok_spec *spec, const dg_tok_json_extra *x, char *err, size_t errlen) {
+    (void)x;
+    return dg_tokenizer_build(spec, (dg_tokenizer **)user, err, errlen);
+}
+
 int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **out, char *err, size_t errlen) {
     *out = NULL;
+    return dg_tok_json_read(buf, len, name, build_cb, out, err, errlen);
+}
+
+int dg_tok_json_read(char *buf, size_t len, const char *name, dg_tok_json_fn fn, void *user, char *err, size_t errlen) {
     jp j = {buf, buf, buf + len, name ? name : "tokenizer.json", err, errlen, {0}, -1};
     jstate st;
     memset(&st, 0, sizeof(st));
@@ -650,9 +736,12 @@ int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **ou
             else if (jcomponent(&j, &st, kind, 0, comp_name[kind])) goto out;
         } else if (key_is(&k, "model")) {
             if (jmodel(&j, &st)) goto out;
+        } else if (key_is(&k, "post_processor")) {
+            setfield(&j, "post_processor");
+            if (jpost(&j, &st, 0)) goto out;
         } else {
             setfield(&j, "%.*s", (int)(k.n > 64 ? 64 : k.n), k.p);
-            if (jskip(&j, 0)) goto out;   /* truncation, padding, post_processor, unknown keys */
+            if (jskip(&j, 0)) goto out;   /* truncation, padding, unknown keys */
         }
         j.field[0] = 0;
         j.index = -1;
@@ -690,11 +779,14 @@ int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **ou
     st.spec.merges = st.merges;
     st.spec.n_added = (int)st.n_added;
     st.spec.added = st.added;
-    rc = dg_tokenizer_build(&st.spec, out, err, errlen);
+    st.x.added_ids = st.added_ids;
+    st.x.n_vocab_entries = (int)st.n_vocab;
+    rc = fn(user, &st.spec, &st.x, err, errlen);
 out:
     free(st.vocab);
     free(st.merges);
     free(st.added);
+    free(st.added_ids);
     free(st.pieces);
     return rc;
 }

@@ -112,6 +112,30 @@ int dg_tokenizer_from_gguf(const struct gguf_file *g, dg_tokenizer **out, char *
  * name is used in error messages. */
 int dg_tok_json_parse(char *buf, size_t len, const char *name, dg_tokenizer **out, char *err, size_t errlen);
 
+/* What else a tokenizer.json says that the tokenizer does not use but a GGUF converter does
+ * (src/quant/meta.c): the added tokens' "id" fields and the TemplateProcessing post-processor. */
+#define DG_TOK_MAX_TEMPLATE 8
+typedef struct {
+    int special;               /* 1: {"SpecialToken": {"id": ...}}, 0: {"Sequence": {"id": "A"}} */
+    dg_tok_str id;
+} dg_tok_template_item;
+typedef struct {
+    int n;                     /* items (only the first DG_TOK_MAX_TEMPLATE are kept) */
+    dg_tok_template_item item[DG_TOK_MAX_TEMPLATE];
+} dg_tok_template;
+typedef struct {
+    const uint32_t *added_ids; /* [spec->n_added] */
+    int n_vocab_entries;       /* entries of model.vocab */
+    int merges_pairs;          /* merges were [a, b] pairs (not "a b" strings) */
+    int has_template;          /* a TemplateProcessing post-processor (the first one of a Sequence) */
+    dg_tok_template single, pair;
+    int roberta;               /* a RobertaProcessing post-processor */
+} dg_tok_json_extra;
+typedef int (*dg_tok_json_fn)(void *user, const dg_tok_spec *spec, const dg_tok_json_extra *x, char *err, size_t errlen);
+/* Parse like dg_tok_json_parse, then hand the spec to fn instead of building (fn's return value is
+ * returned; the spec's memory lives until fn returns). */
+int dg_tok_json_read(char *buf, size_t len, const char *name, dg_tok_json_fn fn, void *user, char *err, size_t errlen);
+
 /* The literal port of tokenizers' decode (list of strings through each decoder, then joined): the
  * reference the streaming decoder is tested against. Same contract as dg_detokenize. */
 int dg_detokenize_ref(const dg_tokenizer *tok, const int32_t *ids, int n, int skip_special, char **text,

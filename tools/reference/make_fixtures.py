@@ -70,6 +70,15 @@ CONFIGS = [
         num_global_key_value_heads=1, sliding_window=10, num_experts=4, top_k_experts=2,
         moe_intermediate_size=24),
         prompts=dict(short=7, long=26)),
+    # every width a multiple of 256 (hidden, dense / expert width, the full layers' attention output), so
+    # `dgemma quantize` writes real K-quant blocks (tests/test_quantize.c); bfloat16 only, no reference
+    # tensors (the quantize tests compare the engine with itself)
+    dict(name="tiny-q", seed=4, canvas=16, shard=None, old_style=False, dtypes=["bf16"], refs=False, text=dict(
+        vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=1, num_key_value_heads=1, head_dim=128, global_head_dim=256,
+        num_global_key_value_heads=1, layer_types=["sliding_attention", "full_attention"],
+        sliding_window=8, num_experts=2, top_k_experts=2, moe_intermediate_size=256),
+        prompts=dict(short=5, long=20)),
 ]
 
 
@@ -373,12 +382,17 @@ def build(spec, outdir):
         stability_threshold=1, confidence_threshold=0.005, eos_token_id=[1, 106, 50], pad_token_id=0)
     kw = dict(max_shard_size=spec["shard"]) if spec["shard"] else {}
     dtypes = [("f32", torch.float32), ("bf16", torch.bfloat16)] + ([("f16", torch.float16)] if spec.get("f16") else [])
+    if "dtypes" in spec:
+        dtypes = [d for d in dtypes if d[0] in spec["dtypes"]]
     for dt, tdt in dtypes:
         path = os.path.join(base, dt)
         model.to(tdt).save_pretrained(path, **kw)
         if spec["old_style"]:
             old_style_config(path, text)
     model.to(torch.float32)
+    if not spec.get("refs", True):
+        print(f"{name}: checkpoint only ({', '.join(d for d, _ in dtypes)})", file=sys.stderr)
+        return
 
     V, C = text["vocab_size"], spec["canvas"]
     rng = np.random.default_rng(spec["seed"])
