@@ -20,10 +20,12 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
            src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c \
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
-           src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c
+           src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
+           src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
+           src/tokenizer/chat_template.c
 CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
-            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
+            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c tests/test_jinja.c tests/test_chat.c \
             tests/alloc_count.c cli/npy.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -46,6 +48,16 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h ben
 # the SIMD kernels rely on complete unrolling of their small register-block loops (accumulators
 # kept in registers), which GCC does at -O3
 $(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/bench/peak.o: CFLAGS += -O3
+
+# the built-in chat template, compiled in as a C string (trigraph-safe: every ? is escaped)
+$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
+	@mkdir -p $(dir $@)
+	(echo 'static const char chat_default_src[] ='; \
+	 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	 echo '    ;') > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/src/tokenizer/chat_template.o: $(BUILD)/gen/chat_default.h
+$(BUILD)/src/tokenizer/chat_template.o: CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^

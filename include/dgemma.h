@@ -278,13 +278,18 @@ void dg_chat_template_free(dg_chat_template *t);
 typedef struct {
     const char *messages_json;   /* JSON array of messages: {"role", "content" (string or a list of
                                     parts), "tool_calls", "reasoning_content", ...} as OpenAI/HF */
-    const char *tools_json;      /* JSON array of tool declarations, or NULL */
+    const char *tools_json;      /* JSON array of tool declarations, or NULL (the template sees None) */
     int add_generation_prompt;
-    int enable_thinking;
+    int enable_thinking;         /* 1 true, 0 false, -1 not passed (the template sees it undefined) */
     const char *extra_json;      /* JSON object of further template variables, or NULL */
 } dg_chat_params;
 
-/* Render the template. *out is malloc'ed and NUL-terminated. Errors name the template and line. */
+/* Render the template like transformers' apply_chat_template(..., tokenize=False): null-valued keys
+ * are dropped from each message, reasoning ("reasoning_content" / "thinking" / "reasoning") is
+ * aliased under "thinking" and "reasoning_content", and the template sees messages, tools, documents
+ * (None), add_generation_prompt, the special tokens (bos_token, eos_token, ...), enable_thinking and the
+ * extra variables. *out is malloc'ed and NUL-terminated. Errors name the template and line
+ * ("chat_template.jinja:12: ..."); a template's raise_exception("msg") gives "NAME:LINE: msg". */
 int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **out, size_t *len,
                    char *err, size_t errlen);
 
