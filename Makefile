@@ -9,6 +9,8 @@ CC      ?= cc
 OPT     ?= -O2
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 CFLAGS  ?= $(OPT) -g
 # -ffp-contract=off: no fused multiply-adds behind the oracle's back (clang and -march=native would
 # contract a*b+c, rounding once where the reference rounds twice)
@@ -23,10 +25,14 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
            src/tokenizer/chat_template.c
-CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c
+# the server (dgemma serve); server/reply_standin.c stands in for the reply splitter until
+# src/tokenizer/reply.c exists
+SERVER_API := server/openai.c server/generate.c $(if $(wildcard src/tokenizer/reply.c),,server/reply_standin.c)
+SERVER_SRC := server/server.c server/webui.c $(SERVER_API)
+CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c $(SERVER_SRC)
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c tests/test_jinja.c tests/test_chat.c \
-            tests/alloc_count.c cli/npy.c
+            tests/test_server.c tests/alloc_count.c cli/npy.c $(SERVER_API)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -41,7 +47,7 @@ all: dgemma $(BUILD)/dgemma_test
 deps:
 	@bash tools/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h server/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icli -I. -c $< -o $@
 
@@ -49,24 +55,35 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h ben
 # kept in registers), which GCC does at -O3
 $(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/bench/peak.o: CFLAGS += -O3
 
-# the built-in chat template, compiled in as a C string (trigraph-safe: every ? is escaped)
-$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
-	@mkdir -p $(dir $@)
-	(echo 'static const char chat_default_src[] ='; \
+# $(call text_to_c,NAME): the text file $< as `static const char NAME[]` in $@ (trigraph-safe: every ?
+# is escaped)
+text_to_c = mkdir -p $(dir $@) && (echo 'static const char $(1)[] ='; \
 	 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	 echo '    ;') > $@.tmp && mv $@.tmp $@
 
+# the built-in chat template, compiled in as a C string
+$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
+	$(call text_to_c,chat_default_src)
+
 $(BUILD)/src/tokenizer/chat_template.o: $(BUILD)/gen/chat_default.h
 $(BUILD)/src/tokenizer/chat_template.o: CFLAGS += -I$(BUILD)/gen
+
+# the web page of dgemma serve, compiled in the same way
+$(BUILD)/gen/webui_html.h: server/index.html
+	$(call text_to_c,webui_html_src)
+
+$(BUILD)/server/webui.o: $(BUILD)/gen/webui_html.h
+$(BUILD)/server/webui.o: CFLAGS += -I$(BUILD)/gen
+$(BUILD)/server/server.o: CFLAGS += $(MHD_CFLAGS)
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(MHD_LIBS) $(LDLIBS)
 
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(MHD_LIBS) $(LDLIBS)
 
 # the test binary counts the engine's allocations (tests/alloc_count.c)
 WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc

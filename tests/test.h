@@ -25,6 +25,6 @@ typedef struct {
 const char *fixtures_dir(void);
 
 extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[],
-    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[];
+    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], server_tests[];
 
 #endif
