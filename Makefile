@@ -9,6 +9,9 @@ CC      ?= cc
 OPT     ?= -O2
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+# libedit (BSD licensed): line editing and history for `dgemma chat`
+EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
+# libmicrohttpd: the HTTP server of `dgemma serve`
 MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
 MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 CFLAGS  ?= $(OPT) -g
@@ -24,15 +27,14 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
-           src/tokenizer/chat_template.c
-# the server (dgemma serve); server/reply_standin.c stands in for the reply splitter until
-# src/tokenizer/reply.c exists
-SERVER_API := server/openai.c server/generate.c $(if $(wildcard src/tokenizer/reply.c),,server/reply_standin.c)
+           src/tokenizer/chat_template.c src/tokenizer/reply.c
+# the server (dgemma serve)
+SERVER_API := server/openai.c server/generate.c
 SERVER_SRC := server/server.c server/webui.c $(SERVER_API)
-CLI_SRC := cli/main.c cli/npy.c bench/bench.c bench/peak.c $(SERVER_SRC)
+CLI_SRC := cli/main.c cli/run.c cli/npy.c bench/bench.c bench/peak.c $(SERVER_SRC)
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
-            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c tests/test_jinja.c tests/test_chat.c \
-            tests/test_server.c tests/alloc_count.c cli/npy.c $(SERVER_API)
+            tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
+            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/test_server.c tests/alloc_count.c cli/npy.c $(SERVER_API)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -80,10 +82,10 @@ $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(MHD_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(MHD_LIBS) $(LDLIBS)
 
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(MHD_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(MHD_LIBS) $(LDLIBS)
 
 # the test binary counts the engine's allocations (tests/alloc_count.c)
 WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc

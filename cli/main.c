@@ -1,6 +1,8 @@
 /*
  * main.c - the dgemma command line.
  *
+ *   dgemma run       answer a prompt through the chat template, streamed as text   (run.c)
+ *   dgemma chat      an interactive conversation                                   (run.c)
  *   dgemma generate  block-diffusion generation from prompt token ids
  *   dgemma forward   one encoder + decoder pass, logits to .npy (parity checks on any checkpoint)
  *   dgemma inspect   config, tensors, sizes of a checkpoint
@@ -18,17 +20,18 @@
 #include <unistd.h>
 
 #include "dgemma.h"
+#include "cli.h"
 #include "npy.h"
 #include "bench/bench.h"
 #include "server/server.h"
 
-static double now_s(void) {
+double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
+int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long x = v ? strtol(v, &end, 10) : 0;
@@ -40,7 +43,7 @@ static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) 
     return 0;
 }
 
-static int parse_act(const char *v, dg_act_precision *out) {
+int parse_act(const char *v, dg_act_precision *out) {
     if (!v) return -1;
     if (!strcmp(v, "auto")) *out = DG_ACT_AUTO;
     else if (!strcmp(v, "f32")) *out = DG_ACT_F32;
@@ -53,7 +56,7 @@ static int parse_act(const char *v, dg_act_precision *out) {
     return 0;
 }
 
-static int parse_kernels(const char *v, dg_kernels *out) {
+int parse_kernels(const char *v, dg_kernels *out) {
     static const char *names[] = {"auto", "ref", "generic", "avx2", "avx512", "amx", "neon"};
     for (int i = 0; v && i < (int)(sizeof(names) / sizeof(names[0])); i++)
         if (!strcmp(v, names[i])) { *out = (dg_kernels)i; return 0; }
@@ -61,15 +64,8 @@ static int parse_kernels(const char *v, dg_kernels *out) {
     return -1;
 }
 
-#define KERNEL_OPTIONS_HELP                                                                              \
-    "  -t, --threads N          threads (default: every CPU)\n"                                          \
-    "  --kernels K              auto (fastest here), ref (the scalar oracle: bit-identical to the\n"     \
-    "                           reference fixtures, slow), generic, avx2, avx512, amx, neon\n"       \
-    "  --sc-top-k K             self-condition on each position's K most probable tokens only (an\n"  \
-    "                           approximation; default 0 = the whole vocabulary, as the reference)\n"
-
 /* the session options every model command takes; 1 if a was one (*bad set on a bad value) */
-static int session_option(const char *a, const char *v, dg_session_params *sp, int *bad) {
+int session_option(const char *a, const char *v, dg_session_params *sp, int *bad) {
     if (!strcmp(a, "-t") || !strcmp(a, "--threads")) *bad = parse_int(a, v, 1, 1024, &sp->n_threads);
     else if (!strcmp(a, "--kernels")) *bad = parse_kernels(v, &sp->kernels);
     else if (!strcmp(a, "--sc-top-k")) *bad = parse_int(a, v, 0, 1 << 30, &sp->sc_top_k);
@@ -183,7 +179,7 @@ out:
 
 /* ===== generate ===== */
 
-static int parse_double(const char *flag, const char *v, double lo, double hi, double *out) {
+int parse_double(const char *flag, const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double x = v ? strtod(v, &end) : 0;
@@ -195,7 +191,7 @@ static int parse_double(const char *flag, const char *v, double lo, double hi, d
     return 0;
 }
 
-static int parse_u64(const char *flag, const char *v, uint64_t *out) {
+int parse_u64(const char *flag, const char *v, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long x = v && *v != '-' ? strtoull(v, &end, 10) : 0;
@@ -218,14 +214,7 @@ static void usage_generate(FILE *f) {
         "options:\n"
         "  -m, --model DIR          Hugging Face checkpoint directory\n"
         "  --prompt-ids F           prompt token ids (.npy or text; '-' reads text from stdin)\n"
-        "  -n, --max-tokens N       tokens to emit at most (exact)\n"
-        "  --steps N                max denoising steps per canvas\n"
-        "  --entropy-bound X        entropy-bound acceptance (nats, > 0)\n"
-        "  --t-min X, --t-max X     temperature schedule (last / first step)\n"
-        "  --stability N            stop when the argmax repeated N steps (0 = confidence only) ...\n"
-        "  --confidence X           ... and the mean entropy is below X nats\n"
-        "  --eos IDS                comma-separated EOS ids ('' for none)\n"
-        "  --seed N                 random seed (default 0)\n"
+        GEN_OPTIONS_HELP
         "  --n-ctx N                KV cache capacity in tokens (default: what the request needs)\n"
         "  --act auto|f32|bf16|f16  activation precision\n"
         KERNEL_OPTIONS_HELP
@@ -240,7 +229,7 @@ static int gen_on_step(void *user, const dg_step_event *ev) {
     return 0;
 }
 
-static int parse_ids_list(const char *v, dg_gen_params *p) {
+int parse_ids_list(const char *v, dg_gen_params *p) {
     p->n_eos = 0;
     const char *c = v;
     while (*c) {
@@ -255,6 +244,21 @@ static int parse_ids_list(const char *v, dg_gen_params *p) {
         c = *end ? end + 1 : end;
     }
     return 0;
+}
+
+/* the sampler options generate, run and chat take; 1 if a was one (*bad set on a bad value) */
+int gen_option(const char *a, const char *v, dg_gen_params *p, int *bad) {
+    if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) *bad = parse_int(a, v, 1, 1 << 24, &p->max_new_tokens);
+    else if (!strcmp(a, "--steps")) *bad = parse_int(a, v, 1, 100000, &p->max_denoising_steps);
+    else if (!strcmp(a, "--entropy-bound")) *bad = parse_double(a, v, 1e-12, 1e9, &p->entropy_bound);
+    else if (!strcmp(a, "--t-min")) *bad = parse_double(a, v, 0, 1e6, &p->t_min);
+    else if (!strcmp(a, "--t-max")) *bad = parse_double(a, v, 0, 1e6, &p->t_max);
+    else if (!strcmp(a, "--stability")) *bad = parse_int(a, v, 0, 1 << 30, &p->stability_threshold);
+    else if (!strcmp(a, "--confidence")) *bad = parse_double(a, v, 0, 1e9, &p->confidence_threshold);
+    else if (!strcmp(a, "--eos")) *bad = parse_ids_list(v, p);
+    else if (!strcmp(a, "--seed")) *bad = parse_u64(a, v, &p->seed);
+    else return 0;
+    return 1;
 }
 
 static int cmd_generate(int argc, char **argv) {
@@ -284,15 +288,7 @@ static int cmd_generate(int argc, char **argv) {
         if (!v) { fprintf(stderr, "dgemma generate: %s needs a value (see --help)\n", a); rc = 2; goto out; }
             if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--act")) {}
         else if (!strcmp(a, "--prompt-ids")) prompt_f = v;
-        else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) bad = parse_int(a, v, 1, 1 << 24, &p.max_new_tokens);
-        else if (!strcmp(a, "--steps")) bad = parse_int(a, v, 1, 100000, &p.max_denoising_steps);
-        else if (!strcmp(a, "--entropy-bound")) bad = parse_double(a, v, 1e-12, 1e9, &p.entropy_bound);
-        else if (!strcmp(a, "--t-min")) bad = parse_double(a, v, 0, 1e6, &p.t_min);
-        else if (!strcmp(a, "--t-max")) bad = parse_double(a, v, 0, 1e6, &p.t_max);
-        else if (!strcmp(a, "--stability")) bad = parse_int(a, v, 0, 1 << 30, &p.stability_threshold);
-        else if (!strcmp(a, "--confidence")) bad = parse_double(a, v, 0, 1e9, &p.confidence_threshold);
-        else if (!strcmp(a, "--eos")) bad = parse_ids_list(v, &p);
-        else if (!strcmp(a, "--seed")) bad = parse_u64(a, v, &p.seed);
+        else if (gen_option(a, v, &p, &bad)) {}
         else if (!strcmp(a, "--n-ctx")) bad = parse_int(a, v, 1, 1 << 30, &n_ctx);
         else if (session_option(a, v, &sp, &bad)) {}
         else { fprintf(stderr, "dgemma generate: unknown option '%s' (see --help)\n", a); rc = 2; goto out; }
@@ -377,7 +373,7 @@ static int cmd_inspect(int argc, char **argv) {
 /* ===== tokenize / detokenize ===== */
 
 /* all of a stream (stdin), bytes as they are */
-static char *read_all(FILE *f, size_t *len) {
+char *read_all(FILE *f, size_t *len) {
     size_t cap = 4096, n = 0, r;
     char *b = malloc(cap);
     while (b && (r = fread(b + n, 1, cap - n - 1, f)) > 0) {
@@ -609,9 +605,11 @@ static void usage(FILE *f) {
         "usage: dgemma COMMAND [options]   (dgemma COMMAND --help for details)\n"
         "\n"
         "commands:\n"
-        "  generate  denoise canvases after a prompt of token ids (the reference's generate())\n"
-        "  forward   one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
-        "  inspect   show a checkpoint's config, tensors and sizes\n"
+        "  run         answer a prompt (chat template, the answer streamed as text)\n"
+        "  chat        an interactive conversation (line editing, history, /commands)\n"
+        "  generate    denoise canvases after a prompt of token ids (the reference's generate())\n"
+        "  forward     one encoder + decoder pass of a checkpoint, logits to .npy (parity checks)\n"
+        "  inspect     show a checkpoint's config, tensors and sizes\n"
         "  bench       the fixed-protocol speed benchmark (CSV)\n"
         "  tokenize    text to token ids (the checkpoint's tokenizer.json)\n"
         "  detokenize  token ids to text\n"
@@ -626,6 +624,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) { printf("dgemma %s\n", DG_VERSION); return 0; }
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return dg_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);

@@ -304,10 +304,19 @@ typedef struct dg_reply dg_reply;
 typedef enum { DG_REPLY_CONTENT = 0, DG_REPLY_REASONING = 1, DG_REPLY_TOOL_CALL = 2 } dg_reply_part;
 typedef void (*dg_reply_fn)(void *user, dg_reply_part part, const char *text, size_t len);
 
-/* thinking = 1 when the prompt enabled thinking (the reply may open a thought channel). */
+/* thinking = 1 when the prompt enabled thinking (the reply may open a thought channel; one the model
+ * opens anyway with thinking = 0 is split off all the same), 2 when the prompt itself ends inside an
+ * open thought channel (templates whose generation prompt ends with "<|channel>thought\n"): the reply
+ * starts as reasoning. Markers are found by their strings in tok's vocabulary; a vocabulary without them
+ * gives content only, exactly dg_detokenize(ids, skip_special = 1). Malformed or unterminated tool
+ * calls and channels not named "thought" degrade to content text; a thought channel still open at the
+ * end stays reasoning. NULL when out of memory. */
 dg_reply *dg_reply_new(const dg_tokenizer *tok, int thinking);
 void dg_reply_free(dg_reply *r);
-/* Feed emitted ids in order (e.g. one committed canvas); fn receives each final delta. */
+/* Feed emitted ids in order (e.g. one committed canvas); fn receives each final delta: CONTENT and
+ * REASONING text, or for TOOL_CALL one complete call as a JSON object {"id":"call_N","type":"function",
+ * "function":{"name":...,"arguments":"<JSON object text>"}} when its closing marker arrives. fn may be
+ * NULL. An id outside the vocabulary is an error (nothing is consumed). */
 int dg_reply_push(dg_reply *r, const int32_t *ids, int n, dg_reply_fn fn, void *user, char *err, size_t errlen);
 /* End of the reply: flush what is held back. */
 int dg_reply_finish(dg_reply *r, dg_reply_fn fn, void *user, char *err, size_t errlen);

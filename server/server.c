@@ -611,17 +611,6 @@ static void model_dir(const char *model, char *dir, size_t n) {
     else snprintf(dir, n, "%.*s", (int)(slash - model), model);
 }
 
-/* whether a string prompt gets a BOS: tokenizer_config.json's add_bos_token, else yes (Gemma) */
-static int read_add_bos(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    json_t *j = json_load_file(path, 0, NULL);
-    json_t *v = json_object_get(j, "add_bos_token");
-    int r = json_is_boolean(v) ? json_is_true(v) : 1;
-    json_decref(j);
-    return r;
-}
-
 static int resolve_host(const char *host, int port, struct sockaddr_storage *ss, char *err, size_t errlen) {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof(hints));
@@ -666,7 +655,7 @@ int dg_serve(const dg_server_opts *o) {
         return 1;
     }
     s.canvas = dg_engine_info(s.engine)->canvas_length;
-    s.add_bos = read_add_bos(dir);
+    s.add_bos = 1;   /* string completion prompts start with <bos>, as `dgemma run --raw` does */
     s.started = (long long)time(NULL);
     make_model_id(o, s.model_id, sizeof(s.model_id));
     {

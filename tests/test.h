@@ -23,8 +23,12 @@ typedef struct {
 
 /* root of the fixtures (tests/fixtures unless DG_FIXTURES is set) */
 const char *fixtures_dir(void);
+/* a file of ../shared/data (or $DG_SHARED_DATA) into buf, or NULL when absent (test_tokenizer.c) */
+const char *shared_file(const char *name, char *buf, size_t n);
+/* the real Gemma 3 tokenizer from ../shared/data, or NULL (and "skipped" printed) when absent */
+struct dg_tokenizer *gemma3_tokenizer(void);
 
 extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[],
-    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], server_tests[];
+    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], reply_tests[], server_tests[];
 
 #endif

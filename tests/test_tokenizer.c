@@ -332,7 +332,7 @@ static void test_model_dir(void) {
 
 /* ===== Gemma 3 (../shared/data) ===== */
 
-static const char *shared_file(const char *name, char *buf, size_t n) {
+const char *shared_file(const char *name, char *buf, size_t n) {
     const char *env = getenv("DG_SHARED_DATA");
     const char *cands[] = {env, "../shared/data", "../../shared/data"};
     for (int i = 0; i < 3; i++) {
@@ -341,6 +341,29 @@ static const char *shared_file(const char *name, char *buf, size_t n) {
         if (access(buf, R_OK) == 0) return buf;
     }
     return NULL;
+}
+
+dg_tokenizer *gemma3_tokenizer(void) {
+    char xz[1024];
+    if (!shared_file("gemma3-tokenizer.json.xz", xz, sizeof(xz))) {
+        printf("  skipped: ../shared/data/gemma3-tokenizer.json.xz not found (set DG_SHARED_DATA)\n");
+        return NULL;
+    }
+    char tmp[] = "/tmp/dg-gemma3-tokenizer-XXXXXX";
+    int fd = mkstemp(tmp);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd < 0) return NULL;
+    close(fd);
+    char cmd[2300];
+    snprintf(cmd, sizeof(cmd), "xz -dc '%s' > '%s'", xz, tmp);
+    int rc = system(cmd);
+    CHECK(rc == 0, "'%s' failed (is xz installed?)", cmd);
+    char err[512];
+    dg_tokenizer *t = NULL;
+    rc = rc ? -1 : dg_tokenizer_load(tmp, &t, err, sizeof(err));
+    unlink(tmp);
+    CHECK(rc == 0, "%s", err);
+    return rc ? NULL : t;
 }
 
 static void unescape_tsv(char *s) {
@@ -357,28 +380,11 @@ static void unescape_tsv(char *s) {
 }
 
 static void test_gemma3(void) {
-    char xz[1024], vec[1024];
-    if (!shared_file("gemma3-tokenizer.json.xz", xz, sizeof(xz))) {
-        printf("  skipped: ../shared/data/gemma3-tokenizer.json.xz not found (set DG_SHARED_DATA)\n");
-        return;
-    }
-    char tmp[] = "/tmp/dg-gemma3-tokenizer-XXXXXX";
-    int fd = mkstemp(tmp);
-    CHECK(fd >= 0, "mkstemp");
-    if (fd < 0) return;
-    close(fd);
-    char cmd[2300];
-    snprintf(cmd, sizeof(cmd), "xz -dc '%s' > '%s'", xz, tmp);
-    int rc = system(cmd);
-    CHECK(rc == 0, "'%s' failed (is xz installed?)", cmd);
-    char err[512];
-    dg_tokenizer *t = NULL;
+    char vec[1024], err[512];
     double t0 = now_s(), c0 = cpu_s();
-    rc = rc ? -1 : dg_tokenizer_load(tmp, &t, err, sizeof(err));
+    dg_tokenizer *t = gemma3_tokenizer();
     double load_s = now_s() - t0, load_cpu = cpu_s() - c0;
-    unlink(tmp);
-    CHECK(rc == 0, "%s", err);
-    if (rc) return;
+    if (!t) return;
     printf("  gemma3 tokenizer.json: loaded in %.3f s (%.3f s CPU), %d ids\n", load_s, load_cpu, dg_tokenizer_n_vocab(t));
     CHECK(dg_tokenizer_n_vocab(t) == 262145, "n_vocab %d", dg_tokenizer_n_vocab(t));
     CHECK(dg_tokenizer_find(t, "<image_soft_token>") == 262144, "added token beyond the vocabulary");

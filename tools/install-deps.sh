@@ -7,6 +7,7 @@ command -v cc   >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [ -f /usr/include/jansson.h ] || need+=(libjansson-dev)
+[ -f /usr/include/editline/readline.h ] || need+=(libedit-dev)   # line editing in `dgemma chat` (BSD licence)
 command -v xz   >/dev/null 2>&1 || need+=(xz-utils)   # the tokenizer test decompresses ../shared/data
 # the aarch64 kernel tests: a cross compiler and user-mode qemu (x86-64 hosts)
 if [ "$(uname -m)" = x86_64 ]; then
