@@ -375,6 +375,9 @@ int oa_parse(oa_kind kind, const char *body, size_t len, const dg_engine *e, con
         }
     }
     if (parse_diffusion(o, e, &rq->gen, er)) goto out;
+    int ignore_eos = 0;   /* vLLM's extension: generate max_tokens whatever the model says */
+    if (get_bool(o, "ignore_eos", &ignore_eos, er)) goto out;
+    if (ignore_eos) rq->gen.n_eos = 0;
 
     if (kind == OA_CHAT) {
         if (unsupported(o, "logprobs", "no log-probabilities", er) || unsupported(o, "top_logprobs", "no log-probabilities", er))

@@ -96,6 +96,8 @@ static void test_parse_chat(void) {
           "defaults (tool_choice none drops the tools)");
     CHECK(rq.gen.max_denoising_steps == d.max_denoising_steps && rq.gen.t_max == d.t_max, "checkpoint defaults");
     oa_request_free(&rq);
+    CHECK(parse(OA_COMPLETION, "{\"prompt\":\"x\",\"ignore_eos\":true}", &rq, &er) == 0 && rq.gen.n_eos == 0, "ignore_eos");
+    oa_request_free(&rq);
 }
 
 static void test_parse_completion(void) {
