@@ -566,6 +566,8 @@ static void usage_serve(FILE *f) {
         "  --max-tokens-limit N     largest max_tokens a request may ask (default 8192)\n"
         "  -c, --ctx-size N         context: prompt + committed canvases, in tokens (default 8192)\n"
         "  --max-body-bytes N       largest request body (default 8388608); more: 413\n"
+        "  --timeout S              close connections silent for S seconds (default 300; not while\n"
+        "                           a request waits in the queue or generates)\n"
         "  --act auto|f32|bf16|f16  activation precision\n"
         KERNEL_OPTIONS_HELP
         "  -h, --help               this help\n", DEFAULT_MODEL);
@@ -589,6 +591,7 @@ static int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens-limit")) bad = parse_int(a, v, 1, 1 << 24, &o.max_tokens_limit);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = parse_int(a, v, 2, 1 << 24, &o.n_ctx);
         else if (!strcmp(a, "--max-body-bytes")) { bad = parse_int(a, v, 1024, 1 << 30, &mb); o.max_body = (size_t)mb; }
+        else if (!strcmp(a, "--timeout")) bad = parse_int(a, v, 1, 1 << 20, &o.idle_timeout_s);
         else if (!strcmp(a, "--act")) bad = parse_act(v, &o.ep.act);
         else if (session_option(a, v, &o.sp, &bad)) {}
         else { fprintf(stderr, "dgemma serve: unknown option '%s' (see --help)\n", a); return 2; }

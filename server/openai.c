@@ -535,6 +535,11 @@ json_t *oa_usage_json(const oa_usage *u, int canvas_length) {
                      "total_tokens", u->prompt_tokens + u->completion_tokens, "diffusion", d);
 }
 
+void oa_usage_free(oa_usage *u) {
+    free(u->steps_per_canvas);
+    memset(u, 0, sizeof(*u));
+}
+
 json_t *oa_chunk(const oa_meta *m, int index, json_t *delta, const char *text, size_t text_len, const char *finish) {
     json_t *choice;
     if (m->kind == OA_CHAT)

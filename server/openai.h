@@ -119,6 +119,7 @@ typedef struct {
 } oa_usage;
 
 json_t *oa_usage_json(const oa_usage *u, int canvas_length);
+void oa_usage_free(oa_usage *u);   /* steps_per_canvas; u is then empty */
 /* A stream chunk for choice index: chat: delta (stolen, NULL = {}), completion: text (NULL = "");
  * finish NULL = null. */
 json_t *oa_chunk(const oa_meta *m, int index, json_t *delta, const char *text, size_t text_len, const char *finish);

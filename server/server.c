@@ -55,6 +55,7 @@ void dg_server_default_opts(dg_server_opts *o) {
     o->n_ctx = 8192;
     o->max_body = 8u << 20;
     o->max_connections = 256;
+    o->idle_timeout_s = 300;
     o->ep = dg_engine_default_params();
     o->sp = dg_session_default_params();
 }
@@ -80,6 +81,8 @@ typedef struct job {
     oa_meta meta;
     char id[48];
     int fd;                     /* the client's socket, for hang-up checks */
+    struct MHD_Connection *con; /* its connection (used from that connection's thread only) */
+    int timeout_off;
     atomic_int cancel;
     int state;
     /* output */
@@ -147,7 +150,7 @@ static void job_unref(job *j) {
     oa_request_free(&j->rq);
     oa_buf_free(&j->out);
     free(j->body);
-    free(j->usage.steps_per_canvas);
+    oa_usage_free(&j->usage);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -197,6 +200,15 @@ static int wait_or_gone(job *j) {
         return 1;
     }
     return 0;
+}
+
+/* libmicrohttpd closes a connection idle for --timeout seconds, counting the time its thread spends in
+ * our callbacks: the timeout is off while a request waits for the worker (the queue and a long
+ * generation can take minutes) and back on, with its timer reset, once there is something to send */
+static void waiting(job *j, int on) {
+    if (j->timeout_off == on) return;
+    j->timeout_off = on;
+    MHD_set_connection_option(j->con, MHD_CONNECTION_OPTION_TIMEOUT, on ? 0u : (unsigned)j->srv->o->idle_timeout_s);
 }
 
 /* ===== the queue and the worker ===== */
@@ -358,6 +370,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             j->out_pos += n;
             j->sent += n;
             if (j->out_pos == j->out.n) j->out_pos = j->out.n = 0;
+            waiting(j, 0);
             pthread_mutex_unlock(&j->mu);
             return (ssize_t)n;
         }
@@ -365,6 +378,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             pthread_mutex_unlock(&j->mu);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
+        waiting(j, 1);
         if (wait_or_gone(j)) {
             pthread_mutex_unlock(&j->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -390,15 +404,17 @@ static enum MHD_Result handle_generate(server *s, struct MHD_Connection *con, co
         oa_fail(&er, 500, NULL, NULL, "out of memory");
         return send_error(con, c, &er, NULL, NULL);
     }
-    c->job = j;
+    j->con = con;
     int retry;
     if (enqueue(s, j, &retry)) {
+        job_unref(j);
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", retry);
         oa_fail(&er, 503, NULL, "server_busy", "the server is busy: %d requests are waiting (--queue); retry in about %d s",
                 s->o->queue, retry);
         return send_error(con, c, &er, "Retry-After", ra);
     }
+    c->job = j;
     if (j->rq.stream) {
         job_ref(j);   /* the response's */
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_reader, j, stream_free);
@@ -413,8 +429,10 @@ static enum MHD_Result handle_generate(server *s, struct MHD_Connection *con, co
         return ret;
     }
     pthread_mutex_lock(&j->mu);
+    waiting(j, 1);
     while (j->state != JOB_DONE)
         if (wait_or_gone(j)) { pthread_mutex_unlock(&j->mu); return MHD_NO; }   /* nobody to answer */
+    waiting(j, 0);
     pthread_mutex_unlock(&j->mu);
     if (j->rc == 1) {
         oa_fail(&er, 503, NULL, "server_shutting_down", "the request was cancelled: the server is shutting down");
@@ -683,7 +701,7 @@ int dg_serve(const dg_server_opts *o) {
                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
                              MHD_OPTION_END);
     int rc = 0;
     if (!s.mhd) {

@@ -20,6 +20,7 @@ typedef struct {
     int n_ctx;                  /* KV cache capacity: prompt + committed canvases */
     size_t max_body;            /* request bodies above this: 413 */
     int max_connections;
+    int idle_timeout_s;         /* a silent connection is closed after this (not while it waits for us) */
     dg_engine_params ep;
     dg_session_params sp;
 } dg_server_opts;

@@ -355,7 +355,7 @@ static int run_body(oa_kind kind, const char *body, collect *c, char **resp, oa_
     oa_runner r = {g_session, g_engine, g_tok};
     oa_meta m = {kind, kind == OA_CHAT ? "chatcmpl-test" : "cmpl-test", "tiny", 1};
     oa_sink sink = {col_emit, col_cancelled, c};
-    memset(u, 0, sizeof(*u));
+    oa_usage_free(u);   /* the previous run's */
     size_t len;
     int rc = oa_run(&r, &rq, &m, &sink, resp, &len, u, er);
     oa_request_free(&rq);
@@ -411,7 +411,7 @@ static void test_run_chat(void) {
     char body[512];
     collect c1 = {0};
     char *resp = NULL;
-    oa_usage u;
+    oa_usage u = {0};
     oa_error er;
     snprintf(body, sizeof(body), "%s}", base);
     int rc = run_body(OA_CHAT, body, &c1, &resp, &u, &er);
@@ -481,6 +481,7 @@ static void test_run_chat(void) {
     }
     json_decref(j);
     free(resp);
+    oa_usage_free(&u);
 }
 
 static void test_run_completion(void) {
@@ -489,7 +490,7 @@ static void test_run_completion(void) {
     const char *body = "{\"prompt\":[[2,900,901],[2,1000]],\"max_tokens\":20,\"seed\":3,\"max_denoising_steps\":6}";
     collect c = {0};
     char *resp = NULL;
-    oa_usage u;
+    oa_usage u = {0};
     oa_error er;
     int rc = run_body(OA_COMPLETION, body, &c, &resp, &u, &er);
     CHECK(rc == 0 && resp, "%s", er.message);
@@ -527,6 +528,8 @@ static void test_run_completion(void) {
                                  "\"max_denoising_steps\":10,\"stability_threshold\":100}", &c2, &none, &u, &er);
     CHECK(rc == 1 && c2.drafts == 3 && !strstr(c2.all.p ? c2.all.p : "", "[DONE]"), "cancelled: rc %d after %d drafts", rc, c2.drafts);
     oa_buf_free(&c2.all);
+    oa_buf_free(&c.all);
+    oa_usage_free(&u);
 }
 
 const dg_test server_tests[] = {

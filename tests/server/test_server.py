@@ -473,6 +473,44 @@ def queue_full_and_cancel():
     assert log.count("cancelled]") >= 2, log
 
 
+@test
+def long_waits_outlive_the_idle_timeout():
+    """--timeout 1: a request generating for longer than that, and a stream queued behind it, both
+    complete (the idle timeout is off while a request waits for the worker); an idle connection is
+    closed."""
+    s = Server("--timeout", "1")
+    try:
+        slow = {"prompt": [2, 5], "max_tokens": 48, "max_denoising_steps": 150, "stability_threshold": 1000, "seed": 1,
+                "ignore_eos": True}
+        out = {}
+
+        def go(name, body):
+            try:
+                out[name] = raw(s.port, "POST", "/v1/completions", body)
+            except Exception as e:   # noqa: BLE001 (reported below)
+                out[name] = e
+
+        a = threading.Thread(target=go, args=("a", slow))
+        b = threading.Thread(target=go, args=("b", dict(slow, stream=True, max_tokens=16, max_denoising_steps=4)))
+        t0 = time.time()
+        a.start()
+        time.sleep(0.2)
+        b.start()
+        a.join(300)
+        b.join(300)
+        took = time.time() - t0
+        assert out["a"][0] == 200 and json.loads(out["a"][2])["usage"]["completion_tokens"] == 48, out["a"]
+        assert out["b"][0] == 200 and out["b"][2].endswith(b"data: [DONE]\n\n"), out["b"]
+        assert took > 1.5, "the generation was too fast (%.2f s) to test the timeout" % took
+        k = socket.create_connection(("127.0.0.1", s.port))
+        k.settimeout(10)
+        t0 = time.time()
+        assert k.recv(100) == b"" and time.time() - t0 < 5   # closed by the server after ~1 s
+        k.close()
+    finally:
+        s.stop()
+
+
 # ===== malformed requests on raw sockets =====
 
 @test
