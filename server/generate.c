@@ -147,7 +147,8 @@ static int run_choice(const oa_runner *r, const oa_request *rq, const oa_meta *m
     dg_gen_stats st;
     int n = 0;
     char err[1024];
-    if (dg_generate(r->session, q->ids, q->n, &gp, &cb, out, gp.max_new_tokens, &n, &st, err, sizeof(err))) {
+    oa_generate_fn generate = r->generate ? r->generate : dg_generate;
+    if (generate(r->session, q->ids, q->n, &gp, &cb, out, gp.max_new_tokens, &n, &st, err, sizeof(err))) {
         oa_fail(er, 500, NULL, "generation_failed", "%s", err);
         goto out;
     }

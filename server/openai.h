@@ -150,10 +150,15 @@ typedef struct {
     void *user;
 } oa_sink;
 
+typedef int (*oa_generate_fn)(dg_session *session, const int32_t *prompt, int n_prompt, const dg_gen_params *params,
+                              const dg_callbacks *cb, int32_t *out, int out_cap, int *n_out, dg_gen_stats *stats,
+                              char *err, size_t errlen);
+
 typedef struct {
     dg_session *session;
     const dg_engine *engine;
     const dg_tokenizer *tok;
+    oa_generate_fn generate;   /* NULL: dg_generate (the tests script replies through here) */
 } oa_runner;
 
 /* Generate every choice of rq on the session (reset before each). Streaming: the chunks go to sink,

@@ -243,7 +243,7 @@ static int enqueue(server *s, job *j, int *retry_s) {
 
 static void *worker_main(void *arg) {
     server *s = arg;
-    oa_runner r = {s->session, s->engine, s->tok};
+    oa_runner r = {s->session, s->engine, s->tok, NULL};
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->head && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);

@@ -46,6 +46,7 @@ static int load(void) {
 }
 
 static const oa_limits LIM = {1000, 2048};
+static oa_generate_fn g_generate;   /* NULL: the model; else a scripted reply */
 
 static int parse(oa_kind kind, const char *body, oa_request *rq, oa_error *er) {
     memset(er, 0, sizeof(*er));
@@ -352,7 +353,7 @@ static int run_body(oa_kind kind, const char *body, collect *c, char **resp, oa_
         return -1;
     }
     if (!rq.has_seed) rq.seed = 1;
-    oa_runner r = {g_session, g_engine, g_tok};
+    oa_runner r = {g_session, g_engine, g_tok, g_generate};
     oa_meta m = {kind, kind == OA_CHAT ? "chatcmpl-test" : "cmpl-test", "tiny", 1};
     oa_sink sink = {col_emit, col_cancelled, c};
     oa_usage_free(u);   /* the previous run's */
@@ -532,6 +533,119 @@ static void test_run_completion(void) {
     oa_usage_free(&u);
 }
 
+/* ===== the reply path, with a scripted model =====
+ * The tiny model's answers are noise: a thought channel, text and a tool call are fed through
+ * oa_run as committed canvases of 16 ids instead, to check what the API makes of them. */
+
+static int32_t *g_script;
+static int g_script_n;
+
+static int scripted_generate(dg_session *s, const int32_t *prompt, int n_prompt, const dg_gen_params *p, const dg_callbacks *cb,
+                             int32_t *out, int out_cap, int *n_out, dg_gen_stats *stats, char *err, size_t errlen) {
+    (void)s; (void)prompt; (void)err; (void)errlen;
+    dg_gen_stats st;
+    memset(&st, 0, sizeof(st));
+    st.n_prompt = n_prompt;
+    st.eos_id = -1;
+    int emitted = 0;
+    for (int at = 0, ci = 0; at < g_script_n && emitted < p->max_new_tokens; at += 16, ci++) {
+        int n = g_script_n - at < 16 ? g_script_n - at : 16, last = at + 16 >= g_script_n;
+        if (n > p->max_new_tokens - emitted) n = p->max_new_tokens - emitted;
+        for (int i = 0; i < n && emitted + i < out_cap; i++) out[emitted + i] = g_script[at + i];
+        emitted += n;
+        st.n_canvases++;
+        st.n_steps += 3;
+        dg_canvas_event ev = {ci, 3, g_script + at, n, last, last ? 106 : -1};
+        if (last) { st.finish = DG_FINISH_EOS; st.eos_id = 106; }
+        if (cb->on_canvas && cb->on_canvas(cb->user, &ev)) { st.finish = DG_FINISH_CANCELLED; break; }
+    }
+    if (!st.finish) st.finish = DG_FINISH_LENGTH;
+    st.n_emitted = emitted;
+    *n_out = emitted;
+    if (stats) *stats = st;
+    return 0;
+}
+
+static void test_reply_parts(void) {
+    if (load()) return;
+    /* "☀" is three byte-fallback ids in the small vocabulary: shifting the script by 0..15 filler
+     * tokens puts it across a canvas boundary in some runs, which must never show as U+FFFD */
+    const char *script = "<|channel>thought\nThe user asks about Paris.<channel|>It is sunny \xE2\x98\x80 in Paris."
+                         "<|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>}<tool_call|>";
+    char err[512];
+    int32_t *ids = NULL;
+    int n = 0;
+    if (dg_tokenize(g_tok, script, strlen(script), &ids, &n, err, sizeof(err))) { CHECK(0, "%s", err); return; }
+    g_script = malloc(sizeof(int32_t) * (size_t)(n + 16));
+    g_generate = scripted_generate;
+    const char *base = "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],\"enable_thinking\":true,"
+                       "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
+    char body[512];
+    for (int shift = 0; shift < 16 && g_script; shift++) {
+        for (int i = 0; i < shift; i++) g_script[i] = 900;   /* some text before the channel */
+        memcpy(g_script + shift, ids, sizeof(int32_t) * (size_t)n);
+        g_script_n = n + shift;
+        oa_usage u = {0};
+        oa_error er;
+        collect c = {0};
+        char *resp = NULL;
+        snprintf(body, sizeof(body), "%s}", base);
+        CHECK(run_body(OA_CHAT, body, &c, &resp, &u, &er) == 0, "%s", er.message);
+        json_t *j = resp ? json_loads(resp, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(j, "choices"), 0), *msg = json_object_get(ch, "message");
+        const char *content = json_string_value(json_object_get(msg, "content"));
+        const char *reasoning = json_string_value(json_object_get(msg, "reasoning_content"));
+        json_t *call = json_array_get(json_object_get(msg, "tool_calls"), 0), *fn = json_object_get(call, "function");
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        if (shift == 0) {
+            CHECK(reasoning && !strcmp(reasoning, "The user asks about Paris."), "reasoning_content [%s]", reasoning ? reasoning : "NULL");
+            CHECK(content && !strcmp(content, "It is sunny \xE2\x98\x80 in Paris."), "content [%s]", content ? content : "NULL");
+        } else {
+            CHECK(content && strstr(content, "It is sunny \xE2\x98\x80 in Paris."), "shift %d: content [%s]", shift, content ? content : "NULL");
+        }
+        CHECK(call && !strcmp(json_string_value(json_object_get(fn, "name")), "get_weather") && args && strstr(args, "\"city\"") &&
+              strstr(args, "\"Paris\"") && !strcmp(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls"),
+              "shift %d: tool call in %s", shift, resp ? resp : "NULL");
+        /* streamed: the same parts; the call in one chunk with its index; no broken character */
+        collect c2 = {0};
+        char *none = NULL;
+        snprintf(body, sizeof(body), "%s,\"stream\":true}", base);
+        CHECK(run_body(OA_CHAT, body, &c2, &none, &u, &er) == 0, "%s", er.message);
+        oa_buf sc = {0}, sr = {0};
+        int calls = 0;
+        const char *finish = NULL;
+        for (const char *p = c2.all.p; p && *p;) {
+            const char *e = strstr(p, "\n\n");
+            json_t *k = e && strncmp(p + 6, "[DONE]", 6) ? json_loadb(p + 6, (size_t)(e - p - 6), 0, NULL) : NULL;
+            json_t *kc = json_array_get(json_object_get(k, "choices"), 0), *d = json_object_get(kc, "delta");
+            const char *t;
+            if ((t = json_string_value(json_object_get(d, "content")))) oa_buf_add(&sc, t, strlen(t));
+            if ((t = json_string_value(json_object_get(d, "reasoning_content")))) oa_buf_add(&sr, t, strlen(t));
+            json_t *tc = json_object_get(d, "tool_calls");
+            if (tc) calls += json_array_size(tc) == 1 && json_integer_value(json_object_get(json_array_get(tc, 0), "index")) == 0;
+            if (json_string_value(json_object_get(kc, "finish_reason"))) finish = "tool_calls";
+            if (json_string_value(json_object_get(kc, "finish_reason")) && strcmp(json_string_value(json_object_get(kc, "finish_reason")), "tool_calls")) finish = "other";
+            json_decref(k);
+            if (!e) break;
+            p = e + 2;
+        }
+        CHECK(c2.all.p && !strstr(c2.all.p, "\xEF\xBF\xBD"), "shift %d: a broken character in the stream", shift);
+        CHECK(sc.p && content && !strcmp(sc.p, content) && (!reasoning ? !sr.n : sr.p && !strcmp(sr.p, reasoning)),
+              "shift %d: streamed [%s] [%s]", shift, sc.p ? sc.p : "", sr.p ? sr.p : "");
+        CHECK(calls == 1 && finish && !strcmp(finish, "tool_calls"), "shift %d: %d tool_calls chunks, finish %s", shift, calls, finish ? finish : "NULL");
+        oa_buf_free(&sc);
+        oa_buf_free(&sr);
+        oa_buf_free(&c2.all);
+        json_decref(j);
+        free(resp);
+        oa_usage_free(&u);
+    }
+    g_generate = NULL;
+    free(g_script);
+    g_script = NULL;
+    free(ids);
+}
+
 const dg_test server_tests[] = {
     {"server_parse_chat", test_parse_chat},
     {"server_parse_completion", test_parse_completion},
@@ -541,5 +655,6 @@ const dg_test server_tests[] = {
     {"server_json_text", test_json_text},
     {"server_run_chat", test_run_chat},
     {"server_run_completion", test_run_completion},
+    {"server_reply_parts", test_reply_parts},
     {NULL, NULL},
 };
