@@ -23,7 +23,7 @@ BUILD   ?= build
 
 LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/gguf.c src/load/gguf_write.c src/load/mlx.c \
            src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
-           src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c \
+           src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c src/kernels/quants_x86.c \
            src/model/forward.c src/diffusion/rng.c src/diffusion/sampler.c \
            src/tokenizer/tokenizer.c src/tokenizer/tok_json.c src/tokenizer/tok_gguf.c \
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
@@ -55,7 +55,7 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h ben
 
 # the SIMD kernels rely on complete unrolling of their small register-block loops (accumulators
 # kept in registers), which GCC does at -O3
-$(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/bench/peak.o: CFLAGS += -O3
+$(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/src/kernels/quants_x86.o $(BUILD)/bench/peak.o: CFLAGS += -O3
 
 # $(call text_to_c,NAME): the text file $< as `static const char NAME[]` in $@ (trigraph-safe: every ?
 # is escaped)
@@ -100,7 +100,7 @@ test: deps
 # runs this when the cross toolchain is present (tools/install-deps.sh installs it)
 ARM_CC ?= aarch64-linux-gnu-gcc
 KERNEL_SRC := src/kernels/kernels_ref.c src/kernels/quants.c src/kernels/quants_mlx.c src/kernels/threads.c \
-              src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c
+              src/kernels/gemm.c src/kernels/gemm_x86.c src/kernels/gemm_neon.c src/kernels/quants_x86.c
 build-arm/kernels_test: tests/kernels_main.c tests/test_kernels.c $(KERNEL_SRC) $(wildcard src/kernels/*.h tests/*.h)
 	@mkdir -p build-arm
 	$(ARM_CC) -O3 -g -std=c11 -ffp-contract=off -Wall -Wextra -Wshadow -Iinclude -Isrc -static -pthread \
@@ -122,6 +122,7 @@ run: deps
 fixtures:
 	python3 tools/reference/make_fixtures.py
 	python3 tools/reference/make_trajectories.py
+	python3 tools/reference/make_template_fixtures.py
 
 clean:
 	rm -rf build build-debug build-arm dgemma

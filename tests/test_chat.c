@@ -13,6 +13,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,12 +267,13 @@ static void test_loader(void) {
     /* chat_template.jinja wins; special tokens from tokenizer_config.json (string or AddedToken) */
     const char *d = case_dir("jinja_file");
     snprintf(path, sizeof(path), "%s/chat_template.jinja", d);
-    spit(path, "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{{ messages[0].content }}\n");
+    spit(path, "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{{ boi_token }}|{{ messages[0].content }}\n");
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", d);
-    spit(path, "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\", \"pad_token\": null, \"chat_template\": \"ignored\"}");
+    spit(path, "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\", \"pad_token\": null, "
+               "\"extra_special_tokens\": {\"boi_token\": \"<img>\"}, \"chat_template\": \"ignored\"}");
     CHECK(dg_chat_template_load(d, &t, err, sizeof(err)) == 0, "%s", err);
     char *out = t ? render_simple(t, msg, 0, -1, err, sizeof(err)) : NULL;
-    CHECK(out && !strcmp(out, "<s>|</s>||hi"), "chat_template.jinja: %s", out ? out : err);
+    CHECK(out && !strcmp(out, "<s>|</s>||<img>|hi"), "chat_template.jinja: %s", out ? out : err);
     free(out);
     dg_chat_template_free(t);
     /* tokenizer_config.json "chat_template" as a string, defaults <bos> / <eos> */
@@ -382,7 +384,77 @@ static void test_prepare(void) {
     dg_chat_template_free(t);
 }
 
+/* one parsed template rendered from several threads at once gives the same text everywhere */
+typedef struct {
+    const dg_chat_template *t;
+    json_t *cases;
+    int bad;
+} thread_job;
+
+static void *render_all(void *arg) {
+    thread_job *j = arg;
+    for (int rep = 0; rep < 3; rep++) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(j->cases, i, c) {
+            char err[512], *out = NULL;
+            int rc = render_case(j->t, c, -1, &out, err, sizeof(err));
+            json_t *want = json_object_get(json_object_get(c, "builtin"), "out");
+            if (rc || !want || strcmp(out, json_string_value(want))) j->bad++;
+            free(out);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    json_t *fx = load_corpus();
+    char err[512];
+    dg_chat_template *t = NULL;
+    CHECK(dg_chat_template_default(&t, err, sizeof(err)) == 0, "%s", err);
+    if (!fx || !t) {
+        json_decref(fx);
+        dg_chat_template_free(t);
+        return;
+    }
+    enum { NT = 4 };
+    pthread_t th[NT];
+    thread_job jobs[NT];
+    int started = 0;
+    for (int k = 0; k < NT; k++) {
+        jobs[k] = (thread_job){t, json_object_get(fx, "cases"), 0};
+        if (pthread_create(&th[k], NULL, render_all, &jobs[k]) == 0) started++;
+        else break;
+    }
+    int bad = 0;
+    for (int k = 0; k < started; k++) {
+        pthread_join(th[k], NULL);
+        bad += jobs[k].bad;
+    }
+    CHECK(started == NT && bad == 0, "%d threads started, %d renders differed", started, bad);
+    printf("  %d threads x 3 x %zu renders of one template: %d differed\n", started, json_array_size(json_object_get(fx, "cases")), bad);
+    dg_chat_template_free(t);
+    json_decref(fx);
+}
+
+/* a GGUF model's template comes from tokenizer.chat_template, its bos from tokenizer.ggml.bos_token_id */
+static void test_gguf_template(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof(path), "%s/gguf/tiny-a-bf16.gguf", fixtures_dir());
+    dg_chat_template *t;
+    if (dg_chat_template_load(path, &t, err, sizeof(err))) { CHECK(0, "%s", err); return; }
+    dg_chat_params p = {"[{\"role\": \"user\", \"content\": \"hi\"}]", NULL, 1, 0, NULL};
+    char *out = NULL;
+    size_t n = 0;
+    CHECK(dg_chat_render(t, &p, &out, &n, err, sizeof(err)) == 0, "%s", err);
+    /* the fixture file carries its own placeholder template (make_gguf_fixtures.py), not the built-in */
+    CHECK(out && !strncmp(out, "<bos><|turn>user\nhi<turn|>\n<|turn>model\n", 40) && !strstr(out, "<|channel>"), "rendered: %s", out ? out : "");
+    free(out);
+    dg_chat_template_free(t);
+}
+
 const dg_test chat_tests[] = {
+    {"chat_gguf_template", test_gguf_template},
     {"chat_builtin_vs_transformers", test_builtin},
     {"chat_gemma4_vs_transformers", test_gemma4},
     {"chat_gemma3_vs_transformers", test_gemma3},
@@ -390,5 +462,6 @@ const dg_test chat_tests[] = {
     {"chat_template_loader", test_loader},
     {"chat_bad_input", test_bad_input},
     {"chat_message_preparation", test_prepare},
+    {"chat_concurrent_renders", test_threads},
     {NULL, NULL},
 };

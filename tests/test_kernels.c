@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_impl.h"
 #include "kernels/kernels.h"
+#include "kernels/quants.h"
 #include "test.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
@@ -201,6 +203,82 @@ static void test_vector_ops(void) {
     printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
 }
 
+/* the fast dequantizers equal the scalar reference bit for bit, and every matmul path on quantized
+ * weights equals the oracle within float32 noise (bf16 rounding of the weights on the AMX path) */
+static void test_quant_paths(void) {
+    const dg_dtype qt[] = {DG_Q8_0, DG_Q5_0, DG_Q4_0, DG_Q4_K, DG_Q5_K, DG_Q6_K, DG_Q2_K, DG_Q3_K, DG_IQ4_NL};
+    const int n = 19, R = 37, K = 512;
+    float *w = malloc(sizeof(float) * R * K), *x = malloc(sizeof(float) * n * K), *y = malloc(sizeof(float) * n * R),
+          *ref = malloc(sizeof(float) * n * R), *a = malloc(sizeof(float) * K), *b = malloc(sizeof(float) * K);
+    uint8_t *q = malloc((size_t)R * K * 2);
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), n, K, 0) == 0, "kctx");
+#if defined(__x86_64__)
+    const int vnni = dg_cpu_has_vnni();
+#else
+    const int vnni = 0;
+#endif
+    int vnni_types = 0;
+    for (size_t ti = 0; ti < sizeof(qt) / sizeof(qt[0]); ti++) {
+        for (int i = 0; i < R * K; i++) w[i] = frand() * (i % 97 == 0 ? 8.0f : 1.0f);
+        const size_t rb = dg_row_bytes(qt[ti], K);
+        for (int r = 0; r < R; r++) dg_quantize_gguf(qt[ti], w + (size_t)r * K, q + (size_t)r * rb, K, NULL);
+        dg_mat m = dg_mat_init(q, qt[ti], R, K);
+        int bad = 0;
+        for (int r = 0; r < R; r++) {
+            dg_dequant_range(&m, r, 0, K, a);
+            dg_dequant_fast(&m, r, 0, K, b);
+            bad += memcmp(a, b, sizeof(float) * K) != 0;
+        }
+        CHECK(bad == 0, "%s: fast dequantization differs from the reference on %d rows", dg_dtype_name(qt[ti]), bad);
+#if defined(__x86_64__)
+        /* the VNNI dot products are the scalar integer dot products, bit for bit */
+        if (vnni) {
+            const dg_act_type at = dg_gguf_act_type(qt[ti]);
+            const size_t astride = (size_t)(K / dg_act_block_elems(at)) * dg_act_block_bytes(at);
+            uint8_t *aq = malloc(astride * n);
+            float yv[19], ys[19];
+            for (int i = 0; i < n * K; i++) x[i] = frand();
+            for (int t = 0; t < n; t++) dg_quantize_act(at, x + (size_t)t * K, aq + (size_t)t * astride, K);
+            int vbad = 0, has = 1;
+            for (int r = 0; r < R && has; r++) {
+                has = dg_vnni_row(qt[ti], q + (size_t)r * rb, K, aq, astride, n, yv, 1);
+                for (int t = 0; has && t < n; t++) {
+                    ys[t] = dg_vec_dot_gguf(qt[ti], K, q + (size_t)r * rb, aq + (size_t)t * astride);
+                    vbad += memcmp(&ys[t], &yv[t], sizeof(float)) != 0;
+                }
+            }
+            if (has) vnni_types++;
+            CHECK(vbad == 0, "%s: VNNI dot products differ from the scalar ones at %d of %d", dg_dtype_name(qt[ti]), vbad, R * n);
+            free(aq);
+        }
+#endif
+        for (int xb = 0; xb < 2; xb++) {
+            for (int i = 0; i < n * K; i++) x[i] = xb ? dg_round_bf16(frand()) : frand();
+            dg_matmul_ref(ref, x, n, &m);
+            for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
+                if (!dg_path_available((dg_path)p)) continue;
+                dg_matmul_path(&k, (dg_path)p, y, x, n, &m, xb);
+                const double e = matmul_err(y, ref, x, n, &m);
+                /* AMX rounds the dequantized weights to bf16 (relative 2^-9); the int8 path (VNNI, on
+                 * AVX-512 and for few rows on AMX) quantizes the activations to int8 blocks
+                 * (relative 1/254 of each block's largest value) */
+                const int int8 = vnni && (qt[ti] == DG_Q4_K || qt[ti] == DG_Q5_K) &&
+                                 p == DG_PATH_AVX512;
+                const double tol = int8 ? 3e-3 : p == DG_PATH_AMX && xb ? 4e-3 : 2e-6;
+                if (getenv("DG_VERBOSE")) printf("    %s %s xbf16 %d: %.3g\n", dg_dtype_name(qt[ti]), dg_path_name((dg_path)p), xb, e);
+                CHECK(e < tol, "%s path %s xbf16 %d: error %.3g", dg_dtype_name(qt[ti]), dg_path_name((dg_path)p), xb, e);
+            }
+        }
+    }
+    printf("  fast dequantization bit-exact; VNNI integer dots bit-exact with the scalar ones (%d types%s); quantized matmuls within bounds on every path\n",
+           vnni_types, vnni ? "" : ", no VNNI here: skipped");
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+    free(w); free(x); free(y); free(ref); free(a); free(b); free(q);
+}
+
 typedef struct {
     int *hits;
     int *tids;
@@ -237,6 +315,7 @@ const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/quant-paths", test_quant_paths},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

@@ -13,7 +13,7 @@ enum {
     DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
 };
 
-typedef enum { DG_KIND_REF, DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
+typedef enum { DG_KIND_REF, DG_KIND_INT8, DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
 
 typedef struct {
     const dg_kctx *k;
@@ -24,6 +24,7 @@ typedef struct {
     const dg_mat *w;
     int rb;
     int64_t kp;              /* K rounded up to DG_KC (packed activations) */
+    size_t astride;          /* INT8: bytes of one quantized activation row in k->aq */
 } dg_job;
 
 /* cpu features (x86) */
@@ -31,6 +32,18 @@ int dg_cpu_has_avx2(void);
 int dg_cpu_has_avx512(void);
 int dg_cpu_has_avx512bf16(void);
 int dg_cpu_has_amx(void);
+int dg_cpu_has_vnni(void);
+
+/* integer path: one weight row (K elements of dt) against nt activation rows quantized by
+ * dg_quantize_act (stride astride bytes): y[t * ldy]. Bit-identical to dg_vec_dot_gguf. 0 if dt has no
+ * VNNI kernel. */
+int dg_vnni_row(dg_dtype dt, const uint8_t *w, int64_t K, const void *aq, size_t astride, int nt, float *y, int64_t ldy);
+
+/* AVX-512 dequantization of Q8_0, Q5_0, Q4_K, Q5_K, Q6_K (bit-exact with the scalar); 0 = no kernel */
+int dg_dequant_gguf_avx512(dg_dtype dt, const void *blocks, float *out, int64_t n);
+/* Dequantize [c0, c0+n) of row r with the fastest exact kernel available (same values as
+ * dg_dequant_range). */
+void dg_dequant_fast(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out);
 
 void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, int64_t ldw, int nr, int64_t K,
                            float *y, int64_t ldy);

@@ -18,11 +18,12 @@
 #include <unistd.h>
 
 #include "kernels/gemm_impl.h"
+#include "kernels/quants.h"
 
 /* ===== CPU features ===== */
 
 static struct {
-    int avx2, avx512, avx512bf16, amx;
+    int avx2, avx512, avx512bf16, vnni, amx;
 } g_cpu;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 
@@ -41,12 +42,13 @@ static void cpu_detect(void) {
     const int ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6, tile_os = (xcr0 & 0x60000) == 0x60000;
     __cpuid_count(7, 0, a, b, c, d);
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
-    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1, vnni = (c >> 11) & 1;
     __cpuid_count(7, 1, a, b, c, d);
     const int avx512bf16 = (a >> 5) & 1;
     g_cpu.avx2 = ymm_os && avx2 && fma && f16c;
     g_cpu.avx512 = g_cpu.avx2 && zmm_os && avx512f && avx512bw && avx512vl;
     g_cpu.avx512bf16 = g_cpu.avx512 && avx512bf16;
+    g_cpu.vnni = g_cpu.avx512 && vnni;
     if (g_cpu.avx512bf16 && tile_os && amx_tile && amx_bf16) {
         /* Linux hands out the AMX tile state only on request (once per process) */
         const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
@@ -58,6 +60,7 @@ int dg_cpu_has_avx2(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.
 int dg_cpu_has_avx512(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512; }
 int dg_cpu_has_avx512bf16(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.avx512bf16; }
 int dg_cpu_has_amx(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.amx; }
+int dg_cpu_has_vnni(void) { pthread_once(&g_cpu_once, cpu_detect); return g_cpu.vnni; }
 
 /* the weights of rows [r0, r0+nr) as a row-major view: straight from the mapping for float types,
  * else dequantized to float32 into the panel */
@@ -428,108 +431,156 @@ typedef struct {
 } tilecfg;
 
 /* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
-void dg_pack_amx(dg_job *j) {
-    const int64_t K = j->w->cols;
-    j->kp = (K + DG_KC - 1) / DG_KC * DG_KC;
-    const int64_t nkc = j->kp / DG_KC;
-    const int ntb = (j->n + 15) / 16;
+/* one token block: each token's 32 values of a K chunk become 16 bf16 pairs, scattered down the
+ * tile's rows at the token's column */
+T_AMX static void pack_amx_block(void *ctx, int tb, int tid) {
+    (void)tid;
+    const dg_job *j = ctx;
+    const int64_t K = j->w->cols, nkc = j->kp / DG_KC;
     uint16_t *xb = j->k->xpack;
-    for (int tb = 0; tb < ntb; tb++)
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    for (int t = 0; t < 16; t++) {
+        const int tok = tb * 16 + t;
+        const float *x = j->x + (int64_t)tok * K;
         for (int64_t kc = 0; kc < nkc; kc++) {
-            uint16_t *tile = xb + ((size_t)tb * nkc + kc) * 512;
-            for (int p = 0; p < 16; p++)
-                for (int t = 0; t < 16; t++) {
-                    const int tok = tb * 16 + t;
-                    const int64_t k = kc * DG_KC + 2 * p;
-                    uint16_t a = 0, b = 0;
-                    if (tok < j->n) {
-                        if (k < K) a = dg_f32_to_bf16(j->x[(int64_t)tok * K + k]);
-                        if (k + 1 < K) b = dg_f32_to_bf16(j->x[(int64_t)tok * K + k + 1]);
-                    }
-                    tile[p * 32 + t * 2] = a;
-                    tile[p * 32 + t * 2 + 1] = b;
-                }
+            uint32_t *tile = (uint32_t *)(xb + ((size_t)tb * nkc + kc) * 512);
+            __m512i v = _mm512_setzero_si512();
+            if (tok < j->n) {
+                const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
+                const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+                const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + k + 16), _mm512_maskz_loadu_ps(lo, x + k));
+            }
+            _mm512_i32scatter_epi32(tile + t, rows, v, 4);
         }
+    }
 }
 
-/* the rows [r0, r0+nr) as bf16 [32, kp] in the panel (zero padded), unless they can be tiled in place */
-T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel, int64_t *ld) {
+/* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
+void dg_pack_amx(dg_job *j) {
+    j->kp = (j->w->cols + DG_KC - 1) / DG_KC * DG_KC;
+    dg_pool_run(j->k->pool, (j->n + 15) / 16, pack_amx_block, j);
+}
+
+/* The rows [r0, r0+nr) as bf16 A tiles laid out tile after tile: tile (kc, half) holds rows
+ * half*16 .. +16 and K values kc*32 .. +32 at panel-bf16 + (kc * 2 + half) * 512, each tile one
+ * contiguous KB (tile loads with a 64-byte stride: no page walks across 16 weight rows), zero padded.
+ * bf16 weights are copied as they are; other types are dequantized to float32 and rounded to bf16. */
+/* 32 float values (m <= 32 valid) as one bf16 tile row (zero padded) */
+T_AMX static inline void bf16_row32(const float *src, int64_t m, uint16_t *dst) {
+    const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+    const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+    const __m256i a = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lo, src));
+    const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(hi, src + 16));
+    _mm512_storeu_si512((void *)dst, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
+}
+
+T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel) {
     const dg_mat *w = j->w;
-    const int64_t K = w->cols;
-    if (w->dt == DG_BF16 && K % DG_KC == 0 && nr == DG_RB) {
-        *ld = (int64_t)w->row_bytes;
-        return (const uint16_t *)((const uint8_t *)w->data + (size_t)r0 * w->row_bytes);
-    }
+    const int64_t K = w->cols, nkc = j->kp / DG_KC;
     uint16_t *pb = (uint16_t *)(panel + (size_t)DG_RB * j->kp);   /* after the f32 area */
-    if (w->dt == DG_BF16) {
-        for (int r = 0; r < nr; r++) memcpy(pb + r * j->kp, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, (size_t)K * 2);
-    } else {
-        dg_panel_f32(w, r0, nr, panel);
-        for (int r = 0; r < nr; r++) {
+    const int blk = dg_gguf_block_elems(w->dt);
+    /* block types whose rows are whole blocks: dequantize 256 values at a time into an L1 buffer and
+     * convert from there; other types through the float32 panel */
+    const int by_block = blk && K % 256 == 0;
+    if (w->dt != DG_BF16 && !by_block) dg_panel_f32(w, r0, nr, panel);
+    __attribute__((aligned(64))) float chunk[256];
+    for (int r = 0; r < DG_RB; r++) {
+        uint16_t *dst = pb + (size_t)(r / 16) * 512 + (size_t)(r % 16) * 32;
+        if (r >= nr) {
+            for (int64_t kc = 0; kc < nkc; kc++) memset(dst + kc * 1024, 0, 64);
+            continue;
+        }
+        if (w->dt == DG_BF16) {
+            const uint16_t *src = (const uint16_t *)((const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes);
+            for (int64_t kc = 0; kc < nkc; kc++) {
+                const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
+                const __mmask32 mk = m == 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << m) - 1);
+                _mm512_storeu_si512((void *)(dst + kc * 1024), _mm512_maskz_loadu_epi16(mk, src + k));
+            }
+        } else if (by_block) {
+            for (int64_t c0 = 0; c0 < K; c0 += 256) {
+                dg_dequant_fast(w, r0 + r, c0, 256, chunk);
+                for (int q = 0; q < 8; q++) bf16_row32(chunk + 32 * q, 32, dst + (c0 / 32 + q) * 1024);
+            }
+        } else {
             const float *src = panel + (int64_t)r * K;
-            uint16_t *dst = pb + r * j->kp;
-            int64_t k = 0;
-            for (; k + 16 <= K; k += 16)
-                _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
-            for (; k < K; k++) dst[k] = dg_f32_to_bf16(src[k]);
+            for (int64_t kc = 0; kc < nkc; kc++) bf16_row32(src + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, dst + kc * 1024);
         }
     }
-    for (int r = 0; r < DG_RB; r++) {
-        const int64_t from = r < nr ? K : 0;
-        memset(pb + r * j->kp + from, 0, (size_t)(j->kp - from) * 2);
-    }
-    *ld = j->kp * 2;
     return pb;
 }
 
+/* C tile [16 weight rows][16 tokens] into y[token][row]: one gathered column per token, stored as a
+ * contiguous run of the token's outputs */
 T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy) {
-    for (int r = 0; r < nrow; r++)
-        for (int t = 0; t < ntok; t++) y[t * ldy + r] = c[r * 16 + t];
+    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    const __mmask16 m = (__mmask16)((1u << nrow) - 1);
+    for (int t = 0; t < ntok; t++)
+        _mm512_mask_storeu_ps(y + t * ldy, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, col, c + t, 4));
 }
+
+/* K is walked in blocks of AMX_KB chunks (256 values): the two A tiles' rows of one block (16 KB) stay
+ * in L1 while every token block streams past, so each step loads its B tiles only from L2; the C tiles
+ * of all token blocks live in a per-task buffer between K blocks. */
+enum { AMX_KB = 8 };
 
 T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     __attribute__((aligned(64))) tilecfg cfg;
-    __attribute__((aligned(64))) float c[4][256];
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-    int64_t lda;
-    const uint16_t *a = amx_rows(j, r0, nr, panel, &lda);
+    const uint16_t *a = amx_rows(j, r0, nr, panel);
     const uint16_t *xb = j->k->xpack;
     const int64_t nkc = j->kp / DG_KC, ldy = j->w->rows;
     const int ntb = (j->n + 15) / 16;
     const int two_a = nr > 16;
     float *y = j->y + r0;
+    /* C of token block tb, weight block wb: cb + (tb * 2 + wb) * 256 floats */
+    float *cb = (float *)((uint8_t *)panel + (size_t)DG_RB * j->kp * (sizeof(float) + sizeof(uint16_t)));
     _tile_loadconfig(&cfg);
-    for (int tb = 0; tb < ntb; tb += 2) {
-        const int two_b = tb + 1 < ntb;
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-        const uint16_t *b0 = xb + (size_t)tb * nkc * 512, *b1 = b0 + (size_t)nkc * 512;
-        const uint8_t *a0 = (const uint8_t *)a, *a1 = a0 + 16 * lda;
-        for (int64_t kc = 0; kc < nkc; kc++) {
-            _tile_loadd(4, a0 + kc * 64, lda);
-            _tile_loadd(6, b0 + kc * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if (two_b) { _tile_loadd(7, b1 + kc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
-            if (two_a) {
-                _tile_loadd(5, a1 + kc * 64, lda);
-                _tile_dpbf16ps(2, 5, 6);
-                if (two_b) _tile_dpbf16ps(3, 5, 7);
+    for (int64_t k0 = 0; k0 < nkc; k0 += AMX_KB) {
+        const int64_t k1 = k0 + AMX_KB < nkc ? k0 + AMX_KB : nkc;
+        for (int tb = 0; tb < ntb; tb += 2) {
+            const int two_b = tb + 1 < ntb;
+            float *c00 = cb + (size_t)tb * 512, *c10 = c00 + 512;   /* [tb][wb] */
+            if (k0 == 0) {
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            } else {
+                _tile_loadd(0, c00, 64);
+                if (two_b) _tile_loadd(1, c10, 64);
+                if (two_a) {
+                    _tile_loadd(2, c00 + 256, 64);
+                    if (two_b) _tile_loadd(3, c10 + 256, 64);
+                }
             }
-        }
-        const int nt0 = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
-        const int nt1 = two_b ? (j->n - tb * 16 - 16 < 16 ? j->n - tb * 16 - 16 : 16) : 0;
-        const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
-        _tile_stored(0, c[0], 64);
-        amx_store(c[0], nr0, nt0, y + (int64_t)tb * 16 * ldy, ldy);
-        if (two_b) { _tile_stored(1, c[1], 64); amx_store(c[1], nr0, nt1, y + (int64_t)(tb + 1) * 16 * ldy, ldy); }
-        if (two_a) {
-            _tile_stored(2, c[2], 64);
-            amx_store(c[2], nr1, nt0, y + (int64_t)tb * 16 * ldy + 16, ldy);
-            if (two_b) { _tile_stored(3, c[3], 64); amx_store(c[3], nr1, nt1, y + (int64_t)(tb + 1) * 16 * ldy + 16, ldy); }
+            const uint16_t *b0 = xb + (size_t)tb * nkc * 512, *b1 = b0 + (size_t)nkc * 512;
+            for (int64_t kc = k0; kc < k1; kc++) {
+                _tile_loadd(4, a + kc * 1024, 64);
+                _tile_loadd(6, b0 + kc * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (two_b) { _tile_loadd(7, b1 + kc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+                if (two_a) {
+                    _tile_loadd(5, a + kc * 1024 + 512, 64);
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (two_b) _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c00, 64);
+            if (two_b) _tile_stored(1, c10, 64);
+            if (two_a) {
+                _tile_stored(2, c00 + 256, 64);
+                if (two_b) _tile_stored(3, c10 + 256, 64);
+            }
         }
     }
     _tile_release();
+    const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
+    for (int tb = 0; tb < ntb; tb++) {
+        const int nt = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
+        amx_store(cb + (size_t)tb * 512, nr0, nt, y + (int64_t)tb * 16 * ldy, ldy);
+        if (two_a) amx_store(cb + (size_t)tb * 512 + 256, nr1, nt, y + (int64_t)tb * 16 * ldy + 16, ldy);
+    }
 }
 
 #endif /* __x86_64__ */

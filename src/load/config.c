@@ -105,8 +105,8 @@ static int parse_eos(jctx *c, json_t *v, dg_config *cfg) {
     return 0;
 }
 
-static int load_generation(dg_config *cfg, const char *dir, char *err, size_t errlen) {
-    /* reference defaults (DiffusionGemmaGenerationConfig._get_default_generation_params) */
+/* the reference's defaults (DiffusionGemmaGenerationConfig._get_default_generation_params) */
+static void gen_defaults(dg_config *cfg) {
     cfg->gen_max_new_tokens = 256;
     cfg->gen_max_denoising_steps = 48;
     cfg->gen_entropy_bound = 0.1;
@@ -114,6 +114,10 @@ static int load_generation(dg_config *cfg, const char *dir, char *err, size_t er
     cfg->gen_t_max = 0.8;
     cfg->gen_stability_threshold = 1;
     cfg->gen_confidence_threshold = 0.005;
+}
+
+static int load_generation(dg_config *cfg, const char *dir, char *err, size_t errlen) {
+    gen_defaults(cfg);
     char path[4096];
     snprintf(path, sizeof(path), "%s/generation_config.json", dir);
     FILE *f = fopen(path, "rb");
@@ -451,13 +455,7 @@ int dg_config_from_gguf(dg_config *cfg, const gguf_file *g, char *err, size_t er
     cfg->dtype = ftype == 0 ? 'f' : ftype == 1 ? 'h' : ftype == 32 ? 'b' : 0;
 
     /* generation defaults: the reference's, overridden by the diffusion.eb_* keys */
-    cfg->gen_max_new_tokens = 256;
-    cfg->gen_max_denoising_steps = 48;
-    cfg->gen_entropy_bound = 0.1;
-    cfg->gen_t_min = 0.4;
-    cfg->gen_t_max = 0.8;
-    cfg->gen_stability_threshold = 1;
-    cfg->gen_confidence_threshold = 0.005;
+    gen_defaults(cfg);
     int stab = 1;
     if (gg_int(g, "diffusion.eb_max_steps", 48, 1, 1 << 20, &cfg->gen_max_denoising_steps, err, errlen)) goto fail;
     if (gg_num(g, "diffusion.eb_t_min", 0.4, 0, 1e6, &cfg->gen_t_min, err, errlen)) goto fail;

@@ -5,8 +5,9 @@
  * chat_template.json {"chat_template": ...}, else "chat_template" in tokenizer_config.json (a string,
  * or a list of {name, template}: "default", and "tool_use" when tools are given); else the built-in
  * Gemma 4 template (chat_default.jinja, compiled in). The named special tokens (bos_token, eos_token,
- * unk_token, sep_token, pad_token, cls_token, mask_token) come from tokenizer_config.json, as strings
- * or AddedToken objects {"content": ...}; bos and eos default to "<bos>" and "<eos>".
+ * unk_token, sep_token, pad_token, cls_token, mask_token, and the names of an "extra_special_tokens"
+ * object, like Gemma 3's boi_token) come from tokenizer_config.json, as strings or AddedToken objects
+ * {"content": ...}; bos and eos default to "<bos>" and "<eos>".
  *
  * Rendering repeats apply_chat_template's preparation of the messages before the template sees them:
  * keys whose value is null are dropped from each message, and a message's reasoning given as
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "load/gguf.h"
 #include "tokenizer/jinja.h"
 #include "chat_default.h"   /* generated from src/tokenizer/chat_default.jinja: chat_default_src */
 
@@ -31,7 +33,7 @@ static const char *const SPECIAL_NAMES[] = {"bos_token", "eos_token", "unk_token
 struct dg_chat_template {
     jinja_tpl *tpl;
     jinja_tpl *tool_tpl;       /* a "tool_use" template, used when tools are given (or NULL) */
-    char *special[N_SPECIAL];  /* NULL when absent */
+    json_t *special;           /* {"bos_token": "<bos>", ...}: template variables */
 };
 
 static char *read_file(const char *path, size_t *len) {
@@ -75,7 +77,7 @@ void dg_chat_template_free(dg_chat_template *t) {
     if (!t) return;
     jinja_free(t->tpl);
     jinja_free(t->tool_tpl);
-    for (int i = 0; i < N_SPECIAL; i++) free(t->special[i]);
+    json_decref(t->special);
     free(t);
 }
 
@@ -85,9 +87,8 @@ static dg_chat_template *new_template(char *err, size_t errlen) {
         dg_fail(err, errlen, "out of memory");
         return NULL;
     }
-    t->special[0] = strdup("<bos>");
-    t->special[1] = strdup("<eos>");
-    if (!t->special[0] || !t->special[1]) {
+    t->special = json_pack("{ssss}", "bos_token", "<bos>", "eos_token", "<eos>");
+    if (!t->special) {
         dg_chat_template_free(t);
         dg_fail(err, errlen, "out of memory");
         return NULL;
@@ -111,18 +112,25 @@ int dg_chat_template_default(dg_chat_template **out, char *err, size_t errlen) {
     return dg_chat_template_parse(chat_default_src, sizeof(chat_default_src) - 1, "<built-in Gemma 4 template>", out, err, errlen);
 }
 
+static int set_special(dg_chat_template *t, const char *name, json_t *v, const char *file, char *err, size_t errlen) {
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_object(v)) v = json_object_get(v, "content");
+    if (!json_is_string(v))
+        return dg_fail(err, errlen, "%s: field %s must be a string or an object with a string \"content\"", file, name);
+    if (json_object_set(t->special, name, v)) return dg_fail(err, errlen, "out of memory");
+    return 0;
+}
+
 /* the special tokens of tokenizer_config.json (strings or {"content": ...}) */
 static int read_special(dg_chat_template *t, json_t *cfg, const char *file, char *err, size_t errlen) {
-    for (int i = 0; i < N_SPECIAL; i++) {
-        json_t *v = json_object_get(cfg, SPECIAL_NAMES[i]);
-        if (!v || json_is_null(v)) continue;
-        if (json_is_object(v)) v = json_object_get(v, "content");
-        if (!json_is_string(v))
-            return dg_fail(err, errlen, "%s: field %s must be a string or an object with a string \"content\"", file, SPECIAL_NAMES[i]);
-        char *s = strdup(json_string_value(v));
-        if (!s) return dg_fail(err, errlen, "out of memory");
-        free(t->special[i]);
-        t->special[i] = s;
+    for (int i = 0; i < N_SPECIAL; i++)
+        if (set_special(t, SPECIAL_NAMES[i], json_object_get(cfg, SPECIAL_NAMES[i]), file, err, errlen)) return -1;
+    json_t *extra = json_object_get(cfg, "extra_special_tokens");
+    if (json_is_object(extra)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(extra, k, v)
+            if (set_special(t, k, v, file, err, errlen)) return -1;
     }
     return 0;
 }
@@ -160,11 +168,70 @@ static json_t *load_json(const char *path, char *err, size_t errlen) {
     return j;
 }
 
+/* A GGUF model (a .gguf file, or a directory holding one and no config.json): the template files
+ * beside the file when there are any, else tokenizer.chat_template and the bos/eos strings of
+ * tokenizer.ggml.bos_token_id / eos_token_id, else the built-in template. */
+static int load_gguf(const char *gpath, dg_chat_template *t, char *err, size_t errlen) {
+    gguf_file g;
+    if (gguf_open(&g, gpath, err, errlen)) return -1;
+    int rc = -1;
+    const gguf_kv *toks = gguf_find_kv(&g, "tokenizer.ggml.tokens");
+    static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos_token"}, {"tokenizer.ggml.eos_token_id", "eos_token"},
+                                         {"tokenizer.ggml.padding_token_id", "pad_token"}, {"tokenizer.ggml.unknown_token_id", "unk_token"}};
+    for (size_t i = 0; toks && i < sizeof(ids) / sizeof(ids[0]); i++) {
+        const gguf_kv *kv = gguf_find_kv(&g, ids[i][0]);
+        int64_t id;
+        gguf_str str;
+        if (kv && !gguf_kv_int(kv, 0, &id) && id >= 0 && !gguf_kv_str(toks, (uint64_t)id, &str)) {
+            json_t *v = json_stringn(str.s, (size_t)str.len);
+            if (!v || json_object_set_new(t->special, ids[i][1], v)) { dg_fail(err, errlen, "out of memory"); goto out; }
+        }
+    }
+    const gguf_kv *ct = gguf_find_kv(&g, "tokenizer.chat_template");
+    gguf_str src;
+    if (ct && !gguf_kv_str(ct, 0, &src)) {
+        char name[4200];
+        snprintf(name, sizeof(name), "%s:tokenizer.chat_template", gpath);
+        rc = jinja_parse(src.s, (size_t)src.len, name, &t->tpl, err, errlen);
+    } else {
+        rc = jinja_parse(chat_default_src, sizeof(chat_default_src) - 1, "<built-in Gemma 4 template>", &t->tpl, err, errlen);
+    }
+out:
+    gguf_close(&g);
+    return rc;
+}
+
 int dg_chat_template_load(const char *model_dir, dg_chat_template **out, char *err, size_t errlen) {
     *out = NULL;
     char path[4096];
     dg_chat_template *t = new_template(err, errlen);
     if (!t) return -1;
+    char *gpath = NULL;
+    char e2[8];
+    if (dg_resolve_model(model_dir, &gpath, e2, sizeof(e2)) == 1) {
+        /* template files beside a .gguf take precedence over its metadata */
+        const char *slash = strrchr(gpath, '/');
+        char dir[2048];
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - gpath) : 1, slash ? gpath : ".");
+        static const char *const files[] = {"chat_template.jinja", "chat_template.json", "tokenizer_config.json"};
+        int beside = 0;
+        for (size_t i = 0; i < 3; i++) {
+            char fp[2200];
+            snprintf(fp, sizeof(fp), "%s/%s", dir, files[i]);
+            beside |= file_exists(fp);
+        }
+        if (!beside) {
+            const int rc = load_gguf(gpath, t, err, errlen);
+            free(gpath);
+            if (rc) { dg_chat_template_free(t); return -1; }
+            *out = t;
+            return 0;
+        }
+        free(gpath);
+        dg_chat_template_free(t);
+        return dg_chat_template_load(dir, out, err, errlen);
+    }
+    free(gpath);
     json_t *cfg = NULL;
     int rc = -1;
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", model_dir);
@@ -285,8 +352,12 @@ int dg_chat_render(const dg_chat_template *t, const dg_chat_params *p, char **ou
     json_object_set_new(vars, "tools", tools ? json_incref(tools) : json_null());
     json_object_set_new(vars, "documents", json_null());
     json_object_set_new(vars, "add_generation_prompt", json_boolean(p->add_generation_prompt));
-    for (int k = 0; k < N_SPECIAL; k++)
-        if (t->special[k]) json_object_set_new(vars, SPECIAL_NAMES[k], json_string(t->special[k]));
+    {
+        const char *k;
+        json_t *v;
+        /* copies: jansson's reference counts are not atomic, and a template is shared between threads */
+        json_object_foreach(t->special, k, v) json_object_set_new(vars, k, json_stringn(json_string_value(v), json_string_length(v)));
+    }
     if (p->enable_thinking >= 0) json_object_set_new(vars, "enable_thinking", json_boolean(p->enable_thinking));
     if (extra) {
         const char *k;

@@ -703,13 +703,14 @@ static jnode *parse_and(jparser *P);
 static jnode *parse_not(jparser *P);
 static jnode *parse_compare(jparser *P);
 
-static jnode *parse_or(jparser *P) {
+/* operand (word operand)*, left associative: `or` over `and`, `and` over `not` */
+static jnode *parse_logic(jparser *P, const char *word, int kind, jnode *(*operand)(jparser *)) {
     int line = cur(P)->line;
-    jnode *l = parse_and(P);
-    while (is_name(cur(P), "or")) {
+    jnode *l = operand(P);
+    while (is_name(cur(P), word)) {
         next_tok(P);
-        jnode *r = parse_and(P);
-        jnode *x = mk(P, E_OR, line);
+        jnode *r = operand(P);
+        jnode *x = mk(P, kind, line);
         x->a = l;
         x->b = r;
         l = fin(P, x);
@@ -718,20 +719,8 @@ static jnode *parse_or(jparser *P) {
     return l;
 }
 
-static jnode *parse_and(jparser *P) {
-    int line = cur(P)->line;
-    jnode *l = parse_not(P);
-    while (is_name(cur(P), "and")) {
-        next_tok(P);
-        jnode *r = parse_not(P);
-        jnode *x = mk(P, E_AND, line);
-        x->a = l;
-        x->b = r;
-        l = fin(P, x);
-        line = cur(P)->line;
-    }
-    return l;
-}
+static jnode *parse_or(jparser *P) { return parse_logic(P, "or", E_OR, parse_and); }
+static jnode *parse_and(jparser *P) { return parse_logic(P, "and", E_AND, parse_not); }
 
 static jnode *parse_not(jparser *P) {
     if (is_name(cur(P), "not")) {
@@ -1424,6 +1413,7 @@ static jnode *parse_print(jparser *P) {
         if (items.n) expect(P, T_OP, O_COMMA, NULL);
         jnode *p = mk(P, S_PRINT, cur(P)->line);
         p->a = parse_expression(P, 1);
+        p->line = p->a->line;
         nv_push(P, &items, p);
     }
     x->body = nv_done(&items);
@@ -1526,6 +1516,7 @@ static jnodes subparse(jparser *P, const char *const *end_tokens) {
             next_tok(P);
             jnode *x = mk(P, S_PRINT, cur(P)->line);
             x->a = parse_tuple(P, 0, 1, NULL, 0, 0);
+            x->line = x->a->line;   /* jinja2 reports the expression node's line (an operator chain's last operator) */
             nv_push(P, &body, x);
             expect(P, T_VAR_END, 0, NULL);
         } else if (t->type == T_BLOCK_BEGIN) {

@@ -22,12 +22,12 @@ typedef struct jinja_tpl jinja_tpl;
 typedef struct {
     size_t max_output;   /* bytes of any rendered text (the output, a macro's result, a captured block) */
     size_t max_memory;   /* bytes of live values */
-    int64_t max_steps;   /* loop iterations + macro calls + filter items */
+    int64_t max_steps;   /* work: loop iterations, calls, items stored, 256-byte chunks of text built */
     int max_depth;       /* nested macro calls, recursive loops and value nesting */
     int64_t now;         /* strftime_now's clock (seconds since the epoch, local time); 0 = the real clock */
 } jinja_opts;
 
-/* 64 MiB of output, 512 MiB of values, 50M steps, depth 200, the real clock. */
+/* 64 MiB of output, 512 MiB of values, 100M steps (a few seconds at most), depth 200, the real clock. */
 jinja_opts jinja_default_opts(void);
 
 /* Parse a template (UTF-8). name appears in every error message. */

@@ -556,7 +556,9 @@ jv jformat_percent(jctx *c, jstr *fmt, jv args) {
         }
         s = p;
     }
-    if (!used_dict && next < nitems && (is_tuple || next == 0))
+    /* CPython raises only when the arguments are not a mapping (lists and ranges count as one) */
+    int mapping_like = args.t == JV_DICT || (args.t == JV_LIST && (JL(args)->h.sub == L_LIST || JL(args)->h.sub == L_RANGE));
+    if (!used_dict && !mapping_like && next < nitems && (is_tuple || next == 0))
         jfail(c, "not all arguments converted during string formatting");
     return jbuf_close(c, &b);
 }
@@ -573,14 +575,15 @@ static void format_spec(jctx *c, jbuf *b, jv v, const char *spec, size_t sn) {
     if (i < sn && strchr("+- ", spec[i])) sign = spec[i++];
     if (i < sn && spec[i] == '0') { zero = 1; i++; }
     while (i < sn && spec[i] >= '0' && spec[i] <= '9') width = (width < 0 ? 0 : width * 10) + (spec[i++] - '0');
-    if (i < sn && spec[i] == ',') { comma = 1; i++; }
+    if (i < sn && (spec[i] == ',' || spec[i] == '_')) { comma = spec[i]; i++; }
     if (i < sn && spec[i] == '.') {
         i++;
         prec = 0;
         while (i < sn && spec[i] >= '0' && spec[i] <= '9') prec = prec * 10 + (spec[i++] - '0');
     }
     if (i < sn) type = spec[i++];
-    if (i != sn || comma) jfail(c, "unsupported format specifier '%.*s'", (int)sn, spec);
+    if (i != sn) jfail(c, "unsupported format specifier '%.*s'", (int)sn, spec);
+    if (comma && !(v.t == JV_INT || v.t == JV_BOOL || v.t == JV_FLOAT) ) jfail(c, "Cannot specify '%c' with 's'.", comma);
     if (width > 4096) width = 4096;
     if (prec > 200) prec = 200;
     char tmp[512];
@@ -632,7 +635,22 @@ static void format_spec(jctx *c, jbuf *b, jv v, const char *spec, size_t sn) {
         } else {
             jfail(c, "Unknown format code '%c' for object of type '%s'", type, jv_typename(v));
         }
-        text = jv_cstr(c, tmp);
+        if (comma && strchr("xXob", type ? type : 'd')) jfail(c, "Cannot specify '%c' with '%c'.", comma, type);
+        char grouped[800];
+        if (comma) {
+            /* group the integer digits by three (Python also groups zero padding: not supported) */
+            if (zero) jfail(c, "unsupported format specifier '%.*s' (zero padding with grouping)", (int)sn, spec);
+            size_t sign_len = tmp[0] == '-' || tmp[0] == '+' || tmp[0] == ' ', nd = 0, k = 0;
+            const char *st = tmp + sign_len;
+            while (st[nd] >= '0' && st[nd] <= '9') nd++;
+            if (sign_len) grouped[k++] = tmp[0];
+            for (size_t d = 0; d < nd; d++) {
+                if (d && (nd - d) % 3 == 0) grouped[k++] = (char)comma;
+                grouped[k++] = st[d];
+            }
+            snprintf(grouped + k, sizeof(grouped) - k, "%s", st + nd);
+        }
+        text = jv_cstr(c, comma ? grouped : tmp);
         if (!align) align = zero ? '=' : '>';
         if (zero && fill == ' ') fill = '0';
     } else {
@@ -784,6 +802,7 @@ static void sort_idx(jctx *c, int64_t *idx, int64_t n, jv *keys, int reverse) {
     if (n < 2) return;
     int64_t *tmp = jtmp(c, sizeof(int64_t) * (size_t)n);
     for (int64_t w = 1; w < n; w *= 2) {
+        jstep(c, n);   /* n log n comparisons in all */
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
@@ -955,8 +974,6 @@ static double py_round(double x, int64_t n) {
     if (fabs(y - trunc(y)) == 0.5) r = 2.0 * nearbyint(y / 2.0);
     return copysign(r * p, x);
 }
-
-static jv seq_from(jctx *c, jv v) { return jv_list(jv_iter(c, v)); }
 
 static jv to_list_value(jctx *c, jv v) {
     jlist *it = jv_iter(c, v);
@@ -1350,6 +1367,10 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
             ind = jbuf_close(c, &t);
         }
         int first = opt_bool(c, p[1], 0), blank = opt_bool(c, p[2], 0);
+        if (in.t != JV_STR) {   /* jinja2 appends "\n" to the value itself */
+            if (in.t == JV_UNDEF) jundefined_fail(c, in);
+            jfail(c, "unsupported operand type(s) for +=: '%s' and 'str'", jv_typename(in));
+        }
         jv s0 = jv_to_str(c, in);
         jbuf t;
         jbuf_open(c, &t);
@@ -1566,27 +1587,9 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
         for (int64_t i = 0; i < it->n; i++) {
             jstep(c, 1);
             jv x = attr_path(c, it->a[i], p[0], MISSING);
-            jv nx;
-            {
-                /* the + of the evaluator, through a tiny expression-free path */
-                jargs none = {NULL, 0, NULL, NULL, 0};
-                (void)none;
-                if ((acc.t == JV_INT || acc.t == JV_BOOL) && (x.t == JV_INT || x.t == JV_BOOL)) {
-                    int64_t r;
-                    if (__builtin_add_overflow(acc.u.i, x.u.i, &r)) jfail(c, "integer overflow (beyond 64 bits)");
-                    nx = jv_int(r);
-                } else if ((acc.t == JV_INT || acc.t == JV_BOOL || acc.t == JV_FLOAT) && (x.t == JV_INT || x.t == JV_BOOL || x.t == JV_FLOAT)) {
-                    nx = jv_float((acc.t == JV_FLOAT ? acc.u.f : (double)acc.u.i) + (x.t == JV_FLOAT ? x.u.f : (double)x.u.i));
-                } else if (acc.t == JV_LIST && x.t == JV_LIST && JL(acc)->h.sub == JL(x)->h.sub && JL(acc)->h.sub <= L_TUPLE) {
-                    jlist *r = jlist_new(c, JL(acc)->n + JL(x)->n, JL(acc)->h.sub);
-                    for (int64_t k = 0; k < JL(acc)->n; k++) jlist_push(c, r, jv_ref(JL(acc)->a[k]));
-                    for (int64_t k = 0; k < JL(x)->n; k++) jlist_push(c, r, jv_ref(JL(x)->a[k]));
-                    nx = jv_list(r);
-                } else {
-                    if (x.t == JV_UNDEF) jundefined_fail(c, x);
-                    jfail(c, "unsupported operand type(s) for +: '%s' and '%s'", jv_typename(acc), jv_typename(x));
-                }
-            }
+            if (acc.t == JV_STR || x.t == JV_STR)   /* sum() adds, it never concatenates strings */
+                jfail(c, "unsupported operand type(s) for +: '%s' and '%s'", jv_typename(acc), jv_typename(x));
+            jv nx = jbinop(c, OP_ADD, acc, x);
             jv_unref(c, x);
             jv_unref(c, acc);
             acc = nx;
@@ -1611,6 +1614,13 @@ jv jfilter_call(jctx *c, int id, jv in, jargs *a) {
         int64_t elen = jstr_ncp(es);
         if (length < elen) jfail(c, "expected length >= %lld, got %lld", (long long)elen, (long long)length);
         if (leeway < 0) jfail(c, "expected leeway >= 0, got %lld", (long long)leeway);
+        if (in.t != JV_STR) {   /* jinja2 takes len() and slices of the value itself */
+            if (jv_len(c, in) <= length + leeway) {
+                jv_unref(c, end);
+                return jv_ref(in);
+            }
+            jfail(c, "'%s' object has no attribute 'rsplit'", jv_typename(in));
+        }
         jv s = jv_to_str(c, in);
         int64_t n = jstr_ncp(JS(s));
         jv r;
@@ -1702,21 +1712,11 @@ int jtest_call(jctx *c, int id, jv in, jargs *a) {
     case T_ODD:
     case T_EVEN:
     case T_DIVISIBLEBY: {
-        jv d = id == T_DIVISIBLEBY ? arg : jv_int(2);
-        if (in.t == JV_UNDEF) jundefined_fail(c, in);
-        if (!(in.t == JV_INT || in.t == JV_BOOL || in.t == JV_FLOAT) || !(d.t == JV_INT || d.t == JV_BOOL || d.t == JV_FLOAT))
-            jfail(c, "unsupported operand type(s) for %%: '%s' and '%s'", jv_typename(in), jv_typename(d));
-        if (in.t != JV_FLOAT && d.t != JV_FLOAT) {
-            if (d.u.i == 0) jfail(c, "integer division or modulo by zero");
-            int64_t m = d.u.i == -1 ? 0 : in.u.i % d.u.i;
-            if (m != 0 && ((m < 0) != (d.u.i < 0))) m += d.u.i;
-            return id == T_ODD ? m == 1 : m == 0;
-        }
-        double x = in.t == JV_FLOAT ? in.u.f : (double)in.u.i, y = d.t == JV_FLOAT ? d.u.f : (double)d.u.i;
-        if (y == 0) jfail(c, "float modulo");
-        double m = fmod(x, y);
-        if (m != 0 && ((m < 0) != (y < 0))) m += y;
-        return id == T_ODD ? m == 1 : m == 0;
+        /* value % num == 1 / == 0 with Python's % (on a str that is formatting) */
+        jv m = jbinop(c, OP_MOD, in, id == T_DIVISIBLEBY ? arg : jv_int(2));
+        int r = jv_eq(c, m, jv_int(id == T_ODD ? 1 : 0));
+        jv_unref(c, m);
+        return r;
     }
     case T_DEFINED: return in.t != JV_UNDEF;
     case T_UNDEFINED: return in.t == JV_UNDEF;
@@ -2333,7 +2333,6 @@ jv jattr_builtin(jctx *c, jv obj, jstr *name, int *found) {
         return jv_undef();
     }
     default:
-        (void)seq_from;
         return jv_undef();
     }
 }

@@ -15,6 +15,7 @@
  * (list.append, __class__) an Undefined that raises a security error when used.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,10 @@ static jnames *names_of(jctx *c);
 /* ===== frames ===== */
 
 static jframe *frame_new(jctx *c, jframe *parent) {
-    jframe *f = jobj_new(c, sizeof(jframe), JO_FRAME, 0);
+    jframe *f = jobj_new_part(c, sizeof(jframe), offsetof(jframe, inl_names), JO_FRAME, 0);
+    f->names = f->inl_names;
+    f->vals = f->inl_vals;
+    f->cap = FRAME_INLINE;
     f->parent = parent;
     if (parent) parent->h.rc++;
     return f;
@@ -71,9 +75,17 @@ static void frame_set(jctx *c, jframe *f, jstr *name, jv v) {
             return;
         }
     if (f->n == f->cap) {
-        int cap = f->cap ? 2 * f->cap : 4;
-        f->names = jrealloc(c, f->names, sizeof(jstr *) * (size_t)f->cap, sizeof(jstr *) * (size_t)cap);
-        f->vals = jrealloc(c, f->vals, sizeof(jv) * (size_t)f->cap, sizeof(jv) * (size_t)cap);
+        int cap = 2 * f->cap;
+        jstr **nn = jalloc(c, sizeof(jstr *) * (size_t)cap);
+        jv *nv = jalloc(c, sizeof(jv) * (size_t)cap);
+        memcpy(nn, f->names, sizeof(jstr *) * (size_t)f->n);
+        memcpy(nv, f->vals, sizeof(jv) * (size_t)f->n);
+        if (f->names != f->inl_names) {
+            jfree(c, f->names, sizeof(jstr *) * (size_t)f->cap);
+            jfree(c, f->vals, sizeof(jv) * (size_t)f->cap);
+        }
+        f->names = nn;
+        f->vals = nv;
         f->cap = cap;
     }
     f->names[f->n] = name;
@@ -324,7 +336,7 @@ static void float_divmod(jctx *c, double vx, double wx, double *fdiv, double *fm
     *fmodv = mod;
 }
 
-static jv binop(jctx *c, int op, jv a, jv b) {
+jv jbinop(jctx *c, int op, jv a, jv b) {
     if (a.t == JV_UNDEF) jundefined_fail(c, a);
     if (b.t == JV_UNDEF) jundefined_fail(c, b);
     if (is_num(a) && is_num(b)) {
@@ -391,11 +403,13 @@ static jv binop(jctx *c, int op, jv a, jv b) {
     switch (op) {
     case OP_ADD:
         if (a.t == JV_STR && b.t == JV_STR) {
-            jbuf o;
-            jbuf_open(c, &o);
-            jbuf_put(c, &o, JS(a)->s, JS(a)->len);
-            jbuf_put(c, &o, JS(b)->s, JS(b)->len);
-            return jbuf_close(c, &o);
+            size_t total = JS(a)->len + JS(b)->len;
+            if (total > c->max_out) jfail(c, "the template's output is too large (more than %zu bytes)", c->max_out);
+            jstep(c, (int64_t)(total >> 8));
+            jstr *r = jstr_new(c, NULL, total);
+            memcpy(r->s, JS(a)->s, JS(a)->len);
+            memcpy(r->s + JS(a)->len, JS(b)->s, JS(b)->len);
+            return jv_obj(JV_STR, r);
         }
         if (is_plain_seq(a) && is_plain_seq(b) && JL(a)->h.sub == JL(b)->h.sub) {
             jlist *x = JL(a), *y = JL(b);
@@ -595,8 +609,8 @@ static jv eval_call(jctx *c, const jnode *n, jframe *f, jstr *extra_name, jv ext
     return r;
 }
 
-static jv eval_filter(jctx *c, const jnode *n, jframe *f) {
-    jv in = eval(c, n->a, f);
+/* the filter of node n applied to `in` (consumed) */
+static jv apply_filter(jctx *c, const jnode *n, jframe *f, jv in) {
     if (n->fid < 0) jfail(c, "No filter named '%s' found.", n->name->s);
     jargs a;
     eval_args(c, n, f, &a, NULL, jv_none());
@@ -609,14 +623,7 @@ static jv eval_filter(jctx *c, const jnode *n, jframe *f) {
 /* a filter chain whose innermost input is the text of a block */
 static jv eval_filter_chain(jctx *c, const jnode *n, jframe *f, jv block_input) {
     if (!n) return jv_ref(block_input);
-    jv in = n->a ? eval_filter_chain(c, n->a, f, block_input) : jv_ref(block_input);
-    if (n->fid < 0) jfail(c, "No filter named '%s' found.", n->name->s);
-    jargs a;
-    eval_args(c, n, f, &a, NULL, jv_none());
-    jv r = jfilter_call(c, n->fid, in, &a);
-    args_release(c, &a);
-    jv_unref(c, in);
-    return r;
+    return apply_filter(c, n, f, n->a ? eval_filter_chain(c, n->a, f, block_input) : jv_ref(block_input));
 }
 
 /* ===== expressions ===== */
@@ -687,7 +694,7 @@ static jv eval(jctx *c, const jnode *e, jframe *f) {
     }
     case E_SLICE: jfail(c, "a slice outside a subscript");
     case E_CALL: return eval_call(c, e, f, NULL, jv_none());
-    case E_FILTER: return eval_filter(c, e, f);
+    case E_FILTER: return apply_filter(c, e, f, eval(c, e->a, f));
     case E_TEST: {
         jv in = eval(c, e->a, f);
         if (e->fid < 0) jfail(c, "No test named '%s' found.", e->name->s);
@@ -727,20 +734,41 @@ static jv eval(jctx *c, const jnode *e, jframe *f) {
     case E_BINOP: {
         jv l = eval(c, e->a, f);
         jv r = eval(c, e->b, f);
-        jv x = binop(c, e->op, l, r);
+        jv x = jbinop(c, e->op, l, r);
         jv_unref(c, l);
         jv_unref(c, r);
         return x;
     }
     case E_CONCAT: {
-        jbuf b;
-        jbuf_open(c, &b);
+        /* str() of every part, then one string of the exact size */
+        jv parts[16];
+        if (e->list.n > 16) {
+            jbuf b;
+            jbuf_open(c, &b);
+            for (int i = 0; i < e->list.n; i++) {
+                jv v = eval(c, e->list.v[i], f);
+                jv_write_str(c, &b, v);
+                jv_unref(c, v);
+            }
+            return jbuf_close(c, &b);
+        }
+        size_t total = 0;
         for (int i = 0; i < e->list.n; i++) {
             jv v = eval(c, e->list.v[i], f);
-            jv_write_str(c, &b, v);
+            parts[i] = jv_to_str(c, v);
             jv_unref(c, v);
+            total += JS(parts[i])->len;
         }
-        return jbuf_close(c, &b);
+        if (total > c->max_out) jfail(c, "the template's output is too large (more than %zu bytes)", c->max_out);
+        jstep(c, (int64_t)(total >> 8));
+        jstr *r = jstr_new(c, NULL, total);
+        size_t k = 0;
+        for (int i = 0; i < e->list.n; i++) {
+            memcpy(r->s + k, JS(parts[i])->s, JS(parts[i])->len);
+            k += JS(parts[i])->len;
+            jv_unref(c, parts[i]);
+        }
+        return jv_obj(JV_STR, r);
     }
     case E_COMPARE: {
         jv l = eval(c, e->a, f);
@@ -856,6 +884,29 @@ static void exec_for(jctx *c, const jnode *n, jframe *f, jv iterable, int depth0
     }
 }
 
+/* the text of a block's body (run in its own frame) through the block's filter chain */
+static jv capture_filtered(jctx *c, const jnode *n, jframe *f) {
+    jbuf b;
+    jbuf_open(c, &b);
+    jframe *bf = frame_new(c, f);
+    exec_list(c, &n->body, bf);
+    frame_unref(c, bf);
+    jv s = jbuf_close(c, &b);
+    c->line = n->line;
+    jv r = eval_filter_chain(c, n->c, f, s);
+    jv_unref(c, s);
+    return r;
+}
+
+/* a macro (or a call block's caller) closing over the frame it is defined in */
+static jv new_macro(jctx *c, const jnode *n, jframe *f) {
+    jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
+    m->node = n;
+    m->closure = f;
+    f->h.rc++;
+    return jv_obj(JV_MACRO, m);
+}
+
 static void exec(jctx *c, const jnode *n, jframe *f) {
     c->line = n->line;
     switch (n->kind) {
@@ -880,33 +931,10 @@ static void exec(jctx *c, const jnode *n, jframe *f) {
         return;
     }
     case S_SET: assign(c, n->a, eval(c, n->b, f), f); return;
-    case S_SETBLOCK: {
-        jbuf b;
-        jbuf_open(c, &b);
-        jframe *bf = frame_new(c, f);
-        exec_list(c, &n->body, bf);
-        frame_unref(c, bf);
-        jv s = jbuf_close(c, &b);
-        c->line = n->line;
-        jv r = eval_filter_chain(c, n->c, f, s);
-        jv_unref(c, s);
-        assign(c, n->a, r, f);
-        return;
-    }
-    case S_MACRO: {
-        jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
-        m->node = n;
-        m->closure = f;
-        f->h.rc++;
-        frame_set(c, f, n->name, jv_obj(JV_MACRO, m));
-        return;
-    }
+    case S_SETBLOCK: assign(c, n->a, capture_filtered(c, n, f), f); return;
+    case S_MACRO: frame_set(c, f, n->name, new_macro(c, n, f)); return;
     case S_CALLBLOCK: {
-        jmacro *m = jobj_new(c, sizeof(jmacro), JV_MACRO, 0);
-        m->node = n;
-        m->closure = f;
-        f->h.rc++;
-        jv mv = jv_obj(JV_MACRO, m);
+        jv mv = new_macro(c, n, f);
         jv r = eval_call(c, n->a, f, names_of(c)->caller, mv);
         jv_unref(c, mv);
         jv_write_str(c, c->out, r);
@@ -914,15 +942,7 @@ static void exec(jctx *c, const jnode *n, jframe *f) {
         return;
     }
     case S_FILTERBLOCK: {
-        jbuf b;
-        jbuf_open(c, &b);
-        jframe *bf = frame_new(c, f);
-        exec_list(c, &n->body, bf);
-        frame_unref(c, bf);
-        jv s = jbuf_close(c, &b);
-        c->line = n->line;
-        jv r = eval_filter_chain(c, n->c, f, s);
-        jv_unref(c, s);
+        jv r = capture_filtered(c, n, f);
         jv_write_str(c, c->out, r);
         jv_unref(c, r);
         return;
@@ -967,7 +987,7 @@ jinja_opts jinja_default_opts(void) {
     jinja_opts o;
     o.max_output = (size_t)64 << 20;
     o.max_memory = (size_t)512 << 20;
-    o.max_steps = 50000000;
+    o.max_steps = 100000000;
     o.max_depth = 200;
     o.now = 0;
     return o;
@@ -986,8 +1006,10 @@ static void free_all(jctx *c) {
             free(((jdict *)o)->idx);
             break;
         case JO_FRAME:
-            free(((jframe *)o)->names);
-            free(((jframe *)o)->vals);
+            if (((jframe *)o)->names != ((jframe *)o)->inl_names) {
+                free(((jframe *)o)->names);
+                free(((jframe *)o)->vals);
+            }
             break;
         default: break;
         }

@@ -106,13 +106,17 @@ typedef struct {
     jv self;                      /* bound methods: the object */
 } jfunc;
 
+#define FRAME_INLINE 4
+
 typedef struct jframe {
     jobj h;
     struct jframe *parent;
     int n, cap;
-    jstr **names;
+    jstr **names;                 /* inl_names / inl_vals until more than FRAME_INLINE names */
     jv *vals;
     jdict *dict;                  /* the root frame: globals and render variables */
+    jstr *inl_names[FRAME_INLINE];
+    jv inl_vals[FRAME_INLINE];
 } jframe;
 
 /* ===== AST ===== */
@@ -202,6 +206,7 @@ enum { CTL_NONE = 0, CTL_BREAK, CTL_CONTINUE };
 _Noreturn void jfail(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *jalloc(jctx *c, size_t n);                       /* raw memory, counted; fails with an error */
 void *jobj_new(jctx *c, size_t size, int kind, int sub);   /* a registered object, rc 1, zeroed */
+void *jobj_new_part(jctx *c, size_t size, size_t zero, int kind, int sub);   /* ... its first `zero` bytes zeroed */
 void *jtmp(jctx *c, size_t n);                         /* registered scratch memory */
 void jtmp_free(jctx *c, void *p);
 void *jrealloc(jctx *c, void *p, size_t old, size_t n);
@@ -308,6 +313,7 @@ const char *jfunc_name(int id);
 /* ===== jinja_eval.c ===== */
 
 jv jcall_value(jctx *c, jv callee, jargs *a);            /* call a macro, loop or builtin */
+jv jbinop(jctx *c, int op, jv a, jv b);                  /* a OP b with Python's semantics (OP_*) */
 jv jgetattr(jctx *c, jv obj, jstr *name);                /* obj.name with the sandbox's rules */
 jv jgetitem(jctx *c, jv obj, jv key);                    /* obj[key] with the sandbox's rules */
 /* make loop->items hold more than `upto` items if the source has them (jinja2 evaluates a loop's

@@ -35,10 +35,12 @@ void jfail(jctx *c, const char *fmt, ...) {
     longjmp(c->jb, 1);
 }
 
+/* work done, against max_steps: a loop iteration, a call or an item stored in a list or dict is one
+ * step, 256 bytes of text built another (so no template can run for long without reaching it) */
 void jstep(jctx *c, int64_t n) {
     c->steps += n;
     if (c->steps > c->max_steps)
-        jfail(c, "the template ran too long (more than %lld loop iterations, calls and filter items)", (long long)c->max_steps);
+        jfail(c, "the template ran too long (more than %lld steps: loop iterations, calls, items and text built)", (long long)c->max_steps);
 }
 
 static void account(jctx *c, size_t n) {
@@ -68,9 +70,10 @@ void jfree(jctx *c, void *p, size_t n) {
     free(p);
 }
 
-void *jobj_new(jctx *c, size_t size, int kind, int sub) {
+/* a registered object of `size` bytes whose first `zero` bytes are cleared */
+void *jobj_new_part(jctx *c, size_t size, size_t zero, int kind, int sub) {
     jobj *o = jalloc(c, size);
-    memset(o, 0, size);
+    memset(o, 0, zero);
     o->rc = 1;
     o->kind = (uint8_t)kind;
     o->sub = (uint8_t)sub;
@@ -82,13 +85,15 @@ void *jobj_new(jctx *c, size_t size, int kind, int sub) {
     return o;
 }
 
+void *jobj_new(jctx *c, size_t size, int kind, int sub) { return jobj_new_part(c, size, size, kind, sub); }
+
 typedef struct {
     jobj h;
     max_align_t data[];
 } jraw;
 
 void *jtmp(jctx *c, size_t n) {
-    jraw *r = jobj_new(c, sizeof(jraw) + n, JO_RAW, 0);
+    jraw *r = jobj_new_part(c, sizeof(jraw) + n, sizeof(jraw), JO_RAW, 0);
     return r->data;
 }
 
@@ -140,8 +145,10 @@ static void obj_release_mem(jctx *c, jobj *o) {
     }
     case JO_FRAME: {
         jframe *f = (jframe *)o;
-        jfree(c, f->names, sizeof(jstr *) * (size_t)f->cap);
-        jfree(c, f->vals, sizeof(jv) * (size_t)f->cap);
+        if (f->names != f->inl_names) {
+            jfree(c, f->names, sizeof(jstr *) * (size_t)f->cap);
+            jfree(c, f->vals, sizeof(jv) * (size_t)f->cap);
+        }
         break;
     }
     default:
@@ -382,10 +389,10 @@ int uni_isalpha(int cp) {
 /* ===== strings ===== */
 
 jstr *jstr_new(jctx *c, const char *s, size_t n) {
-    jstr *r = jobj_new(c, sizeof(jstr) + n + 1, JV_STR, 0);
+    jstr *r = jobj_new_part(c, sizeof(jstr) + n + 1, sizeof(jstr), JV_STR, 0);
     r->len = n;
     r->ncp = -1;
-    if (n) memcpy(r->s, s, n);
+    if (n && s) memcpy(r->s, s, n);
     r->s[n] = 0;
     return r;
 }
@@ -417,6 +424,10 @@ jlist *jlist_new(jctx *c, int64_t cap, int sub) {
 }
 
 void jlist_push(jctx *c, jlist *l, jv v) {
+    if (++c->steps > c->max_steps) {
+        jv_unref(c, v);
+        jstep(c, 0);
+    }
     if (l->n == l->cap) {
         int64_t cap = l->cap ? 2 * l->cap : 8;
         l->a = jrealloc(c, l->a, sizeof(jv) * (size_t)l->cap, sizeof(jv) * (size_t)cap);
@@ -457,6 +468,7 @@ static void dict_reindex(jctx *c, jdict *d) {
 }
 
 void jdict_set(jctx *c, jdict *d, jv k, jv v) {
+    jstep(c, 1);
     uint64_t h = jv_hash(c, k);   /* also rejects unhashable keys */
     int64_t i = dict_find(c, d, k, h);
     if (i >= 0) {
@@ -484,7 +496,8 @@ void jdict_set(jctx *c, jdict *d, jv k, jv v) {
 }
 
 jv *jdict_get(jctx *c, jdict *d, jv k) {
-    int64_t i = dict_find(c, d, k, d->idx ? jv_hash(c, k) : 0);
+    uint64_t h = (d->idx || k.t == JV_LIST || k.t == JV_DICT) ? jv_hash(c, k) : 0;   /* rejects unhashable keys */
+    int64_t i = dict_find(c, d, k, h);
     return i >= 0 ? &d->v[i] : NULL;
 }
 
@@ -515,6 +528,7 @@ static void jbuf_grow(jctx *c, jbuf *b, size_t need) {
 
 void jbuf_put(jctx *c, jbuf *b, const char *s, size_t n) {
     if (!n) return;
+    if (n >= 256) jstep(c, (int64_t)(n >> 8));
     if (b->n + n + 1 > b->cap) jbuf_grow(c, b, b->n + n + 1);
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -701,6 +715,13 @@ void jfloat_repr(double f, char out[32]) {
 
 #define MAX_REPR_DEPTH 500
 
+/* escaping writers copy runs of plain bytes: flush the run before position st, then the escape */
+static void put_escape(jctx *c, jbuf *b, const char *s, size_t *run, size_t st, size_t next, const char *esc) {
+    jbuf_put(c, b, s + *run, st - *run);
+    jbuf_put(c, b, esc, strlen(esc));
+    *run = next;
+}
+
 static void write_str_repr(jctx *c, jbuf *b, const char *s, size_t n) {
     int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = (has_sq && !has_dq) ? '"' : '\'';
@@ -720,11 +741,7 @@ static void write_str_repr(jctx *c, jbuf *b, const char *s, size_t n) {
             snprintf(tmp, sizeof(tmp), cp <= 0xff ? "\\x%02x" : cp <= 0xffff ? "\\u%04x" : "\\U%08x", cp);
             esc = tmp;
         }
-        if (esc) {
-            jbuf_put(c, b, s + run, st - run);
-            jbuf_put(c, b, esc, strlen(esc));
-            run = i;
-        }
+        if (esc) put_escape(c, b, s, &run, st, i, esc);
     }
     jbuf_put(c, b, s + run, n - run);
     jbuf_putc(c, b, q);
@@ -1112,11 +1129,7 @@ static void json_str(jctx *c, jbuf *b, const char *s, size_t n, int ascii) {
                 esc = tmp;
             }
         }
-        if (esc) {
-            jbuf_put(c, b, s + run, st - run);
-            jbuf_put(c, b, esc, strlen(esc));
-            run = i;
-        }
+        if (esc) put_escape(c, b, s, &run, st, i, esc);
     }
     jbuf_put(c, b, s + run, n - run);
     jbuf_putc(c, b, '"');
