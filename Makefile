@@ -2,7 +2,7 @@
 #   make          build ./dgemma (and the test binary)
 #   make test     install system deps if missing, build, run every test (no Python needed)
 #   make debug    the same tests built with -O1 -g -fsanitize=address,undefined
-#   make run      build and generate on MODEL (default: the bundled tiny random-weight model)
+#   make run      build and answer PROMPT with MODEL (default: the bundled tiny random-weight model)
 #   make fixtures regenerate tests/fixtures with the reference (needs torch + transformers)
 
 CC      ?= cc
@@ -40,8 +40,11 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-MODEL ?= tests/fixtures/tiny-a/bf16
-DEMO  ?= tests/fixtures/tiny-a/cli-bf16
+DEFAULT_MODEL := tests/fixtures/tiny-a/bf16
+MODEL  ?= $(DEFAULT_MODEL)
+PROMPT ?= Why is the sky blue?
+# on the tiny model: a few canvases at the checkpoint's 48 steps, a fixed seed
+RUN_FLAGS ?= $(if $(filter $(DEFAULT_MODEL),$(MODEL)),-n 64 --seed 1,)
 
 .PHONY: all deps test test-arm debug run fixtures clean
 all: dgemma $(BUILD)/dgemma_test
@@ -116,8 +119,11 @@ debug: deps
 
 run: deps
 	@$(MAKE) --no-print-directory dgemma
-	./dgemma inspect $(MODEL) --no-tensors
-	./dgemma generate --model $(MODEL) --prompt-ids $(DEMO)/prompt.txt --max-tokens 48 --steps 12 --seed 1 --verbose
+	@if [ "$(MODEL)" = "$(DEFAULT_MODEL)" ]; then \
+	    echo "make run: $(MODEL) is a tiny test model with RANDOM weights (and a 2048-token test vocabulary):"; \
+	    echo "          its answer is noise by design. Use a real checkpoint with: make run MODEL=DIR [PROMPT='...']"; \
+	fi
+	./dgemma run -m $(MODEL) -p "$(PROMPT)" $(RUN_FLAGS)
 
 fixtures:
 	python3 tools/reference/make_fixtures.py

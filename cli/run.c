@@ -10,18 +10,22 @@
  *
  * Ctrl-C sets a flag (the handler does nothing else); the generation callbacks return it, so the
  * answer is cancelled at the next denoising step: `run` exits 130, `chat` keeps the conversation. A
- * second Ctrl-C before the first was handled exits at once.
+ * second Ctrl-C while the first is still pending exits at once.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* wcwidth */
 #include <errno.h>
 #include <jansson.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include <editline/readline.h>
 
@@ -30,15 +34,26 @@
 /* ===== Ctrl-C ===== */
 
 static volatile sig_atomic_t g_interrupted;
+static struct timespec g_interrupted_at;
 
 static void on_sigint(int sig) {
     (void)sig;
-    if (g_interrupted) {   /* pressed again before the generation noticed: leave now */
-        static const char msg[] = "\n";
-        ssize_t w = write(STDERR_FILENO, msg, 1);
-        (void)w;
-        _exit(130);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);   /* async-signal-safe */
+    if (g_interrupted) {
+        /* pressed again while the first is still pending (a denoising step can take long): leave now.
+         * A repeat within half a second is the same interrupt delivered twice (timeout(1) signals the
+         * process and its group). */
+        double dt = (double)(now.tv_sec - g_interrupted_at.tv_sec) + (now.tv_nsec - g_interrupted_at.tv_nsec) * 1e-9;
+        if (dt > 0.5) {
+            static const char msg[] = "\n";
+            ssize_t w = write(STDERR_FILENO, msg, 1);
+            (void)w;
+            _exit(130);
+        }
+        return;
     }
+    g_interrupted_at = now;
     g_interrupted = 1;
 }
 
@@ -55,7 +70,7 @@ static void catch_sigint(void) {
 
 typedef struct {
     const char *model, *prompt, *system;
-    int raw, think, show_thinking, show_canvas, quiet, n_ctx;
+    int raw, think, show_thinking, show_canvas, quiet, n_ctx, reencode;
     dg_engine_params ep;
     dg_session_params sp;
     dg_gen_params gp;
@@ -87,6 +102,7 @@ static int run_option(const char *cmd, int argc, char **argv, int *i, run_opts *
     if (!strcmp(a, "--show-canvas")) { o->show_canvas = 1; return 0; }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { o->quiet = 1; return 0; }
     if (is_run && !strcmp(a, "--raw")) { o->raw = 1; return 0; }
+    if (!is_run && !strcmp(a, "--reencode")) { o->reencode = 1; return 0; }
     int known = 0;
     for (size_t k = 0; k < sizeof(VALUE_OPTS) / sizeof(VALUE_OPTS[0]) && !known; k++) known = !strcmp(a, VALUE_OPTS[k]);
     if (!known || (!is_run && (!strcmp(a, "-p") || !strcmp(a, "--prompt")))) {
@@ -158,8 +174,9 @@ typedef struct {
     int col;                 /* where the committed text ends on its line (terminal columns) */
     int in_thought;          /* thoughts are being printed */
     char last_out;           /* the last byte of the answer printed (0: none) */
-    int draft_rows;          /* newlines the draft printed below the committed row (-1: no draft) */
-    int draft_below;         /* the draft began on the next row (the committed row was full) */
+    int drafting;            /* a draft is on the screen below the saved cursor */
+    char *dbuf;              /* the draft being laid out */
+    size_t dlen, dcap;
     dg_detok_stream *draft;
     dg_reply *reply;
     int *steps;              /* steps per canvas */
@@ -169,15 +186,18 @@ typedef struct {
     int failed;
 } view;
 
-/* display width of a code point (approximate wcwidth: wide East Asian and emoji 2, combining 0) */
+/* Display width of a code point: the C library's wcwidth under a UTF-8 LC_CTYPE (use_utf8_ctype),
+ * which is what terminals follow; 0 for what it calls unprintable. */
 static int cp_width(uint32_t cp) {
-    if (cp < 0x20 || cp == 0x7f || (cp >= 0x300 && cp < 0x370) || cp == 0x200b || cp == 0x200d || (cp >= 0xfe00 && cp <= 0xfe0f))
-        return 0;
-    if ((cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0xa4cf) || (cp >= 0xac00 && cp <= 0xd7a3) ||
-        (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
-        (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1faff) || (cp >= 0x20000 && cp <= 0x3fffd))
-        return 2;
-    return 1;
+    int w = wcwidth((wchar_t)cp);
+    return w > 0 ? w : 0;
+}
+
+/* the terminal's character type, UTF-8 (C.UTF-8 when the environment's is not): for wcwidth and
+ * libedit's line editing. Only LC_CTYPE: nothing else of the program depends on it. */
+static void use_utf8_ctype(void) {
+    setlocale(LC_CTYPE, "");
+    if (strcmp(nl_langinfo(CODESET), "UTF-8")) setlocale(LC_CTYPE, "C.UTF-8");
 }
 
 /* the next code point of valid UTF-8 text (the detokenizer's), its length in *len */
@@ -196,20 +216,23 @@ static void track(view *v, const char *s, size_t n) {
     for (size_t i = 0, l; i < n; i += l) {
         uint32_t cp = next_cp(s + i, n - i, &l);
         if (cp == '\n' || cp == '\r') { v->col = 0; continue; }
-        int w = cp == '\t' ? 8 - v->col % 8 : cp_width(cp);
+        if (cp == '\b') { v->col -= v->col > 0; continue; }
+        if (cp == '\t') {   /* to the next tab stop, never past the last column (a tab does not wrap) */
+            int stop = (v->col / 8 + 1) * 8;
+            if (v->col < v->cols) v->col = stop < v->cols - 1 ? stop : v->cols - 1;
+            continue;
+        }
+        int w = cp_width(cp);
         v->col = v->col + w > v->cols ? w : v->col + w;
     }
 }
 
+/* take the draft off the screen: back to the saved cursor (the end of the committed text), erase below */
 static void draft_clear(view *v) {
-    if (v->draft_rows < 0) return;
-    int up = v->draft_rows - v->draft_below;
-    fputs("\r", stdout);
-    if (up > 0) printf("\033[%dA", up);
-    if (!v->draft_below && v->col > 0) printf("\033[%dG", v->col + 1);
-    fputs("\033[J", stdout);
+    if (!v->drafting) return;
+    fputs("\0338\033[J", stdout);
     fflush(stdout);
-    v->draft_rows = -1;
+    v->drafting = 0;
 }
 
 static void end_thought(view *v) {
@@ -245,6 +268,21 @@ static void on_part(void *user, dg_reply_part part, const char *s, size_t n) {
     }   /* tool calls: printed together after the answer */
 }
 
+static void dput(view *v, const char *s, size_t n) {
+    if (v->dlen + n > v->dcap) {
+        size_t cap = v->dcap ? v->dcap : 4096;
+        while (cap < v->dlen + n) cap *= 2;
+        char *q = realloc(v->dbuf, cap);
+        if (!q) return;
+        v->dbuf = q;
+        v->dcap = cap;
+    }
+    memcpy(v->dbuf + v->dlen, s, n);
+    v->dlen += n;
+}
+
+static void dputs(view *v, const char *s) { dput(v, s, strlen(s)); }
+
 /* one step of the canvas view */
 static void draw_step(view *v, const dg_step_event *ev) {
     /* the draft as it would be committed: cut at the first EOS */
@@ -271,40 +309,54 @@ static void draw_step(view *v, const dg_step_event *ev) {
         fputc('\n', stderr);
         return;
     }
-    draft_clear(v);
-    /* rows are broken by hand at cols-1 so the terminal never wraps: the rows printed are known */
+    /* The draft goes on the rows below the committed text, broken by hand at cols-1 (so the terminal
+     * never wraps and the rows are known) and control characters shown as spaces. Before drawing, as
+     * many index (ESC D) moves as it has rows scroll the screen if needed, and cursor-up comes back:
+     * the column is kept, the room exists, nothing scrolls while the draft is shown, and restoring the
+     * saved cursor returns exactly to the end of the committed text. */
+    if (v->col >= v->cols) return;
     const int max_rows = v->rows > 3 ? v->rows - 2 : 1;
-    int rows = 0, dcol = v->col, full = 0;
-    v->draft_below = v->col >= v->cols - 1;
-    if (v->draft_below) { fputs("\n", stdout); rows++; dcol = 0; }
-    int acc = -1;
+    int rows = 1, dcol = 0, full = 0, acc = -1;
+    v->dlen = 0;
+    dputs(v, "\n");
     for (int i = 0; i <= n && !full; i++) {
         size_t l;
         const char *s = i < n ? dg_detok_stream_push(v->draft, ev->argmax[i], &l) : dg_detok_stream_flush(v->draft, &l);
         if (!s) continue;
         int a = i < n ? ev->accepted[i] : acc;
-        if (a != acc && l) { fputs(a ? "\033[0;1m" : "\033[0;33m", stdout); acc = a; }
+        if (a != acc && l) { dputs(v, a ? "\033[0;1m" : "\033[0;33m"); acc = a; }
         for (size_t k = 0, cl; k < l; k += cl) {
             uint32_t cp = next_cp(s + k, l - k, &cl);
-            int w = cp_width(cp);
+            int w = cp < 0x20 || cp == 0x7f ? 1 : cp_width(cp);
             if (cp == '\n' || dcol + w > v->cols - 1) {
-                if (rows + 1 >= max_rows) { fputs("…", stdout); full = 1; break; }
-                fputs("\033[K\n", stdout);
+                if (rows + 1 >= max_rows) { dputs(v, "…"); full = 1; break; }
+                dputs(v, "\n");
                 rows++;
                 dcol = 0;
                 if (cp == '\n') continue;
             }
-            if (cp < 0x20 || cp == 0x7f) { fputs(" ", stdout); dcol++; continue; }
-            fwrite(s + k, 1, cl, stdout);
+            if (cp < 0x20 || cp == 0x7f) dputs(v, " ");
+            else if (w > 0) dput(v, s + k, cl);   /* zero-width marks are left out: they may not be */
             dcol += w;
         }
     }
     if (full) dg_detok_stream_flush(v->draft, NULL);
     if ((int)strlen(progress) > v->cols - 1) progress[v->cols > 1 ? v->cols - 1 : 0] = 0;
-    printf("\033[0m\n\033[2m%s\033[0m", progress);
+    dputs(v, "\033[0m\n\033[2m");
+    dputs(v, progress);
+    dputs(v, "\033[0m");
     rows++;
+    draft_clear(v);
+    /* a committed line that exactly filled the row leaves the cursor waiting to wrap, a state the
+     * moves below would lose (the next character would overwrite the last one): no draft then */
+    if (v->col >= v->cols) return;
+    for (int r = 0; r < rows; r++) fputs("\033D", stdout);
+    printf("\033[%dA\0337\033[?7l", rows);   /* autowrap off while drawing: a character wider than
+                                                  counted cannot add a row */
+    fwrite(v->dbuf, 1, v->dlen, stdout);
+    fputs("\033[?7h", stdout);
     fflush(stdout);
-    v->draft_rows = rows;
+    v->drafting = 1;
 }
 
 static int on_step(void *user, const dg_step_event *ev) {
@@ -345,6 +397,7 @@ static int on_canvas(void *user, const dg_canvas_event *ev) {
 
 static void view_init(view *v, const dg_tokenizer *tok, const run_opts *o, int canvas_len) {
     memset(v, 0, sizeof(*v));
+    use_utf8_ctype();
     v->tok = tok;
     v->o = o;
     v->canvas_len = canvas_len;
@@ -357,11 +410,11 @@ static void view_init(view *v, const dg_tokenizer *tok, const run_opts *o, int c
         v->cols = ws.ws_col;
         v->rows = ws.ws_row;
     }
-    v->draft_rows = -1;
     v->draft = tok ? dg_detok_stream_new(tok, 1) : NULL;
 }
 
 static void view_free(view *v) {
+    free(v->dbuf);
     dg_detok_stream_free(v->draft);
     dg_reply_free(v->reply);
     free(v->steps);
@@ -563,6 +616,7 @@ static void usage_chat(FILE *f) {
         "\n"
         "options:\n"
         "  --n-ctx N                KV cache capacity in tokens (default 8192)\n"
+        "  --reencode               encode the whole conversation every turn (no KV cache reuse)\n"
         RUN_OPTIONS_HELP);
 }
 
@@ -664,7 +718,7 @@ int cmd_chat(int argc, char **argv) {
         json_decref(msgs);
         if (prc) { fprintf(stderr, "dgemma chat: %s\n", err); free(line); continue; }
         /* the cache is kept when the new prompt starts with everything it holds */
-        int reuse = n_cache > 0 && n_cache < n && !memcmp(cache, ids, sizeof(int32_t) * (size_t)n_cache);
+        int reuse = !o.reencode && n_cache > 0 && n_cache < n && !memcmp(cache, ids, sizeof(int32_t) * (size_t)n_cache);
         if (!reuse) { dg_session_reset(s); n_cache = 0; }
         dg_gen_stats st;
         int arc = answer(s, &v, ids + n_cache, n - n_cache, thinking, &st);

@@ -191,7 +191,9 @@ static void run_trajectories(dg_kernels kern, const char *const *must_match) {
         p.seed = (uint64_t)json_integer_value(json_object_get(c, "seed"));
         json_t *pr = json_object_get(c, "prompt");
         int np = (int)json_array_size(pr);
-        int32_t prompt[64], out[512];
+        int32_t prompt[512], out[512];
+        CHECK(np <= 512, "%s: a prompt of %d tokens (at most 512 here)", name, np);
+        if (np > 512) { dg_engine_free(e); continue; }
         for (int k = 0; k < np; k++) prompt[k] = (int32_t)json_integer_value(json_array_get(pr, (size_t)k));
         dg_session_params sp = {1024, 0, 0, kern, 0};
         dg_session *s;
