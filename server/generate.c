@@ -23,6 +23,7 @@ typedef struct {
     oa_stopper stop;
     oa_buf content, reasoning;      /* the whole reply */
     oa_buf delta_c, delta_r;        /* what the current canvas added */
+    json_t *calls;                  /* the tool calls so far */
     int client_gone, oom;
 } choice_run;
 
@@ -33,13 +34,32 @@ static void emit(const oa_sink *sink, json_t *chunk, int draft) {
     free(s);
 }
 
+static void flush_deltas(choice_run *c);
+
+/* a complete tool call from the splitter: an id unique to this response, the "index" streaming
+ * clients assemble calls by, and in a stream its own chunk (after the text that came before it) */
+static void tool_call(choice_run *c, const char *text, size_t len) {
+    json_t *call = json_loadb(text, len, 0, NULL);
+    if (!json_is_object(call) || (!c->calls && !(c->calls = json_array()))) { json_decref(call); c->oom |= !call; return; }
+    size_t k = json_array_size(c->calls);
+    char id[80];
+    snprintf(id, sizeof(id), "call_%s_%zu", strchr(c->m->id, '-') ? strchr(c->m->id, '-') + 1 : c->m->id, k);
+    json_object_set_new(call, "id", json_string(id));
+    json_object_set_new(call, "index", json_integer((json_int_t)k));
+    json_array_append_new(c->calls, call);
+    if (c->rq->stream) {
+        flush_deltas(c);
+        emit(c->sink, oa_chunk(c->m, c->index, json_pack("{s:[O]}", "tool_calls", call), NULL, 0, NULL), 0);
+    }
+}
+
 /* the content goes through the stop strings; reasoning is kept as it is */
 static void reply_part(void *user, dg_reply_part part, const char *text, size_t len) {
     choice_run *c = user;
     int rc = 0;
     if (part == DG_REPLY_CONTENT) rc = oa_stop_push(&c->stop, c->rq->stops, c->rq->n_stops, text, len, &c->delta_c);
     else if (part == DG_REPLY_REASONING) rc = oa_buf_add(&c->delta_r, text, len);
-    /* tool-call text arrives whole at the end, as the tool_calls array */
+    else if (!c->stop.stopped) tool_call(c, text, len);   /* nothing after a stop string */
     if (rc) c->oom = 1;
 }
 
@@ -104,18 +124,8 @@ static int on_canvas(void *user, const dg_canvas_event *ev) {
     return c->stop.stopped || c->oom || gone(c);
 }
 
-/* "tool_calls" of the reply with the "index" streaming clients use to assemble them */
-static json_t *tool_calls(const choice_run *c) {
-    if (!c->reply) return NULL;
-    const char *tc = dg_reply_tool_calls_json(c->reply);
-    json_t *a = tc ? json_loads(tc, 0, NULL) : NULL;
-    if (!json_is_array(a) || json_array_size(a) == 0) { json_decref(a); return NULL; }
-    for (size_t i = 0; i < json_array_size(a); i++)
-        if (json_is_object(json_array_get(a, i))) json_object_set_new(json_array_get(a, i), "index", json_integer((json_int_t)i));
-    return a;
-}
-
 static void choice_free(choice_run *c) {
+    json_decref(c->calls);
     dg_reply_free(c->reply);
     dg_detok_stream_free(c->ds);
     oa_stop_free(&c->stop);
@@ -134,7 +144,7 @@ static int run_choice(const oa_runner *r, const oa_request *rq, const oa_meta *m
     const oa_prompt *q = &rq->prompts[index];
     int rc = -1;
     int32_t *out = malloc(sizeof(int32_t) * (size_t)rq->gen.max_new_tokens);
-    if (m->kind == OA_CHAT) c.reply = dg_reply_new(r->tok, rq->enable_thinking == 1);
+    if (m->kind == OA_CHAT) c.reply = dg_reply_new(r->tok, rq->reply_thinking);
     else c.ds = dg_detok_stream_new(r->tok, 1);
     if (!out || (!c.reply && !c.ds)) { oa_fail(er, 500, NULL, NULL, "out of memory"); goto out; }
     if (rq->stream && m->kind == OA_CHAT)
@@ -171,18 +181,16 @@ static int run_choice(const oa_runner *r, const oa_request *rq, const oa_meta *m
     if (oa_stop_flush(&c.stop, &c.delta_c)) c.oom = 1;
     flush_deltas(&c);
     if (c.oom) { oa_fail(er, 500, NULL, NULL, "out of memory"); goto out; }
-    json_t *calls = tool_calls(&c);
-    const char *finish = c.stop.stopped ? "stop" : calls ? "tool_calls" : st.finish == DG_FINISH_EOS ? "stop" : "length";
+    json_t *calls = c.calls;
+    const char *finish = calls ? "tool_calls" : c.stop.stopped || st.finish == DG_FINISH_EOS ? "stop" : "length";
     if (rq->stream) {
-        if (calls) emit(sink, oa_chunk(m, index, json_pack("{s:O}", "tool_calls", calls), NULL, 0, NULL), 0);
         emit(sink, oa_chunk(m, index, NULL, "", 0, finish), 0);
-        json_decref(calls);
     } else if (m->kind == OA_CHAT) {
         json_t *msg = json_pack("{s:s, s:o, s:o}", "role", "assistant",
                                 "content", calls && !c.content.n ? json_null() : oa_jstr(c.content.p ? c.content.p : "", c.content.n),
                                 "reasoning_content", c.reasoning.n ? oa_jstr(c.reasoning.p, c.reasoning.n) : json_null());
-        if (msg && calls) json_object_set_new(msg, "tool_calls", calls);
-        else json_decref(calls);
+        for (size_t i = 0; i < json_array_size(calls); i++) json_object_del(json_array_get(calls, i), "index");   /* stream only */
+        if (msg && calls) json_object_set(msg, "tool_calls", calls);
         *choice = json_pack("{s:i, s:o, s:n, s:s}", "index", index, "message", msg, "logprobs", "finish_reason", finish);
     } else {
         *choice = json_pack("{s:i, s:o, s:n, s:s}", "index", index, "text", oa_jstr(c.content.p ? c.content.p : "", c.content.n),

@@ -470,6 +470,11 @@ int oa_prepare_prompts(oa_request *rq, const dg_chat_template *tpl, const dg_tok
             dg_chat_params cp = {rq->messages_json, rq->tools_json, rq->add_generation_prompt, rq->enable_thinking, rq->extra_json};
             if (dg_chat_render(tpl, &cp, &text, &len, err, sizeof(err)))
                 return oa_fail(er, 400, "messages", "invalid_value", "the chat template failed: %s", err);
+            /* a template whose generation prompt ends inside an open thought channel: the reply
+             * starts as reasoning (as dgemma run does) */
+            static const char open_thought[] = "<|channel>thought\n";
+            const size_t k = sizeof(open_thought) - 1;
+            rq->reply_thinking = len >= k && !memcmp(text + len - k, open_thought, k) ? 2 : rq->enable_thinking == 1;
         }
         int32_t *ids = NULL;
         int n = 0;

@@ -69,6 +69,7 @@ typedef struct {
     char *tools_json;      /* NULL: no tools */
     char *extra_json;      /* chat_template_kwargs without enable_thinking, or NULL */
     int enable_thinking;   /* -1 not given, 0, 1 */
+    int reply_thinking;    /* for dg_reply_new: 1 thinking on, 2 the rendered prompt opens the thought */
     int add_generation_prompt;
     /* completion: one choice per prompt; chat: one prompt */
     oa_prompt *prompts;

@@ -234,8 +234,21 @@ static void test_prompts(void) {
           "system turn [%s]", t ? t : "");
     CHECK(t && strstr(t, "<|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>}<tool_call|><|tool_response>response:get_weather{value:<|\"|>sunny<|\"|>}"),
           "call and result [%s]", t ? t : "");
+    CHECK(rq.reply_thinking == 1, "thinking on: reply_thinking %d", rq.reply_thinking);
     free(t);
     oa_request_free(&rq);
+    /* a template whose generation prompt opens the thought channel: the reply starts as reasoning */
+    {
+        dg_chat_template *t2 = NULL;
+        char err[256];
+        const char *src = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{{ '<|channel>thought\\n' }}";
+        CHECK(dg_chat_template_parse(src, strlen(src), "opens.jinja", &t2, err, sizeof(err)) == 0, "%s", err);
+        oa_request r2;
+        CHECK(parse(OA_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", &r2, &er) == 0 &&
+              oa_prepare_prompts(&r2, t2, g_tok, 1, &er) == 0 && r2.reply_thinking == 2, "reply_thinking %d: %s", r2.reply_thinking, er.message);
+        oa_request_free(&r2);
+        dg_chat_template_free(t2);
+    }
     /* completions: BOS added to strings when asked, ids as given */
     CHECK(parse(OA_COMPLETION, "{\"prompt\":[\"Hello\",[7,8]]}", &rq, &er) == 0, "%s", er.message);
     CHECK(oa_prepare_prompts(&rq, g_tpl, g_tok, 1, &er) == 0, "%s", er.message);
@@ -603,6 +616,8 @@ static void test_reply_parts(void) {
         } else {
             CHECK(content && strstr(content, "It is sunny \xE2\x98\x80 in Paris."), "shift %d: content [%s]", shift, content ? content : "NULL");
         }
+        CHECK(call && !strcmp(json_string_value(json_object_get(call, "id")), "call_test_0") && !json_object_get(call, "index"),
+              "shift %d: call id / no index outside a stream: %s", shift, resp ? resp : "NULL");
         CHECK(call && !strcmp(json_string_value(json_object_get(fn, "name")), "get_weather") && args && strstr(args, "\"city\"") &&
               strstr(args, "\"Paris\"") && !strcmp(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls"),
               "shift %d: tool call in %s", shift, resp ? resp : "NULL");
