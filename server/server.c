@@ -220,12 +220,13 @@ static uint64_t next_random(server *s) {   /* splitmix64 (s->mu held) */
     return z ^ (z >> 31);
 }
 
-/* 0 queued; -1 full (retry_s: a wait estimate) or stopping */
-static int enqueue(server *s, job *j, int *retry_s) {
+/* 0 queued; -1 full (retry_s: a wait estimate; *waiting: the queue's length) or stopping */
+static int enqueue(server *s, job *j, int *retry_s, int *waiting) {
     pthread_mutex_lock(&s->mu);
-    if (s->stopping || s->n_waiting >= s->o->queue) {
+    if (s->stopping || s->n_waiting + s->running > s->o->queue) {   /* (running is set when a job is popped) */
         double est = (s->n_waiting + 1) * (s->mean_job_ms > 0 ? s->mean_job_ms : 1000.0) / 1000.0;
         *retry_s = est < 1 ? 1 : est > 600 ? 600 : (int)est;
+        *waiting = s->n_waiting;
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
@@ -405,13 +406,13 @@ static enum MHD_Result handle_generate(server *s, struct MHD_Connection *con, co
         return send_error(con, c, &er, NULL, NULL);
     }
     j->con = con;
-    int retry;
-    if (enqueue(s, j, &retry)) {
+    int retry, n_waiting;
+    if (enqueue(s, j, &retry, &n_waiting)) {
         job_unref(j);
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", retry);
-        oa_fail(&er, 503, NULL, "server_busy", "the server is busy: %d requests are waiting (--queue); retry in about %d s",
-                s->o->queue, retry);
+        oa_fail(&er, 503, NULL, "server_busy", "the server is busy: one request generating, %d waiting (--queue %d); retry in "
+                "about %d s", n_waiting, s->o->queue, retry);
         return send_error(con, c, &er, "Retry-After", ra);
     }
     c->job = j;
