@@ -8,8 +8,8 @@
  * canvas's argmax draft in place while it denoises (accepted positions bold, the rest yellow, and a
  * progress line), or, when stdout is not a terminal, prints one line per step on stderr.
  *
- * Ctrl-C sets a flag (the handler does nothing else); the generation callbacks return it, so the
- * answer is cancelled at the next denoising step: `run` exits 130, `chat` keeps the conversation. A
+ * Ctrl-C sets a flag (the handler only notes it and its time); the generation callbacks return it, so
+ * the answer is cancelled at the next denoising step: `run` exits 130, `chat` keeps the conversation. A
  * second Ctrl-C while the first is still pending exits at once.
  */
 #define _XOPEN_SOURCE 700   /* wcwidth */
@@ -35,6 +35,7 @@
 
 static volatile sig_atomic_t g_interrupted;
 static struct timespec g_interrupted_at;
+static int g_tty_out;   /* stdout is a terminal (the canvas view may have changed its modes) */
 
 static void on_sigint(int sig) {
     (void)sig;
@@ -46,8 +47,8 @@ static void on_sigint(int sig) {
          * process and its group). */
         double dt = (double)(now.tv_sec - g_interrupted_at.tv_sec) + (now.tv_nsec - g_interrupted_at.tv_nsec) * 1e-9;
         if (dt > 0.5) {
-            static const char msg[] = "\n";
-            ssize_t w = write(STDERR_FILENO, msg, 1);
+            static const char reset[] = "\033[?7h\033[0m\n";   /* autowrap back on, plain attributes */
+            ssize_t w = g_tty_out ? write(STDOUT_FILENO, reset, sizeof(reset) - 1) : write(STDERR_FILENO, "\n", 1);
             (void)w;
             _exit(130);
         }
@@ -401,7 +402,7 @@ static void view_init(view *v, const dg_tokenizer *tok, const run_opts *o, int c
     v->tok = tok;
     v->o = o;
     v->canvas_len = canvas_len;
-    v->out_tty = isatty(STDOUT_FILENO);
+    v->out_tty = g_tty_out = isatty(STDOUT_FILENO);
     v->err_tty = isatty(STDERR_FILENO);
     v->cols = 80;
     v->rows = 24;
@@ -494,8 +495,14 @@ static int chat_prompt(const dg_tokenizer *tok, const dg_chat_template *tpl, jso
     return rc;
 }
 
-static json_t *message(const char *role, const char *content) {
-    return json_pack("{s:s, s:s}", "role", role, "content", content);
+/* append {"role", "content"} to msgs; -1 (message in err) when the text is not valid UTF-8 */
+static int add_message(json_t *msgs, const char *role, const char *content, char *err, size_t errlen) {
+    json_t *m = json_pack("{s:s, s:s}", "role", role, "content", content);
+    if (!m || json_array_append_new(msgs, m)) {
+        snprintf(err, errlen, "the %s message is not valid UTF-8 text", role);
+        return -1;
+    }
+    return 0;
 }
 
 /* ===== run ===== */
@@ -557,8 +564,12 @@ int cmd_run(int argc, char **argv) {
         free(body);
     } else {
         json_t *msgs = json_array();
-        if (o.system) json_array_append_new(msgs, message("system", o.system));
-        json_array_append_new(msgs, message("user", prompt));
+        if ((o.system && add_message(msgs, "system", o.system, err, sizeof(err))) || add_message(msgs, "user", prompt, err, sizeof(err))) {
+            fprintf(stderr, "dgemma run: %s\n", err);
+            json_decref(msgs);
+            rc = 2;
+            goto out;
+        }
         int prc = chat_prompt(tok, tpl, msgs, o.think, &ids, &n, &thinking, err, sizeof(err));
         json_decref(msgs);
         if (prc) { fprintf(stderr, "dgemma run: %s\n", err); goto out; }
@@ -709,12 +720,11 @@ int cmd_chat(int argc, char **argv) {
         }
         /* the conversation with the new message, rendered */
         json_t *msgs = json_array();
-        if (system) json_array_append_new(msgs, message("system", system));
-        json_array_extend(msgs, history);
-        json_array_append_new(msgs, message("user", l));
         int32_t *ids = NULL;
         int n = 0, thinking = 0;
-        int prc = chat_prompt(tok, tpl, msgs, think, &ids, &n, &thinking, err, sizeof(err));
+        int prc = (system && add_message(msgs, "system", system, err, sizeof(err))) || (json_array_extend(msgs, history) && snprintf(err, sizeof(err), "out of memory")) ||
+                  add_message(msgs, "user", l, err, sizeof(err)) ||
+                  chat_prompt(tok, tpl, msgs, think, &ids, &n, &thinking, err, sizeof(err));
         json_decref(msgs);
         if (prc) { fprintf(stderr, "dgemma chat: %s\n", err); free(line); continue; }
         /* the cache is kept when the new prompt starts with everything it holds */
@@ -742,9 +752,12 @@ int cmd_chat(int argc, char **argv) {
         for (int i = 0; i < n_past; i++) cache[i] = i < n ? ids[i] : v.emitted[i - n];
         n_cache = n_past;
         /* a turn cancelled before anything was said is forgotten */
-        if (st.finish != DG_FINISH_CANCELLED || *dg_reply_content(v.reply)) {
-            json_array_append_new(history, message("user", l));
-            json_array_append_new(history, message("assistant", dg_reply_content(v.reply)));
+        if ((st.finish != DG_FINISH_CANCELLED || *dg_reply_content(v.reply)) &&
+            (add_message(history, "user", l, err, sizeof(err)) || add_message(history, "assistant", dg_reply_content(v.reply), err, sizeof(err)))) {
+            fprintf(stderr, "dgemma chat: out of memory\n");
+            free(ids);
+            free(line);
+            goto out;
         }
         free(ids);
         free(line);

@@ -101,7 +101,7 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q "(cancelled)" "$TMP/err"; then ok chat-sigint-continues; else bad chat-sigint-continues "rc $rc: $(cat "$TMP/err")"; fi
 
 # ===== help =====
-for cmd in run chat generate forward inspect tokenize detokenize; do
+for cmd in run chat generate forward inspect bench tokenize detokenize; do
     if "$BIN" $cmd --help >"$TMP/out" 2>&1 && grep -q "usage: dgemma $cmd" "$TMP/out"; then ok "help-$cmd"; else bad "help-$cmd" "$(head -2 "$TMP/out")"; fi
 done
 if "$BIN" --help | grep -q "^  run " && "$BIN" --help | grep -q "^  chat "; then ok help-lists-run-chat; else bad help-lists-run-chat "not listed"; fi
@@ -130,6 +130,13 @@ expect_fail run-empty-prompt "prompt is empty" "$BIN" run -m "$M" -p ""
 exit_is run-empty-prompt-exit 2 "$BIN" run -m "$M" -p ""
 expect_fail run-empty-stdin "prompt is empty" "$BIN" run -m "$M"
 expect_fail run-n-ctx "exceed n_ctx" $R --n-ctx 8
+printf '\xff\xfe bad\n' >"$TMP/bad-utf8.txt"
+if "$BIN" run -m "$M" <"$TMP/bad-utf8.txt" >"$TMP/out" 2>"$TMP/err"; then bad run-invalid-utf8 "exit 0"
+elif [ $? -eq 2 ] && grep -q "not valid UTF-8" "$TMP/err" && [ ! -s "$TMP/out" ]; then ok run-invalid-utf8
+else bad run-invalid-utf8 "$(cat "$TMP/err")"; fi
+if printf 'hi\n\xff bad\nok\n' | "$BIN" chat -m "$M" -q -n 16 --steps 2 >"$TMP/out" 2>"$TMP/err" && grep -q "not valid UTF-8" "$TMP/err" &&
+   [ "$(wc -l <"$TMP/out")" -ge 2 ]; then ok chat-invalid-utf8-line
+else bad chat-invalid-utf8-line "$(cat "$TMP/err")"; fi
 printf '{%% if %%}' >"$TMP/tpl/chat_template.jinja"
 expect_fail run-bad-template "chat_template.jinja:1" "$BIN" run -m "$TMP/tpl" -p hi
 exit_is run-bad-template-exit 1 "$BIN" run -m "$TMP/tpl" -p hi

@@ -33,31 +33,11 @@
 #include <string.h>
 
 #include "internal.h"
+#include "tokenizer/tokenizer.h"
 
 /* ===== small growable buffers ===== */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} rbuf;
-
-/* append; the buffer stays NUL-terminated. -1 when out of memory */
-static int rb_put(rbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return -1;
-        b->p = q;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-static int rb_putc(rbuf *b, char c) { return rb_put(b, &c, 1); }
+static int rb_putc(dg_strbuf *b, char c) { return dg_strbuf_add(b, &c, 1); }
 
 typedef struct {
     int32_t *v;
@@ -98,9 +78,9 @@ struct dg_reply {
     dg_detok_stream *ds;     /* the text of the reply, special tokens skipped */
     dg_detok_stream *cs;     /* a tool call's text, for the parser */
     rstate st;
-    rbuf name;               /* ST_NAME: the name so far */
+    dg_strbuf name;          /* ST_NAME: the name so far */
     rids call;               /* ST_CALL: the call's ids so far */
-    rbuf content, reasoning; /* everything emitted, by part */
+    dg_strbuf content, reasoning;   /* everything emitted, by part */
     json_t *calls;           /* the parsed tool calls */
     char *calls_json;
     int finished;
@@ -133,7 +113,7 @@ dg_reply *dg_reply_new(const dg_tokenizer *tok, int thinking) {
     r->calls = json_array();
     /* 2: the prompt itself ended inside an open thought channel ("<|channel>thought\n") */
     r->st = thinking == 2 && r->ch_close >= 0 ? ST_THOUGHT : ST_TEXT;
-    if (!r->ds || !r->cs || !r->calls || rb_put(&r->content, "", 0) || rb_put(&r->reasoning, "", 0)) {
+    if (!r->ds || !r->cs || !r->calls || dg_strbuf_add(&r->content, "", 0) || dg_strbuf_add(&r->reasoning, "", 0)) {
         dg_reply_free(r);
         return NULL;
     }
@@ -156,8 +136,8 @@ void dg_reply_free(dg_reply *r) {
 /* a delta of one part: kept, and shown to the callback */
 static void emit(dg_reply *r, dg_reply_part part, const char *s, size_t n) {
     if (!n) return;
-    rbuf *acc = part == DG_REPLY_CONTENT ? &r->content : part == DG_REPLY_REASONING ? &r->reasoning : NULL;
-    if (acc && rb_put(acc, s, n)) { r->oom = 1; return; }
+    dg_strbuf *acc = part == DG_REPLY_CONTENT ? &r->content : part == DG_REPLY_REASONING ? &r->reasoning : NULL;
+    if (acc && dg_strbuf_add(acc, s, n)) { r->oom = 1; return; }
     if (r->fn) r->fn(r->user, part, s, n);
 }
 
@@ -166,7 +146,7 @@ static void route(dg_reply *r, const char *s, size_t n) {
     if (!n) return;
     if (r->st == ST_THOUGHT) { emit(r, DG_REPLY_REASONING, s, n); return; }
     if (r->st != ST_NAME) { emit(r, DG_REPLY_CONTENT, s, n); return; }
-    if (rb_put(&r->name, s, n)) { r->oom = 1; return; }
+    if (dg_strbuf_add(&r->name, s, n)) { r->oom = 1; return; }
     const char *nl = memchr(r->name.p, '\n', r->name.n);
     if (!nl && r->name.n <= MAX_NAME) return;
     size_t len = nl ? (size_t)(nl - r->name.p) : 0;
@@ -212,7 +192,7 @@ static void end_name(dg_reply *r, int closed) {
 typedef struct {
     const char *s;
     size_t i, n;
-    rbuf *o;
+    dg_strbuf *o;
     int bad;
 } aparse;
 
@@ -222,7 +202,7 @@ static void ws(aparse *p) {
 
 static int at(aparse *p, char c) { return p->i < p->n && p->s[p->i] == c; }
 
-static void out(aparse *p, const char *s, size_t n) { if (rb_put(p->o, s, n)) p->bad = 1; }
+static void out(aparse *p, const char *s, size_t n) { if (dg_strbuf_add(p->o, s, n)) p->bad = 1; }
 
 /* a JSON string literal of s[0, n) (valid UTF-8: it comes from the detokenizer) */
 static void out_string(aparse *p, const char *s, size_t n) {
@@ -264,6 +244,16 @@ static int word_is(const char *s, size_t n, const char *w) { return strlen(w) ==
 
 static void value(aparse *p, int depth);
 
+/* before every element of an object or array but the first: its comma. 0 when missing */
+static int comma(aparse *p, int first) {
+    if (first) return 1;
+    if (!at(p, ',')) { p->bad = 1; return 0; }
+    p->i++;
+    out(p, ",", 1);
+    ws(p);
+    return 1;
+}
+
 /* <|"|>text<|"|>: the text as a JSON string */
 static void quoted(aparse *p) {
     p->i++;
@@ -279,12 +269,7 @@ static void object(aparse *p, int depth) {
     out(p, "{", 1);
     ws(p);
     for (int first = 1; !p->bad && !at(p, '}'); first = 0) {
-        if (!first) {
-            if (!at(p, ',')) { p->bad = 1; return; }
-            p->i++;
-            out(p, ",", 1);
-            ws(p);
-        }
+        if (!comma(p, first)) return;
         if (at(p, QUOTE_CH)) quoted(p);
         else {   /* a bare key: up to the colon */
             size_t k0 = p->i;
@@ -315,11 +300,7 @@ static void value(aparse *p, int depth) {
         out(p, "[", 1);
         ws(p);
         for (int first = 1; !p->bad && !at(p, ']'); first = 0) {
-            if (!first) {
-                if (!at(p, ',')) { p->bad = 1; return; }
-                p->i++;
-                out(p, ",", 1);
-            }
+            if (!comma(p, first)) return;
             value(p, depth + 1);
             ws(p);
         }
@@ -353,7 +334,7 @@ static json_t *parse_call(const char *s, size_t n, int index) {
     while (n0 < n1 && strchr(" \n\t\r", s[n0])) n0++;
     while (n1 > n0 && strchr(" \n\t\r", s[n1 - 1])) n1--;
     if (n1 == n0 || !at(&p, '{')) return NULL;
-    rbuf args = {0};
+    dg_strbuf args = {0};
     p.o = &args;
     object(&p, 0);
     ws(&p);
@@ -370,14 +351,14 @@ static json_t *parse_call(const char *s, size_t n, int index) {
 
 /* the collected call: a tool call if it parses, else its text is content */
 static void end_call(dg_reply *r, int closed) {
-    rbuf text = {0};
+    dg_strbuf text = {0};
     size_t n;
     const char *s;
     for (int k = 0; k <= r->call.n && !r->oom; k++) {
         int32_t id = k < r->call.n ? r->call.v[k] : -1;
         if (id == r->quote || k == r->call.n) {   /* a quote ends the detokenizer's run */
-            if (!(s = dg_detok_stream_flush(r->cs, &n)) || rb_put(&text, s, n) || (id >= 0 && rb_putc(&text, QUOTE_CH))) r->oom = 1;
-        } else if (!(s = dg_detok_stream_push(r->cs, id, &n)) || rb_put(&text, s, n)) {
+            if (!(s = dg_detok_stream_flush(r->cs, &n)) || dg_strbuf_add(&text, s, n) || (id >= 0 && rb_putc(&text, QUOTE_CH))) r->oom = 1;
+        } else if (!(s = dg_detok_stream_push(r->cs, id, &n)) || dg_strbuf_add(&text, s, n)) {
             r->oom = 1;
         }
     }

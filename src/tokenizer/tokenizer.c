@@ -136,10 +136,7 @@ int dg_tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
 }
 
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} buf;
+typedef dg_strbuf buf;
 
 static int buf_reserve(buf *b, size_t extra) {
     if (b->n + extra + 1 <= b->cap) return 0;
@@ -151,13 +148,14 @@ static int buf_reserve(buf *b, size_t extra) {
     b->cap = cap;
     return 0;
 }
-static int buf_add(buf *b, const char *s, size_t n) {
+int dg_strbuf_add(dg_strbuf *b, const char *s, size_t n) {
     if (buf_reserve(b, n)) return -1;
     if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
     return 0;
 }
+static int buf_add(buf *b, const char *s, size_t n) { return dg_strbuf_add(b, s, n); }
 
 /* find a literal (non-empty) in s[from, n): its offset, or n */
 static size_t find_lit(const char *s, size_t n, size_t from, const dg_tok_str *pat) {

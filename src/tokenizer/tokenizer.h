@@ -121,6 +121,14 @@ int dg_detokenize_ref(const dg_tokenizer *tok, const int32_t *ids, int n, int sk
 /* Grow *p (an array of *cap elements of elem bytes) to hold need elements, doubling; -1 when out of memory. */
 int dg_tok_grow(void **p, size_t *cap, size_t need, size_t elem);
 int dg_utf8_valid(const char *s, size_t n);
+
+/* A growable byte buffer, kept NUL-terminated (tokenizer.c; also the reply splitter's). */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} dg_strbuf;
+/* append s[0, n); -1 when out of memory */
+int dg_strbuf_add(dg_strbuf *b, const char *s, size_t n);
 /* Length of the UTF-8 sequence at s (1..4), 0 if s[0..n) does not start with a valid one. */
 int dg_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 
