@@ -21,8 +21,8 @@ typedef struct {
     dg_reply *reply;        /* chat */
     dg_detok_stream *ds;    /* completion */
     oa_stopper stop;
-    oa_buf content, reasoning;      /* the whole reply */
-    oa_buf delta_c, delta_r;        /* what the current canvas added */
+    dg_strbuf content, reasoning;      /* the whole reply */
+    dg_strbuf delta_c, delta_r;        /* what the current canvas added */
     json_t *calls;                  /* the tool calls so far */
     int client_gone, oom;
 } choice_run;
@@ -58,7 +58,7 @@ static void reply_part(void *user, dg_reply_part part, const char *text, size_t 
     choice_run *c = user;
     int rc = 0;
     if (part == DG_REPLY_CONTENT) rc = oa_stop_push(&c->stop, c->rq->stops, c->rq->n_stops, text, len, &c->delta_c);
-    else if (part == DG_REPLY_REASONING) rc = oa_buf_add(&c->delta_r, text, len);
+    else if (part == DG_REPLY_REASONING) rc = dg_strbuf_add(&c->delta_r, text, len);
     else if (!c->stop.stopped) tool_call(c, text, len);   /* nothing after a stop string */
     if (rc) c->oom = 1;
 }
@@ -78,8 +78,8 @@ static void flush_deltas(choice_run *c) {
         }
         emit(c->sink, chunk, 0);
     }
-    if (oa_buf_add(&c->content, c->delta_c.p ? c->delta_c.p : "", c->delta_c.n) ||
-        oa_buf_add(&c->reasoning, c->delta_r.p ? c->delta_r.p : "", c->delta_r.n))
+    if (dg_strbuf_add(&c->content, c->delta_c.p ? c->delta_c.p : "", c->delta_c.n) ||
+        dg_strbuf_add(&c->reasoning, c->delta_r.p ? c->delta_r.p : "", c->delta_r.n))
         c->oom = 1;
     c->delta_c.n = c->delta_r.n = 0;
 }
@@ -129,10 +129,10 @@ static void choice_free(choice_run *c) {
     dg_reply_free(c->reply);
     dg_detok_stream_free(c->ds);
     oa_stop_free(&c->stop);
-    oa_buf_free(&c->content);
-    oa_buf_free(&c->reasoning);
-    oa_buf_free(&c->delta_c);
-    oa_buf_free(&c->delta_r);
+    oa_strbuf_free(&c->content);
+    oa_strbuf_free(&c->reasoning);
+    oa_strbuf_free(&c->delta_c);
+    oa_strbuf_free(&c->delta_r);
 }
 
 /* one choice; its response object goes to *choice (non-streaming). 0, 1 (client gone) or -1 */

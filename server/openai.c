@@ -39,55 +39,24 @@ char *oa_error_body(const oa_error *er, size_t *len) {
 
 /* ===== small helpers ===== */
 
-int oa_buf_add(oa_buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-void oa_buf_free(oa_buf *b) {
+void oa_strbuf_free(dg_strbuf *b) {
     free(b->p);
     memset(b, 0, sizeof(*b));
-}
-
-/* length of the valid UTF-8 sequence at s[0, n), 0 if invalid (RFC 3629: no overlongs, surrogates,
- * or code points above U+10FFFF) */
-static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t k;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) k = 2;
-    else if (c >= 0xE0 && c <= 0xEF) { k = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-    else if (c >= 0xF0 && c <= 0xF4) { k = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-    else return 0;
-    if (n < k || s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < k; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return k;
 }
 
 json_t *oa_jstr(const char *s, size_t n) {
     json_t *j = json_stringn(s, n);   /* NULL when s is not valid UTF-8 */
     if (j) return j;
-    oa_buf b = {0};
+    dg_strbuf b = {0};
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t k = utf8_valid_len(u + i, n - i);
-        if (oa_buf_add(&b, k ? s + i : "\xEF\xBF\xBD", k ? k : 3)) break;
+        uint32_t cp;
+        size_t k = (size_t)dg_utf8_next(u + i, n - i, &cp);
+        if (dg_strbuf_add(&b, k ? s + i : "\xEF\xBF\xBD", k ? k : 3)) break;
         i += k ? k : 1;
     }
     j = json_stringn(b.p ? b.p : "", b.n);
-    oa_buf_free(&b);
+    oa_strbuf_free(&b);
     return j;
 }
 
@@ -596,10 +565,10 @@ static size_t held_suffix(char *const *stops, int n_stops, const char *s, size_t
     return best;
 }
 
-int oa_stop_push(oa_stopper *s, char *const *stops, int n_stops, const char *text, size_t len, oa_buf *out) {
+int oa_stop_push(oa_stopper *s, char *const *stops, int n_stops, const char *text, size_t len, dg_strbuf *out) {
     if (s->stopped) return 0;
-    if (n_stops == 0) return oa_buf_add(out, text, len);
-    if (oa_buf_add(&s->held, text, len)) return -1;
+    if (n_stops == 0) return dg_strbuf_add(out, text, len);
+    if (dg_strbuf_add(&s->held, text, len)) return -1;
     /* the earliest stop string in what is held */
     size_t cut = s->held.n;
     for (int k = 0; k < n_stops; k++) {
@@ -615,23 +584,23 @@ int oa_stop_push(oa_stopper *s, char *const *stops, int n_stops, const char *tex
     }
     if (cut < s->held.n) {
         s->stopped = 1;
-        int rc = oa_buf_add(out, s->held.p, cut);
+        int rc = dg_strbuf_add(out, s->held.p, cut);
         s->held.n = 0;
         return rc;
     }
     size_t keep = held_suffix(stops, n_stops, s->held.p, s->held.n);
     size_t give = s->held.n - keep;
-    if (oa_buf_add(out, s->held.p, give)) return -1;
+    if (dg_strbuf_add(out, s->held.p, give)) return -1;
     memmove(s->held.p, s->held.p + give, keep);
     s->held.n = keep;
     if (s->held.p) s->held.p[keep] = 0;
     return 0;
 }
 
-int oa_stop_flush(oa_stopper *s, oa_buf *out) {
-    int rc = s->stopped ? 0 : oa_buf_add(out, s->held.p ? s->held.p : "", s->held.n);
+int oa_stop_flush(oa_stopper *s, dg_strbuf *out) {
+    int rc = s->stopped ? 0 : dg_strbuf_add(out, s->held.p ? s->held.p : "", s->held.n);
     s->held.n = 0;
     return rc;
 }
 
-void oa_stop_free(oa_stopper *s) { oa_buf_free(&s->held); }
+void oa_stop_free(oa_stopper *s) { oa_strbuf_free(&s->held); }

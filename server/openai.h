@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "dgemma.h"
+#include "tokenizer/tokenizer.h"
 
 /* ===== errors ===== */
 
@@ -34,12 +35,8 @@ char *oa_error_body(const oa_error *er, size_t *len);
 
 /* ===== small helpers ===== */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} oa_buf;
-int oa_buf_add(oa_buf *b, const char *s, size_t n);   /* keeps p NUL-terminated; -1 when out of memory */
-void oa_buf_free(oa_buf *b);
+/* text buffers are the tokenizer's dg_strbuf (dg_strbuf_add keeps them NUL-terminated) */
+void oa_strbuf_free(dg_strbuf *b);
 
 /* how responses are written: compact, statistics with 7 significant digits */
 #define OA_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(7))
@@ -133,13 +130,13 @@ json_t *oa_draft_chunk(const oa_meta *m, int index, const dg_step_event *ev, int
  * Text goes in as it is produced; what comes out never contains a stop string nor anything after it,
  * and text that could still become a stop string is held back until it cannot. */
 typedef struct {
-    oa_buf held;
+    dg_strbuf held;
     int stopped;           /* 1 once a stop string was seen (the rest is dropped) */
 } oa_stopper;
 /* Appends the text that is final to out. */
-int oa_stop_push(oa_stopper *s, char *const *stops, int n_stops, const char *text, size_t len, oa_buf *out);
+int oa_stop_push(oa_stopper *s, char *const *stops, int n_stops, const char *text, size_t len, dg_strbuf *out);
 /* End of text: what was held back (no stop string followed) goes to out. */
-int oa_stop_flush(oa_stopper *s, oa_buf *out);
+int oa_stop_flush(oa_stopper *s, dg_strbuf *out);
 void oa_stop_free(oa_stopper *s);
 
 /* ===== running a request (server/generate.c) ===== */

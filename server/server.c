@@ -86,7 +86,7 @@ typedef struct job {
     atomic_int cancel;
     int state;
     /* output */
-    oa_buf out;                 /* SSE bytes not yet handed to libmicrohttpd start at out_pos */
+    dg_strbuf out;                 /* SSE bytes not yet handed to libmicrohttpd start at out_pos */
     size_t out_pos, sent;
     int drafts_dropped;
     char *body;                 /* the response (non-streaming) */
@@ -148,7 +148,7 @@ static void job_unref(job *j) {
     pthread_mutex_unlock(&j->mu);
     if (!last) return;
     oa_request_free(&j->rq);
-    oa_buf_free(&j->out);
+    oa_strbuf_free(&j->out);
     free(j->body);
     oa_usage_free(&j->usage);
     pthread_mutex_destroy(&j->mu);
@@ -168,7 +168,7 @@ static void sink_emit(void *user, const char *data, size_t len, int draft) {
     job *j = user;
     pthread_mutex_lock(&j->mu);
     if (draft && j->out.n - j->out_pos > DRAFT_BACKLOG) j->drafts_dropped++;
-    else if (oa_buf_add(&j->out, data, len)) atomic_store(&j->cancel, 1);   /* out of memory: give up */
+    else if (dg_strbuf_add(&j->out, data, len)) atomic_store(&j->cancel, 1);   /* out of memory: give up */
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
@@ -298,7 +298,7 @@ typedef struct {
     int route;
     double t0;
     char method[16], path[160], addr[64];
-    oa_buf body;
+    dg_strbuf body;
     size_t received;
     oa_error er;                /* status != 0: answer with this error once the body is read */
     int status;
@@ -551,10 +551,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         }
         if (c->received > s->o->max_body) {
             oa_fail(&c->er, 413, NULL, "request_too_large", "the request body is larger than this server's limit of %zu bytes", s->o->max_body);
-            oa_buf_free(&c->body);
+            oa_strbuf_free(&c->body);
             return MHD_YES;
         }
-        if (oa_buf_add(&c->body, upload, n)) { oa_fail(&c->er, 500, NULL, NULL, "out of memory"); oa_buf_free(&c->body); }
+        if (dg_strbuf_add(&c->body, upload, n)) { oa_fail(&c->er, 500, NULL, NULL, "out of memory"); oa_strbuf_free(&c->body); }
         return MHD_YES;
     }
     return respond(s, con, c, url);
@@ -591,7 +591,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, 
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     fprintf(stderr, "%s %s %s %s %d %zu %.1fms%s%s\n", when, c->addr, c->method, c->path, c->status, bytes, now_ms() - c->t0,
             gone ? " (client gone)" : "", stats);
-    oa_buf_free(&c->body);
+    oa_strbuf_free(&c->body);
     free(c);
 }
 

@@ -279,7 +279,7 @@ static void test_prompts(void) {
 
 /* ===== stop strings and text ===== */
 
-static void push_all(oa_stopper *s, char *const *stops, int n, const char *const *parts, oa_buf *out) {
+static void push_all(oa_stopper *s, char *const *stops, int n, const char *const *parts, dg_strbuf *out) {
     for (int i = 0; parts[i]; i++) oa_stop_push(s, stops, n, parts[i], strlen(parts[i]), out);
 }
 
@@ -298,7 +298,7 @@ static void test_stop_strings(void) {
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         oa_stopper st = {0};
-        oa_buf out = {0};
+        dg_strbuf out = {0};
         push_all(&st, stops, 3, cases[i].parts, &out);
         CHECK(!strcmp(out.p ? out.p : "", cases[i].after_push), "case %zu: after the pushes [%s] want [%s]", i, out.p ? out.p : "",
               cases[i].after_push);
@@ -306,15 +306,15 @@ static void test_stop_strings(void) {
         CHECK(!strcmp(out.p ? out.p : "", cases[i].want) && st.stopped == cases[i].stopped, "case %zu: [%s] stopped %d, want [%s] %d", i,
               out.p ? out.p : "", st.stopped, cases[i].want, cases[i].stopped);
         oa_stop_free(&st);
-        oa_buf_free(&out);
+        oa_strbuf_free(&out);
     }
     /* no stop strings: everything at once */
     oa_stopper st = {0};
-    oa_buf out = {0};
+    dg_strbuf out = {0};
     oa_stop_push(&st, NULL, 0, "abc", 3, &out);
     CHECK(out.n == 3 && st.held.n == 0, "pass-through");
     oa_stop_free(&st);
-    oa_buf_free(&out);
+    oa_strbuf_free(&out);
 }
 
 static void test_json_text(void) {
@@ -342,13 +342,13 @@ static void test_json_text(void) {
 /* ===== whole requests on the fixture model ===== */
 
 typedef struct {
-    oa_buf all;
+    dg_strbuf all;
     int events, drafts, cancel_after_drafts;
 } collect;
 
 static void col_emit(void *user, const char *data, size_t len, int draft) {
     collect *c = user;
-    oa_buf_add(&c->all, data, len);
+    dg_strbuf_add(&c->all, data, len);
     c->events++;
     c->drafts += draft;
 }
@@ -378,7 +378,7 @@ static int run_body(oa_kind kind, const char *body, collect *c, char **resp, oa_
 
 /* the concatenated content (and reasoning) of a stream, its finish reasons, its draft count */
 typedef struct {
-    oa_buf content;
+    dg_strbuf content;
     char finish[32];
     int drafts, role_chunks, usage_chunks, done, draft_steps_ok;
     json_t *usage;
@@ -408,7 +408,7 @@ static void sum_stream(const char *s, oa_kind kind, stream_sum *z) {
         } else if (ch) {
             json_t *d = json_object_get(ch, "delta");
             json_t *tj = kind == OA_CHAT ? json_object_get(d, "content") : json_object_get(ch, "text");
-            if (json_is_string(tj)) oa_buf_add(&z->content, json_string_value(tj), json_string_length(tj));
+            if (json_is_string(tj)) dg_strbuf_add(&z->content, json_string_value(tj), json_string_length(tj));
             if (json_object_get(d, "role")) z->role_chunks++;
             const char *f = json_string_value(json_object_get(ch, "finish_reason"));
             if (f) snprintf(z->finish, sizeof(z->finish), "%s", f);
@@ -465,8 +465,8 @@ static void test_run_chat(void) {
     CHECK(finish && !strcmp(z.finish, finish), "finish %s vs %s", z.finish, finish);
     CHECK(json_integer_value(json_object_get(z.usage, "completion_tokens")) == ct, "stream usage");
     json_decref(z.usage);
-    oa_buf_free(&z.content);
-    oa_buf_free(&c2.all);
+    oa_strbuf_free(&z.content);
+    oa_strbuf_free(&c2.all);
 
     /* a stop string from the middle of the text: cut there, finish "stop", generation ended early */
     size_t sl = content ? strlen(content) : 0;   /* (up to a NUL byte, which the text may hold) */
@@ -541,8 +541,8 @@ static void test_run_completion(void) {
     rc = run_body(OA_COMPLETION, "{\"prompt\":[2,5],\"max_tokens\":64,\"seed\":1,\"stream\":true,\"stream_options\":{\"include_drafts\":true},"
                                  "\"max_denoising_steps\":10,\"stability_threshold\":100}", &c2, &none, &u, &er);
     CHECK(rc == 1 && c2.drafts == 3 && !strstr(c2.all.p ? c2.all.p : "", "[DONE]"), "cancelled: rc %d after %d drafts", rc, c2.drafts);
-    oa_buf_free(&c2.all);
-    oa_buf_free(&c.all);
+    oa_strbuf_free(&c2.all);
+    oa_strbuf_free(&c.all);
     oa_usage_free(&u);
 }
 
@@ -626,7 +626,7 @@ static void test_reply_parts(void) {
         char *none = NULL;
         snprintf(body, sizeof(body), "%s,\"stream\":true}", base);
         CHECK(run_body(OA_CHAT, body, &c2, &none, &u, &er) == 0, "%s", er.message);
-        oa_buf sc = {0}, sr = {0};
+        dg_strbuf sc = {0}, sr = {0};
         int calls = 0;
         const char *finish = NULL;
         for (const char *p = c2.all.p; p && *p;) {
@@ -634,8 +634,8 @@ static void test_reply_parts(void) {
             json_t *k = e && strncmp(p + 6, "[DONE]", 6) ? json_loadb(p + 6, (size_t)(e - p - 6), 0, NULL) : NULL;
             json_t *kc = json_array_get(json_object_get(k, "choices"), 0), *d = json_object_get(kc, "delta");
             const char *t;
-            if ((t = json_string_value(json_object_get(d, "content")))) oa_buf_add(&sc, t, strlen(t));
-            if ((t = json_string_value(json_object_get(d, "reasoning_content")))) oa_buf_add(&sr, t, strlen(t));
+            if ((t = json_string_value(json_object_get(d, "content")))) dg_strbuf_add(&sc, t, strlen(t));
+            if ((t = json_string_value(json_object_get(d, "reasoning_content")))) dg_strbuf_add(&sr, t, strlen(t));
             json_t *tc = json_object_get(d, "tool_calls");
             if (tc) calls += json_array_size(tc) == 1 && json_integer_value(json_object_get(json_array_get(tc, 0), "index")) == 0;
             if (json_string_value(json_object_get(kc, "finish_reason"))) finish = "tool_calls";
@@ -648,9 +648,9 @@ static void test_reply_parts(void) {
         CHECK(sc.p && content && !strcmp(sc.p, content) && (!reasoning ? !sr.n : sr.p && !strcmp(sr.p, reasoning)),
               "shift %d: streamed [%s] [%s]", shift, sc.p ? sc.p : "", sr.p ? sr.p : "");
         CHECK(calls == 1 && finish && !strcmp(finish, "tool_calls"), "shift %d: %d tool_calls chunks, finish %s", shift, calls, finish ? finish : "NULL");
-        oa_buf_free(&sc);
-        oa_buf_free(&sr);
-        oa_buf_free(&c2.all);
+        oa_strbuf_free(&sc);
+        oa_strbuf_free(&sr);
+        oa_strbuf_free(&c2.all);
         json_decref(j);
         free(resp);
         oa_usage_free(&u);
