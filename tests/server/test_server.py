@@ -480,7 +480,13 @@ def long_waits_outlive_the_idle_timeout():
     closed."""
     s = Server("--timeout", "1")
     try:
-        slow = {"prompt": [2, 5], "max_tokens": 48, "max_denoising_steps": 150, "stability_threshold": 1000, "seed": 1,
+        # steps for ~3 s of generation on this machine (3 canvases), timed on a warm server
+        for _ in range(2):
+            st, _, data = raw(s.port, "POST", "/v1/completions", {"prompt": [2, 5], "max_tokens": 16, "max_denoising_steps": 40,
+                                                                   "stability_threshold": 1000, "ignore_eos": True})
+        ms = json.loads(data)["usage"]["diffusion"]["ms_per_step"]
+        steps = max(20, min(5000, int(3000 / 3 / max(ms, 0.05))))
+        slow = {"prompt": [2, 5], "max_tokens": 48, "max_denoising_steps": steps, "stability_threshold": 100000, "seed": 1,
                 "ignore_eos": True}
         out = {}
 
