@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
@@ -147,20 +146,12 @@ static int load_engine(const char *cmd, int argc, char **argv, run_opts *o, int 
     return 0;
 }
 
-/* the tokenizer and the chat template of a model path (a .gguf file: the template of its directory) */
+/* the tokenizer and the chat template of a model path (a directory or a .gguf file, whose metadata may
+ * hold both) */
 static int load_text_side(const char *cmd, const char *model, int need_template, dg_tokenizer **tok, dg_chat_template **tpl) {
     char err[1024];
     if (dg_tokenizer_load(model, tok, err, sizeof(err))) { fprintf(stderr, "dgemma %s: %s\n", cmd, err); return 1; }
-    if (!need_template) return 0;
-    struct stat sb;
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", model);
-    if (stat(model, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        else snprintf(dir, sizeof(dir), ".");
-    }
-    if (dg_chat_template_load(dir, tpl, err, sizeof(err))) { fprintf(stderr, "dgemma %s: %s\n", cmd, err); return 1; }
+    if (need_template && dg_chat_template_load(model, tpl, err, sizeof(err))) { fprintf(stderr, "dgemma %s: %s\n", cmd, err); return 1; }
     return 0;
 }
 

@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -621,15 +620,6 @@ static void make_model_id(const dg_server_opts *o, char *id, size_t n) {
     else snprintf(id, n, "%.200s", base + 1);
 }
 
-/* the directory holding the model's files (the path itself, or the folder of a .gguf) */
-static void model_dir(const char *model, char *dir, size_t n) {
-    struct stat st;
-    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) { snprintf(dir, n, "%s", model); return; }
-    const char *slash = strrchr(model, '/');
-    if (!slash) snprintf(dir, n, ".");
-    else snprintf(dir, n, "%.*s", (int)(slash - model), model);
-}
-
 static int resolve_host(const char *host, int port, struct sockaddr_storage *ss, char *err, size_t errlen) {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof(hints));
@@ -661,14 +651,13 @@ int dg_serve(const dg_server_opts *o) {
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     atomic_init(&s.stopping, 0);
-    char err[1024], dir[4096];
+    char err[1024];
     json_object_seed(0);   /* before any thread makes JSON */
     double t0 = now_ms();
     dg_session_params sp = o->sp;
     sp.n_ctx = o->n_ctx;
-    model_dir(o->model, dir, sizeof(dir));
     if (dg_engine_load(o->model, &o->ep, &s.engine, err, sizeof(err)) || dg_session_create(s.engine, &sp, &s.session, err, sizeof(err)) ||
-        dg_tokenizer_load(o->model, &s.tok, err, sizeof(err)) || dg_chat_template_load(dir, &s.tpl, err, sizeof(err))) {
+        dg_tokenizer_load(o->model, &s.tok, err, sizeof(err)) || dg_chat_template_load(o->model, &s.tpl, err, sizeof(err))) {
         fprintf(stderr, "dgemma serve: %s\n", err);
         server_free(&s);
         return 1;

@@ -57,7 +57,7 @@ static void test_matmul_paths(void) {
         CHECK(pool != NULL, "pool of %d threads", th);
         if (!pool) return;
         dg_kctx k;
-        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816, 0) == 0, "kctx");
+        CHECK(dg_kctx_init(&k, pool, dg_path_best(), 256, 2816, 0, 0) == 0, "kctx");
         for (int p = DG_PATH_GENERIC; p < DG_N_PATHS; p++) {
             if (!dg_path_available((dg_path)p)) {
                 if (th == 1) printf("  path %-8s not available on this CPU: skipped\n", dg_path_name((dg_path)p));
@@ -101,7 +101,7 @@ static void test_matmul_nn(void) {
     const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}};   /* n, V, H */
     dg_pool *pool = dg_pool_create(2);
     dg_kctx k;
-    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 128, 2048) == 0, "kctx");
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 128, 2048, 64) == 0, "kctx");
     for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
         if (!dg_path_available((dg_path)p)) continue;
         k.path = (dg_path)p;
@@ -133,7 +133,7 @@ static void test_matmul_nn(void) {
         }
         /* a context sized exactly for an odd row count (the AMX path pads to whole 16-token tiles) */
         dg_kctx k9;
-        if (dg_kctx_init(&k9, pool, (dg_path)p, 9, 128, 1500) == 0) {
+        if (dg_kctx_init(&k9, pool, (dg_path)p, 9, 128, 1500, 9) == 0) {
             const int n = 9, V = 1500, H = 48;
             float *pr = calloc((size_t)n * V, sizeof(float)), *y = calloc((size_t)n * H, sizeof(float));
             uint16_t *e = calloc((size_t)V * H, sizeof(uint16_t));
@@ -200,6 +200,15 @@ static void test_vector_ops(void) {
         if (err > worst) worst = err;
     }
     CHECK(worst < 1e-6, "softcap relative error %.3g", worst);
+    /* -inf and anything below expf's underflow give 0; NaN stays NaN (an upstream NaN must not turn into
+     * a plausible logit) */
+    float sp[18] = {-INFINITY, -200.0f, -104.5f, NAN, 0.0f};
+    for (int i = 5; i < 18; i++) sp[i] = -1.0f;
+    dg_expsum_f32(sp, 18, 0.0f);
+    CHECK(sp[0] == 0.0f && sp[1] == 0.0f && sp[2] == 0.0f && isnan(sp[3]) && sp[4] == 1.0f, "exp of -inf, -200, -104.5, NaN, 0: %g %g %g %g %g", sp[0], sp[1], sp[2], sp[3], sp[4]);
+    float sc[3] = {NAN, INFINITY, -INFINITY};
+    dg_softcap_f32(sc, 3, 30.0f);
+    CHECK(isnan(sc[0]) && sc[1] == 30.0f && sc[2] == -30.0f, "softcap of NaN, inf, -inf: %g %g %g", sc[0], sc[1], sc[2]);
     printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
 }
 
@@ -213,7 +222,7 @@ static void test_quant_paths(void) {
     uint8_t *q = malloc((size_t)R * K * 2);
     dg_pool *pool = dg_pool_create(2);
     dg_kctx k;
-    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), n, K, 0) == 0, "kctx");
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), n, K, 0, 0) == 0, "kctx");
 #if defined(__x86_64__)
     const int vnni = dg_cpu_has_vnni();
 #else
@@ -279,6 +288,25 @@ static void test_quant_paths(void) {
     free(w); free(x); free(y); free(ref); free(a); free(b); free(q);
 }
 
+/* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */
+static void test_matmul_oversize(void) {
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    if (!pool || dg_kctx_init(&k, pool, dg_path_best(), 4, 64, 0, 0)) { CHECK(0, "kctx"); dg_pool_free(pool); return; }
+    enum { N = 9, R = 20, K = 1024 };
+    float *x = malloc(sizeof(float) * N * K), *y = malloc(sizeof(float) * N * R), *ref = malloc(sizeof(float) * N * R);
+    uint16_t *w = malloc(sizeof(uint16_t) * R * K);
+    for (int i = 0; i < N * K; i++) x[i] = dg_round_bf16(frand());
+    for (int i = 0; i < R * K; i++) w[i] = dg_f32_to_bf16(frand());
+    dg_mat m = dg_mat_init(w, DG_BF16, R, K);
+    dg_matmul_ref(ref, x, N, &m);
+    dg_matmul(&k, y, x, N, &m, 1);
+    CHECK(!memcmp(y, ref, sizeof(float) * N * R), "oversize product differs from the oracle");
+    free(x); free(y); free(ref); free(w);
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
 typedef struct {
     int *hits;
     int *tids;
@@ -316,6 +344,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/quant-paths", test_quant_paths},
+    {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

@@ -10,6 +10,7 @@
 #include "kernels/gemm.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +47,7 @@ dg_path dg_path_best(void) {
 
 static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v) {
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v, int max_nn) {
     memset(k, 0, sizeof(*k));
     k->pool = pool;
     k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
@@ -66,13 +67,14 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)round_up(k->max_n, 16) * DG_NN_HB * sizeof(float) + 64;
     if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     k->max_v = max_v;
+    k->max_nn = max_nn < k->max_n ? max_nn : k->max_n;
     /* int8 activations: Q8_K blocks are the largest per element (292 bytes per 256) */
     k->aq_bytes = (size_t)k->max_n * (size_t)(round_up(k->max_k, 256) / 256) * sizeof(dg_block_q8_K) + 64;
     k->aq = malloc(k->aq_bytes);
     if (!k->aq) { dg_kctx_free(k); return -1; }
     if (k->path == DG_PATH_AMX && max_v > 0) {
         /* whole 16-token tiles: rows past max_n are read as zeros */
-        k->pbuf = aligned_alloc(64, (size_t)round_up(round_up(k->max_n, 16) * round_up(max_v, DG_KC) * 2, 64));
+        k->pbuf = aligned_alloc(64, (size_t)round_up(round_up(k->max_nn, 16) * round_up(max_v, DG_KC) * 2, 64));
         if (!k->pbuf) { dg_kctx_free(k); return -1; }
     }
     k->panel = calloc((size_t)nt, sizeof(float *));
@@ -242,6 +244,7 @@ static int use_int8(const dg_kctx *k, dg_path p, int n, const dg_mat *w) {
 
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
     if (n <= 0 || w->rows <= 0) return;
+    if (n > k->max_n || w->cols > k->max_k) p = DG_PATH_REF;   /* beyond the scratch sized at creation */
     if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
         dg_job j;
         memset(&j, 0, sizeof(j));
@@ -348,7 +351,9 @@ static float (*g_max)(const float *, int, int *);
 static float (*g_expsum)(float *, int, float);
 static float (*g_dotdiff)(const float *, const float *, int, float);
 
-static void pick_vec(void) {
+/* chosen once (pthread_once): every thread must use the same kernels, or results would depend on
+ * which thread ran first */
+static void pick_vec_once(void) {
     g_dot = dot_generic;
     g_axpy = axpy_generic;
     g_max = max_generic;
@@ -366,23 +371,26 @@ static void pick_vec(void) {
 #endif
 }
 
+static pthread_once_t g_vec_once = PTHREAD_ONCE_INIT;
+static void pick_vec(void) { pthread_once(&g_vec_once, pick_vec_once); }
+
 float dg_max_f32(const float *x, int n, int *arg) {
-    if (!g_max) pick_vec();
+    pick_vec();
     return g_max(x, n, arg);
 }
 
 float dg_expsum_f32(float *x, int n, float mx) {
-    if (!g_expsum) pick_vec();
+    pick_vec();
     return g_expsum(x, n, mx);
 }
 
 void dg_softcap_f32(float *x, int n, float cap) {
-    if (!g_softcap) pick_vec();
+    pick_vec();
     g_softcap(x, n, cap);
 }
 
 float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {
-    if (!g_dotdiff) pick_vec();
+    pick_vec();
     return g_dotdiff(x, z, n, mx);
 }
 
@@ -393,12 +401,12 @@ void dg_softmax_fast(float *x, int n) {
 }
 
 float dg_dot_f32(const float *a, const float *b, int n) {
-    if (!g_dot) pick_vec();   /* idempotent: racing first calls store the same pointers */
+    pick_vec();   /* idempotent: racing first calls store the same pointers */
     return g_dot(a, b, n);
 }
 
 void dg_axpy_f32(float *y, float a, const float *x, int n) {
-    if (!g_axpy) pick_vec();
+    pick_vec();
     g_axpy(y, a, x, n);
 }
 
@@ -484,15 +492,17 @@ static void nn_task(void *ctx, int i, int tid) {
 
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
     if (n <= 0) return;
+    /* the per-thread sums hold max_n rows and one embedding row of max_k: beyond that, the oracle */
+    const dg_path path = n > k->max_n || e->cols > k->max_k ? DG_PATH_REF : k->path;
 #if defined(__x86_64__)
     /* AMX: bf16-exact probabilities and a bf16 embedding, nothing rounded on the way in */
-    if (k->path == DG_PATH_AMX && p_bf16 && e->dt == DG_BF16 && k->pbuf && e->rows <= k->max_v && n <= k->max_n) {
+    if (path == DG_PATH_AMX && p_bf16 && e->dt == DG_BF16 && k->pbuf && e->rows <= k->max_v && n <= k->max_nn) {
         dg_nn_amx(k, y, p, ldp, n, e);
         return;
     }
 #else
     (void)p_bf16;
 #endif
-    nn_job j = {k, k->path, y, p, ldp, n, e};
+    nn_job j = {k, path, y, p, ldp, n, e};
     dg_pool_run(k->pool, (int)((e->cols + NN_HB - 1) / NN_HB), nn_task, &j);
 }

@@ -43,14 +43,16 @@ typedef struct {
     size_t xpack_bytes;
     float **panel;      /* per thread: a dequantized weight panel */
     size_t panel_bytes;
-    uint16_t *pbuf;     /* AMX only: the probabilities of dg_matmul_nn as bf16 [max_n, max_v rounded to 32] */
+    uint16_t *pbuf;     /* AMX only: the probabilities of dg_matmul_nn as bf16 [max_nn, max_v rounded to 32] */
+    int max_nn;         /* most rows of dg_matmul_nn's AMX path (the canvas) */
     void *aq;           /* int8 path: the activations quantized to Q8_0 / Q8_K blocks [max_n rows] */
     size_t aq_bytes;
     int64_t max_v;
 } dg_kctx;
 
-/* max_v: the longest reduction of dg_matmul_nn (the vocabulary), 0 if it is not used */
-int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v);
+/* max_v: the longest reduction of dg_matmul_nn (the vocabulary), 0 if it is not used; max_nn: most
+ * rows of a dg_matmul_nn (the canvas). Calls beyond max_n / max_k fall back to the scalar oracle. */
+int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v, int max_nn);
 void dg_kctx_free(dg_kctx *k);
 
 /*

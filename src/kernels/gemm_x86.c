@@ -35,7 +35,7 @@ static unsigned long long xgetbv0(void) {
 
 static void cpu_detect(void) {
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    if (__get_cpuid_max(0, NULL) < 7 || !__get_cpuid(1, &a, &b, &c, &d)) return;
     const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
     if (!osxsave) return;
     const unsigned long long xcr0 = xgetbv0();
@@ -43,8 +43,9 @@ static void cpu_detect(void) {
     __cpuid_count(7, 0, a, b, c, d);
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
     const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1, vnni = (c >> 11) & 1;
+    const unsigned sub7 = a;   /* leaf 7's highest subleaf */
     __cpuid_count(7, 1, a, b, c, d);
-    const int avx512bf16 = (a >> 5) & 1;
+    const int avx512bf16 = sub7 >= 1 && ((a >> 5) & 1);
     g_cpu.avx2 = ymm_os && avx2 && fma && f16c;
     g_cpu.avx512 = g_cpu.avx2 && zmm_os && avx512f && avx512bw && avx512vl;
     g_cpu.avx512bf16 = g_cpu.avx512 && avx512bf16;
@@ -261,11 +262,13 @@ T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
 }
 
 /* exp(x) for x <= 0 (the argument is always z - max): n = round(x log2 e), r = x - n ln 2 in two
- * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n; below -87.3 the result
- * flushes to 0 like expf's underflow */
+ * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n (gradually underflowing
+ * below -87.3); below -103.97 the result is 0 like expf's; NaN stays NaN (max_ps returns its second
+ * operand when either is NaN) */
 T_512 static inline __m512 exp512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-103.97f);
-    x = _mm512_max_ps(x, lo);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x);
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
@@ -276,7 +279,7 @@ T_512 static inline __m512 exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), under, _mm512_setzero_ps());
 }
 
 T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
@@ -301,7 +304,7 @@ T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
         const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
         const __m512 u = _mm512_div_ps(v, c);
         const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(sign), _mm512_castps_si512(u)));
-        const __m512 e = exp512(_mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)), _mm512_setzero_ps()));
+        const __m512 e = exp512(_mm512_min_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, _mm512_set1_ps(-2.0f))));   /* NaN kept */
         /* tanh(a) = (1 - e) / (1 + e) with e = exp(-2a) <= 1: no overflow */
         __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
         const __m512 a2 = _mm512_mul_ps(a, a);

@@ -18,7 +18,8 @@ void dg_pool_free(dg_pool *p);
 /* Threads in all (1 for a NULL pool). */
 int dg_pool_size(const dg_pool *p);
 /* Run tasks 0..n-1 and return when all are done. Not reentrant: a task must not call dg_pool_run
- * on the same pool (nested runs execute inline). p may be NULL (serial). */
+ * on the same pool (nested runs execute inline, every task with tid 0, so per-thread scratch indexed
+ * by tid would be shared: no caller nests). p may be NULL (serial). */
 void dg_pool_run(dg_pool *p, int n, dg_task_fn fn, void *ctx);
 
 /* Number of online CPUs (>= 1). */

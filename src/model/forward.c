@@ -163,9 +163,11 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
         s->topk_row = xcalloc((size_t)nth * H, sizeof(float), &oom);
     }
     s->pv_t = xcalloc((size_t)nth * dmax, sizeof(double), &oom);
+    /* the widest input of any product: hidden, heads x head dim (o_proj), dense / expert widths (down) */
     int64_t max_k = H > qw ? (int64_t)H : (int64_t)qw;
     if ((int64_t)mlp > max_k) max_k = (int64_t)mlp;
-    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k, c->vocab_size)) oom = 1;
+    if ((int64_t)c->expert_size > max_k) max_k = c->expert_size;
+    if (!oom && dg_kctx_init(&s->kc, s->pool, want, s->T, max_k, c->vocab_size, c->canvas_length)) oom = 1;
     {
         const size_t K = (size_t)c->top_k, E = (size_t)c->n_experts, Ie = (size_t)c->expert_size;
         s->moe_cnt = xcalloc(E, sizeof(int), &oom);
