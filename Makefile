@@ -11,6 +11,9 @@ JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 # libedit (BSD licensed): line editing and history for `dgemma chat`
 EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
+# libmicrohttpd: the HTTP server of `dgemma serve`
+MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 CFLAGS  ?= $(OPT) -g
 # -ffp-contract=off: no fused multiply-adds behind the oracle's back (clang and -march=native would
 # contract a*b+c, rounding once where the reference rounds twice)
@@ -26,10 +29,14 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
            src/tokenizer/jinja.c src/tokenizer/jinja_eval.c src/tokenizer/jinja_value.c src/tokenizer/jinja_builtins.c \
            src/tokenizer/chat_template.c src/tokenizer/reply.c \
            src/quant/plan.c src/quant/meta.c src/quant/write.c src/quant/synth.c
-CLI_SRC := cli/main.c cli/run.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c
+# the server (dgemma serve)
+SERVER_API := server/openai.c server/generate.c
+SERVER_SRC := server/server.c server/webui.c $(SERVER_API)
+CLI_SRC := cli/main.c cli/run.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c $(SERVER_SRC)
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
-            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/test_quantize.c tests/alloc_count.c cli/npy.c
+            tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/test_quantize.c tests/test_server.c \
+            tests/alloc_count.c cli/npy.c $(SERVER_API)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -47,7 +54,7 @@ all: dgemma $(BUILD)/dgemma_test
 deps:
 	@bash tools/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h server/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icli -I. -c $< -o $@
 
@@ -55,24 +62,35 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h ben
 # kept in registers), which GCC does at -O3
 $(BUILD)/src/kernels/gemm.o $(BUILD)/src/kernels/gemm_x86.o $(BUILD)/src/kernels/gemm_neon.o $(BUILD)/src/kernels/quants_x86.o $(BUILD)/bench/peak.o: CFLAGS += -O3
 
-# the built-in chat template, compiled in as a C string (trigraph-safe: every ? is escaped)
-$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
-	@mkdir -p $(dir $@)
-	(echo 'static const char chat_default_src[] ='; \
+# $(call text_to_c,NAME): the text file $< as `static const char NAME[]` in $@ (trigraph-safe: every ?
+# is escaped)
+text_to_c = mkdir -p $(dir $@) && (echo 'static const char $(1)[] ='; \
 	 sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	 echo '    ;') > $@.tmp && mv $@.tmp $@
 
+# the built-in chat template, compiled in as a C string
+$(BUILD)/gen/chat_default.h: src/tokenizer/chat_default.jinja
+	$(call text_to_c,chat_default_src)
+
 $(BUILD)/src/tokenizer/chat_template.o: $(BUILD)/gen/chat_default.h
 $(BUILD)/src/tokenizer/chat_template.o: CFLAGS += -I$(BUILD)/gen
+
+# the web page of dgemma serve, compiled in the same way
+$(BUILD)/gen/webui_html.h: server/index.html
+	$(call text_to_c,webui_html_src)
+
+$(BUILD)/server/webui.o: $(BUILD)/gen/webui_html.h
+$(BUILD)/server/webui.o: CFLAGS += -I$(BUILD)/gen
+$(BUILD)/server/server.o: CFLAGS += $(MHD_CFLAGS)
 
 $(BUILD)/libdgemma.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(MHD_LIBS) $(LDLIBS)
 
 $(BUILD)/dgemma: $(CLI_OBJ) $(BUILD)/libdgemma.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdgemma.a $(EDIT_LIBS) $(MHD_LIBS) $(LDLIBS)
 
 # the test binary counts the engine's allocations (tests/alloc_count.c)
 WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc

@@ -8,6 +8,7 @@
  *   dgemma inspect   config, tensors, sizes of a checkpoint
  *   dgemma tokenize / detokenize   text <-> token ids with the checkpoint's tokenizer.json
  *   dgemma quantize / synth        GGUF files from a checkpoint / random weights (cli/quantize.c)
+ *   dgemma serve     the OpenAI-compatible HTTP server with a live web view (server/)
  *
  * Errors go to stderr with a non-zero exit; results to stdout or the named file.
  */
@@ -24,6 +25,7 @@
 #include "npy.h"
 #include "bench/bench.h"
 #include "quantize.h"
+#include "server/server.h"
 
 double now_s(void) {
     struct timespec ts;
@@ -542,6 +544,65 @@ out:
     return rc;
 }
 
+/* ===== serve ===== */
+
+#define DEFAULT_MODEL "tests/fixtures/tiny-a/bf16"
+
+static void usage_serve(FILE *f) {
+    fprintf(f,
+        "usage: dgemma serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [options]\n"
+        "\n"
+        "An OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions (streaming\n"
+        "committed text canvas by canvas, opt-in draft events per denoising step), GET /v1/models,\n"
+        "GET /health, and a chat page at / that shows every canvas denoising live. One request runs at a\n"
+        "time; the others wait in a queue. Ctrl-C (SIGINT) or SIGTERM stops it.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH         checkpoint directory or .gguf (default: %s, the bundled tiny\n"
+        "                           random-weight model: its output is noise)\n"
+        "  --host ADDR              address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)\n"
+        "  --port N                 port (default 8080; 0: any free port, printed at start)\n"
+        "  --api-key KEY            require Authorization: Bearer KEY (/health and / stay open)\n"
+        "  --alias NAME             the model id in the API (default: from the path)\n"
+        "  --queue N                requests waiting at most behind the running one (default 16); more: 503\n"
+        "  --max-tokens-limit N     largest max_tokens a request may ask (default 8192)\n"
+        "  -c, --ctx-size N         context: prompt + committed canvases, in tokens (default 8192)\n"
+        "  --max-body-bytes N       largest request body (default 8388608); more: 413\n"
+        "  --timeout S              close connections silent for S seconds (default 300; not while\n"
+        "                           a request waits in the queue or generates)\n"
+        "  --act auto|f32|bf16|f16  activation precision\n"
+        KERNEL_OPTIONS_HELP
+        "  -h, --help               this help\n", DEFAULT_MODEL);
+}
+
+static int cmd_serve(int argc, char **argv) {
+    dg_server_opts o;
+    dg_server_default_opts(&o);
+    o.model = DEFAULT_MODEL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_serve(stdout); return 0; }
+        if (!v) { fprintf(stderr, "dgemma serve: %s needs a value (see --help)\n", a); return 2; }
+        int bad = 0, mb = 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--host")) o.host = v;
+        else if (!strcmp(a, "--port")) bad = parse_int(a, v, 0, 65535, &o.port);
+        else if (!strcmp(a, "--api-key")) o.api_key = v;
+        else if (!strcmp(a, "--alias")) o.alias = v;
+        else if (!strcmp(a, "--queue")) bad = parse_int(a, v, 0, 1 << 20, &o.queue);
+        else if (!strcmp(a, "--max-tokens-limit")) bad = parse_int(a, v, 1, 1 << 24, &o.max_tokens_limit);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) bad = parse_int(a, v, 2, 1 << 24, &o.n_ctx);
+        else if (!strcmp(a, "--max-body-bytes")) { bad = parse_int(a, v, 1024, 1 << 30, &mb); o.max_body = (size_t)mb; }
+        else if (!strcmp(a, "--timeout")) bad = parse_int(a, v, 1, 1 << 20, &o.idle_timeout_s);
+        else if (!strcmp(a, "--act")) bad = parse_act(v, &o.ep.act);
+        else if (session_option(a, v, &o.sp, &bad)) {}
+        else { fprintf(stderr, "dgemma serve: unknown option '%s' (see --help)\n", a); return 2; }
+        if (bad) return 2;
+        i++;
+    }
+    return dg_serve(&o);
+}
+
 static void usage(FILE *f) {
     fprintf(f,
         "dgemma %s - DiffusionGemma inference in C\n"
@@ -558,7 +619,8 @@ static void usage(FILE *f) {
         "  tokenize    text to token ids (the checkpoint's tokenizer.json)\n"
         "  detokenize  token ids to text\n"
         "  quantize    a Hugging Face checkpoint to GGUF (F32 ... Q4_K_M, llama.cpp's names and mixing rules)\n"
-        "  synth       a random-weight model (26B-A4B shapes by default) as GGUF or Hugging Face safetensors\n",
+        "  synth       a random-weight model (26B-A4B shapes by default) as GGUF or Hugging Face safetensors\n"
+        "  serve       the OpenAI-compatible HTTP server with a live web view\n",
         DG_VERSION);
 }
 
@@ -577,6 +639,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "detokenize")) return cmd_detokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return dg_cli_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return dg_cli_synth(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     fprintf(stderr, "dgemma: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

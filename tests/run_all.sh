@@ -6,7 +6,7 @@ BIN=${1:-./dgemma}
 TEST=${2:-./build/dgemma_test}
 total_p=0 total_f=0 rc=0
 steps=("$TEST" "bash tests/test_cli.sh $BIN" "bash tests/test_tokenizer_cli.sh $BIN" "bash tests/test_run_cli.sh $BIN"
-       "bash tests/test_quantize_cli.sh $BIN")
+       "bash tests/test_quantize_cli.sh $BIN" "bash tests/test_server.sh $BIN")
 # the aarch64 (NEON) kernels under qemu, where the cross toolchain is installed (tools/install-deps.sh)
 if [ -z "${DG_SKIP_ARM:-}" ] && command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
     steps+=("make --no-print-directory -s test-arm")

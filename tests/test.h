@@ -34,6 +34,6 @@ const char *test_tmpdir(void);
 double test_rel_err(const float *a, const float *r, int rows, int V, int *agree, double *rms);
 
 extern const dg_test unit_tests[], parity_tests[], error_tests[], sampler_tests[], kernel_tests[], quant_tests[], gguf_tests[],
-    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], reply_tests[], quantize_tests[];
+    mlx_tests[], tokenizer_tests[], jinja_tests[], chat_tests[], reply_tests[], quantize_tests[], server_tests[];
 
 #endif

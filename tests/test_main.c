@@ -96,7 +96,8 @@ int main(int argc, char **argv) {
     /* dgemma_test --gguf-copy IN OUT: rewrite a GGUF file with the C writer (make_gguf_fixtures.py) */
     if (argc == 4 && !strcmp(argv[1], "--gguf-copy")) return gguf_copy_main(argv[2], argv[3]);
     const dg_test *groups[] = {unit_tests, kernel_tests, quant_tests, gguf_tests, mlx_tests, parity_tests, error_tests,
-                               sampler_tests, tokenizer_tests, jinja_tests, chat_tests, reply_tests, quantize_tests};
+                               sampler_tests, tokenizer_tests, jinja_tests, chat_tests, reply_tests, quantize_tests,
+                               server_tests};
     int passed = 0, failed = 0, list = argc > 1 && !strcmp(argv[1], "--list");
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         for (const dg_test *t = groups[g]; t->name; t++) {
