@@ -148,6 +148,37 @@ static void test_matmul_nn(void) {
             dg_kctx_free(&k9);
         }
         CHECK(worst < 1e-5, "path %s: P.E error %.3g", dg_path_name((dg_path)p), worst);
+        /* a quantized embedding (as in GGUF files): against the oracle on the same blocks; the AMX path
+         * rounds the dequantized values to bf16 */
+        {
+            const int n = 7, V = 600, H = 512;
+            const dg_dtype qts[2] = {DG_Q8_0, DG_Q6_K};
+            float *pr = malloc(sizeof(float) * (size_t)n * V), *y = malloc(sizeof(float) * (size_t)n * H), *ref = malloc(sizeof(float) * (size_t)n * H),
+                  *ef = malloc(sizeof(float) * (size_t)H), *row = malloc(sizeof(float) * (size_t)H);
+            uint8_t *eq = malloc((size_t)V * H * 2);
+            for (int i = 0; i < n * V; i++) pr[i] = dg_round_bf16(fabsf(frand()) / V);
+            for (int qi = 0; qi < 2; qi++) {
+                const size_t rb = dg_row_bytes(qts[qi], H);
+                for (int v = 0; v < V; v++) {
+                    for (int c = 0; c < H; c++) ef[c] = frand();
+                    dg_quantize_gguf(qts[qi], ef, eq + (size_t)v * rb, H, NULL);
+                }
+                dg_mat em = dg_mat_init(eq, qts[qi], V, H);
+                double w2 = 0;
+                for (int t = 0; t < n; t++)
+                    for (int c = 0; c < H; c++) ref[t * H + c] = 0;
+                for (int v = 0; v < V; v++) {
+                    dg_dequant_range(&em, v, 0, H, row);
+                    for (int t = 0; t < n; t++)
+                        for (int c = 0; c < H; c++) ref[t * H + c] += pr[t * V + v] * row[c];
+                }
+                dg_matmul_nn(&k, y, pr, V, n, &em, 1);
+                for (int i = 0; i < n * H; i++) w2 = fmax(w2, fabs((double)y[i] - ref[i]));
+                /* scale: sum_v p |e| ~ max|e| */
+                CHECK(w2 < 2e-2, "path %s %s embedding: P.E error %.3g", dg_path_name((dg_path)p), dg_dtype_name(qts[qi]), w2);
+            }
+            free(pr); free(y); free(ref); free(ef); free(row); free(eq);
+        }
         printf("  P.E path %-8s max error / sum|p*e|: %.2e\n", dg_path_name((dg_path)p), worst);
     }
     dg_kctx_free(&k);

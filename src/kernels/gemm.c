@@ -61,10 +61,10 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     /* a weight panel as float32 and bf16 [DG_RB, kp], then the AMX task's C tiles [n/16][2][16][16] */
     k->panel_bytes = (size_t)DG_RB * (size_t)kp * (sizeof(float) + sizeof(uint16_t)) + (size_t)round_up(k->max_n, 16) / 16 * 2 * 256 * sizeof(float) + 64;
     /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
-    const size_t nn = sizeof(float) * (512 * 32 + (size_t)round_up(k->max_k, 256)) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
+    const size_t nn = sizeof(float) * (512 * 32 + 1024) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
     /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
-    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)round_up(k->max_n, 16) * DG_NN_HB * sizeof(float) + 64;
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)(round_up(k->max_n, 16) + 1) * DG_NN_HB * sizeof(float) + 64;
     if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     k->max_v = max_v;
     k->max_nn = max_nn < k->max_n ? max_nn : k->max_n;
@@ -416,7 +416,8 @@ void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *
 
 /* ===== probabilities times the embedding (self-conditioning) ===== */
 
-enum { NN_HB = 32, NN_VB = 512 };   /* columns per task, embedding rows per panel */
+enum { NN_HB = 32, NN_VB = 512,    /* columns per task, embedding rows per panel */
+       NN_ROW = 1024 };               /* floats for the blocks enclosing NN_HB columns (<= 32 + 2 * 256) */
 
 typedef struct {
     const dg_kctx *k;
@@ -450,8 +451,8 @@ static void nn_task(void *ctx, int i, int tid) {
     const int64_t V = j->e->rows, H = j->e->cols, h0 = (int64_t)i * NN_HB;
     const int hb = (int)(H - h0 < NN_HB ? H - h0 : NN_HB);
     float *pan = j->k->panel[tid];                  /* [NN_VB, NN_HB] */
-    float *row = pan + NN_VB * NN_HB;               /* one dequantized row of E */
-    float *acc = row + ((H + 255) / 256) * 256;     /* [n, NN_HB] running sums */
+    float *row = pan + NN_VB * NN_HB;               /* the blocks around one row's 32 columns */
+    float *acc = row + NN_ROW;                      /* [n, NN_HB] running sums */
     double *dacc = (double *)(acc + (size_t)j->n * NN_HB);   /* [n, NN_HB], the oracle's exact sums */
     const int exact = j->path == DG_PATH_REF;
     memset(acc, 0, sizeof(float) * (size_t)j->n * NN_HB);
@@ -492,11 +493,18 @@ static void nn_task(void *ctx, int i, int tid) {
 
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
     if (n <= 0) return;
-    /* the per-thread sums hold max_n rows and one embedding row of max_k: beyond that, the oracle */
-    const dg_path path = n > k->max_n || e->cols > k->max_k ? DG_PATH_REF : k->path;
+    if (n > k->max_n) {   /* the per-thread sums hold max_n rows: beyond that, one call per block of rows */
+        for (int t0 = 0; t0 < n; t0 += k->max_n)
+            dg_matmul_nn(k, y + (int64_t)t0 * e->cols, p + (int64_t)t0 * ldp, ldp, n - t0 < k->max_n ? n - t0 : k->max_n, e, p_bf16);
+        return;
+    }
+    const dg_path path = k->path;
 #if defined(__x86_64__)
-    /* AMX: bf16-exact probabilities and a bf16 embedding, nothing rounded on the way in */
-    if (path == DG_PATH_AMX && p_bf16 && e->dt == DG_BF16 && k->pbuf && e->rows <= k->max_v && n <= k->max_nn) {
+    /* AMX: bf16-exact probabilities and a bf16 embedding (nothing rounded on the way in), or a quantized
+     * one dequantized and rounded to bf16 (as dg_matmul does with quantized weights) */
+    const int quant_e = !dg_dtype_size(e->dt) && (dg_gguf_block_elems(e->dt) ? DG_NN_HB % dg_gguf_block_elems(e->dt) == 0 && e->cols % dg_gguf_block_elems(e->dt) == 0
+                                                                            : DG_NN_HB % e->mlx.group == 0);
+    if (path == DG_PATH_AMX && p_bf16 && (e->dt == DG_BF16 || quant_e) && k->pbuf && e->rows <= k->max_v && n <= k->max_nn) {
         dg_nn_amx(k, y, p, ldp, n, e);
         return;
     }

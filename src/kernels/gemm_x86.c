@@ -620,20 +620,33 @@ T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
 
 /* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
  * tile (kc, ht) at b + (kc * nht + ht) * 512, row q = pairs (E[v0+32kc+2q][h], E[...+1][h]) */
-T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b) {
+/* row v's columns [h0, h0+hb) as bf16 (zero past the last row): bf16 rows as stored, other types
+ * dequantized (the fast exact dequantizer) and rounded to bf16 */
+T_AMX static void nn_row_bf16(const dg_mat *e, int64_t v, int64_t h0, int hb, float *tmp, uint16_t *out) {
+    if (v >= e->rows) { memset(out, 0, (size_t)hb * 2); return; }
+    if (e->dt == DG_BF16) { memcpy(out, (const uint8_t *)e->data + (size_t)v * e->row_bytes + h0 * 2, (size_t)hb * 2); return; }
+    dg_dequant_fast(e, v, h0, hb, tmp);
+    int c = 0;
+    for (; c + 16 <= hb; c += 16) _mm256_storeu_si256((__m256i *)(out + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(tmp + c)));
+    for (; c < hb; c++) out[c] = dg_f32_to_bf16(tmp[c]);
+}
+
+T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b, float *tmp) {
     const int nht = (hb + 15) / 16;
     const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                          23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __attribute__((aligned(64))) uint16_t ra[DG_NN_HB + 16], rb[DG_NN_HB + 16];
+    memset(ra + hb, 0, 32);
+    memset(rb + hb, 0, 32);
     for (int kc = 0; kc < nv / 32; kc++)
-        for (int ht = 0; ht < nht; ht++) {
-            uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
-            const int64_t c0 = h0 + ht * 16;
-            const int w = (int)(h0 + hb - c0 < 16 ? h0 + hb - c0 : 16);
-            const __mmask16 m = (__mmask16)((1u << w) - 1);
-            for (int q = 0; q < 16; q++) {
-                const int64_t va = v0 + kc * 32 + 2 * q, vb = va + 1;
-                const __m256i a = va < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)va * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
-                const __m256i bb = vb < e->rows ? _mm256_maskz_loadu_epi16(m, (const uint8_t *)e->data + (size_t)vb * e->row_bytes + c0 * 2) : _mm256_setzero_si256();
+        for (int q = 0; q < 16; q++) {
+            const int64_t va = v0 + kc * 32 + 2 * q;
+            nn_row_bf16(e, va, h0, hb, tmp, ra);
+            nn_row_bf16(e, va + 1, h0, hb, tmp, rb);
+            for (int ht = 0; ht < nht; ht++) {
+                uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(ra + ht * 16));
+                const __m256i bb = _mm256_loadu_si256((const __m256i *)(rb + ht * 16));
                 const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), bb, 1);
                 _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, ab));
             }
@@ -646,6 +659,7 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
     const int hb = (int)(H - h0 < DG_NN_HB ? H - h0 : DG_NN_HB), nht = (hb + 15) / 16, ntb = (j->n + 15) / 16;
     uint16_t *b = (uint16_t *)j->k->panel[tid];
     float *acc = (float *)(b + (size_t)DG_NN_VB * DG_NN_HB);   /* [ntb*16 tokens][nht*16 columns] */
+    float *tmp = acc + (size_t)ntb * 16 * DG_NN_HB;            /* one dequantized row piece */
     const int64_t lda = nht * 16;
     memset(acc, 0, sizeof(float) * (size_t)ntb * 16 * lda);
     __attribute__((aligned(64))) tilecfg cfg;
@@ -655,7 +669,7 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
     _tile_loadconfig(&cfg);
     for (int64_t v0 = 0; v0 < V; v0 += DG_NN_VB) {
         const int nv = (int)((V - v0 < DG_NN_VB ? V - v0 : DG_NN_VB) + 31) / 32 * 32;
-        nn_pack_e(j->e, v0, nv, h0, hb, b);
+        nn_pack_e(j->e, v0, nv, h0, hb, b, tmp);
         const int nkc = nv / 32;
         for (int ht = 0; ht < nht; ht += 2) {
             const int two_h = ht + 1 < nht;
