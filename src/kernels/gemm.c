@@ -215,7 +215,7 @@ static void task(void *ctx, int i, int tid) {
     dg_kernel_generic_f32(j->x, j->w->cols, j->n, wp, ldw, nr, j->w->cols, j->y + r0, j->w->rows);
 }
 
-static int is_quant(dg_dtype dt) { return dt != DG_F32 && dt != DG_F16 && dt != DG_BF16; }
+static inline int is_quant(dg_dtype dt) { return dt != DG_F32 && dt != DG_F16 && dt != DG_BF16; }
 
 static void quantize_act_row(void *ctx, int t, int tid) {
     (void)tid;
