@@ -241,6 +241,25 @@ static void test_vector_ops(void) {
     dg_softcap_f32(sc, 3, 30.0f);
     CHECK(isnan(sc[0]) && sc[1] == 30.0f && sc[2] == -30.0f, "softcap of NaN, inf, -inf: %g %g %g", sc[0], sc[1], sc[2]);
     printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
+    /* the gated activation against the oracle's (double tanh, rounded once) before the activation
+     * rounding: within a few float32 ulp, so at most one bf16 / f16 step apart after it */
+    {
+        enum { G = 2000 };
+        static float gg[G], uu[G], ga[G];
+        const dg_dtype acts[] = {DG_F32, DG_BF16, DG_F16};
+        for (int ai = 0; ai < 3; ai++) {
+            for (int i = 0; i < G; i++) { gg[i] = 12.0f * frand(); uu[i] = frand(); }
+            gg[0] = 0.0f; gg[1] = -30.0f; gg[2] = 30.0f; gg[3] = 1e-8f;
+            dg_gelu_mul_f32(gg, uu, ga, G, acts[ai]);
+            int nbad = 0;
+            for (int i = 0; i < G; i++) {
+                const float want = dg_round1(dg_round1(dg_gelu_tanh(gg[i]), acts[ai]) * uu[i], acts[ai]);
+                const double step = acts[ai] == DG_BF16 ? 1.0 / 128 : acts[ai] == DG_F16 ? 1.0 / 1024 : 1e-6;
+                nbad += fabs(ga[i] - want) > step * fabs(want) + 1e-30 + 1e-6 * fabs(uu[i]);
+            }
+            CHECK(nbad == 0, "gelu * up (%s): %d of %d outside one rounding step", dg_dtype_name(acts[ai]), nbad, G);
+        }
+    }
 }
 
 /* the fast dequantizers equal the scalar reference bit for bit, and every matmul path on quantized
@@ -319,6 +338,54 @@ static void test_quant_paths(void) {
     free(w); free(x); free(y); free(ref); free(a); free(b); free(q);
 }
 
+/* one attention row over 1-3 key segments against a double-precision evaluation of the same rule */
+static void test_attend(void) {
+    const int dims[] = {12, 16, 24, 100, 256, 512};   /* head dims */
+    const dg_dtype acts[] = {DG_F32, DG_BF16, DG_F16};
+    double worst = 0;
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
+        for (int ns = 1; ns <= 3; ns++)
+            for (size_t ai = 0; ai < 3; ai++) {
+                const int d = dims[di], stride = 3 * d + 5, n[3] = {7, 13, 5};
+                float *kv = malloc(sizeof(float) * (size_t)stride * 64), *q = malloc(sizeof(float) * (size_t)d);
+                float sc[64], acc[512], out[512];
+                for (int i = 0; i < stride * 64; i++) kv[i] = frand();
+                for (int i = 0; i < d; i++) q[i] = 2.0f * frand();
+                dg_kseg seg[3];
+                int total = 0;
+                for (int g = 0; g < ns; g++) {
+                    seg[g] = (dg_kseg){kv + (int64_t)(20 * g) * stride, kv + (int64_t)(20 * g) * stride + d + 3, stride, n[g]};
+                    total += n[g];
+                }
+                dg_attend_f32(q, d, seg, ns, sc, acc, out, acts[ai]);
+                /* reference: float32 scores and exp as the definition, double sums */
+                double s_[64], mx = -INFINITY, sum = 0;
+                int j = 0;
+                for (int g = 0; g < ns; g++)
+                    for (int i = 0; i < n[g]; i++, j++) {
+                        double dot = 0;
+                        for (int c = 0; c < d; c++) dot += (double)q[c] * seg[g].k[(int64_t)i * stride + c];
+                        s_[j] = dot;
+                        mx = fmax(mx, dot);
+                    }
+                for (j = 0; j < total; j++) { s_[j] = exp(s_[j] - mx); sum += s_[j]; }
+                for (int c = 0; c < d; c++) {
+                    double o = 0, scale = 0;
+                    j = 0;
+                    for (int g = 0; g < ns; g++)
+                        for (int i = 0; i < n[g]; i++, j++) {
+                            o += dg_round1((float)s_[j], acts[ai]) * (double)seg[g].v[(int64_t)i * stride + c];
+                            scale += fabs(seg[g].v[(int64_t)i * stride + c]);
+                        }
+                    const double err = fabs(out[c] - o / sum) / (scale / total + 1e-9);
+                    if (err > worst) worst = err;
+                }
+                free(kv); free(q);
+            }
+    CHECK(worst < 2e-3, "attention row error %.3g", worst);   /* bf16 / f16 rounding of a weight may flip */
+    printf("  attention rows (d 12..512, 1-3 segments, f32/bf16/f16 weights): max error %.2e of the mean |v|\n", worst);
+}
+
 /* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */
 static void test_matmul_oversize(void) {
     dg_pool *pool = dg_pool_create(2);
@@ -376,6 +443,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/quant-paths", test_quant_paths},
     {"kernels/matmul-oversize", test_matmul_oversize},
+    {"kernels/attend", test_attend},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

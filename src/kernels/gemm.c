@@ -394,6 +394,38 @@ float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {
     return g_dotdiff(x, z, n, mx);
 }
 
+void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act) {
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512()) { dg_attend_f32_avx512(q, d, seg, nseg, sc, out, act); return; }
+#endif
+    int nk = 0;
+    float mx = -INFINITY;
+    for (int g = 0; g < nseg; g++)
+        for (int j = 0; j < seg[g].n; j++) {
+            const float dot = dg_dot_f32(q, seg[g].k + (int64_t)j * seg[g].stride, d);
+            sc[nk++] = dot;
+            mx = dot > mx ? dot : mx;
+        }
+    float sum = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+        sc[j] = dg_round1(sc[j], act);
+    }
+    memset(acc, 0, sizeof(float) * (size_t)d);
+    int j = 0;
+    for (int g = 0; g < nseg; g++)
+        for (int i = 0; i < seg[g].n; i++, j++) dg_axpy_f32(acc, sc[j], seg[g].v + (int64_t)i * seg[g].stride, d);
+    for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
+}
+
+void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act) {
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512()) { dg_gelu_mul_f32_avx512(g, u, out, n, act); return; }
+#endif
+    for (int i = 0; i < n; i++) out[i] = dg_round1(dg_round1(dg_gelu_tanh(g[i]), act) * u[i], act);
+}
+
 void dg_softmax_fast(float *x, int n) {
     int arg;
     const float mx = dg_max_f32(x, n, &arg), sum = dg_expsum_f32(x, n, mx);

@@ -74,6 +74,21 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
  */
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16);
 
+/* One attention row of the fast path: the keys (and values) of up to 3 segments, rows `stride` floats
+ * apart; sc has room for every key. out[d] = sum_j p_j v_j / sum_j e_j with e_j = exp(q.k_j - max) in
+ * float32 and p_j = e_j rounded to the activation type (act: DG_F32 / DG_BF16 / DG_F16), as the
+ * reference's flash kernels weight the values. */
+typedef struct {
+    const float *k, *v;
+    int64_t stride;
+    int n;
+} dg_kseg;
+void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act);
+
+/* out[i] = R(R(gelu_tanh(g[i])) * u[i]) with R the rounding to act: the gated activation of the MLPs
+ * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */
+void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act);
+
 /* Vector helpers of the fast path (float32, the path's own summation order; dispatched like the
  * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
 float dg_dot_f32(const float *a, const float *b, int n);

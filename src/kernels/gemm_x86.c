@@ -325,6 +325,103 @@ T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float m
     return _mm512_reduce_add_ps(s);
 }
 
+/* round to the activation type in registers: bf16 (nearest even), f16 (via the conversion), f32 as is */
+T_512 static inline __m512 round_act512(__m512 v, dg_dtype act) {
+    if (act == DG_BF16) {   /* nearest even on the bit pattern; NaN stays NaN */
+        const __m512i u = _mm512_castps_si512(v);
+        const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+        const __m512 b = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+        return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);
+    }
+    if (act == DG_F16) return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+}
+
+/* one attention row: 4 keys at a time against q (masked tail for head dims not a multiple of 16),
+ * the vector exp, the rounding of the weights, then P.V in register blocks of 128 columns */
+T_512 void dg_attend_f32_avx512(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *out, dg_dtype act) {
+    int nk = 0;
+    for (int g = 0; g < nseg; g++) {
+        const float *k = seg[g].k;
+        const int64_t st = seg[g].stride;
+        int j = 0;
+        for (; j + 4 <= seg[g].n; j += 4) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *k0 = k + j * st, *k1 = k0 + st, *k2 = k1 + st, *k3 = k2 + st;
+            for (int c = 0; c < d; c += 16) {
+                const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
+                const __m512 qv = _mm512_maskz_loadu_ps(m, q + c);
+                a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k0 + c), a0);
+                a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k1 + c), a1);
+                a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k2 + c), a2);
+                a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k3 + c), a3);
+            }
+            sc[nk++] = _mm512_reduce_add_ps(a0);
+            sc[nk++] = _mm512_reduce_add_ps(a1);
+            sc[nk++] = _mm512_reduce_add_ps(a2);
+            sc[nk++] = _mm512_reduce_add_ps(a3);
+        }
+        for (; j < seg[g].n; j++) sc[nk++] = dg_dot_f32_avx512(q, k + j * st, d);
+    }
+    int arg;
+    const float mx = dg_max_f32_avx512(sc, nk, &arg);
+    const float sum = dg_expsum_f32_avx512(sc, nk, mx);
+    if (act != DG_F32)
+        for (int j = 0; j < nk; j += 16) {
+            const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+            _mm512_mask_storeu_ps(sc + j, m, round_act512(_mm512_maskz_loadu_ps(m, sc + j), act));
+        }
+    const __m512 inv = _mm512_set1_ps(sum);
+    for (int c0 = 0; c0 < d; c0 += 128) {
+        const int w = d - c0 < 128 ? d - c0 : 128;
+        __m512 acc[8];
+        for (int b = 0; b < 8; b++) acc[b] = _mm512_setzero_ps();
+        int j = 0;
+        for (int g = 0; g < nseg; g++) {
+            const float *v = seg[g].v + c0;
+            const int64_t st = seg[g].stride;
+            for (int i = 0; i < seg[g].n; i++, j++) {
+                const __m512 p = _mm512_set1_ps(sc[j]);
+                const float *vr = v + i * st;
+                if (w == 128) {
+                    for (int b = 0; b < 8; b++) acc[b] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 16 * b), acc[b]);
+                } else {
+                    for (int b = 0; b < 8; b++) {
+                        const int c = 16 * b;
+                        if (c >= w) break;
+                        const __mmask16 m = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
+                        acc[b] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vr + c), acc[b]);
+                    }
+                }
+            }
+        }
+        for (int b = 0; b < 8; b++) {
+            const int c = 16 * b;
+            if (c >= w) break;
+            const __mmask16 m = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
+            _mm512_mask_storeu_ps(out + c0 + c, m, _mm512_div_ps(acc[b], inv));
+        }
+    }
+}
+
+/* gelu_tanh(x) = x / 2 (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3); tanh(y) = (1 - e) / (1 + e)
+ * with e = exp(-2|y|) and the sign of y; no overflow, NaN kept */
+T_512 void dg_gelu_mul_f32_avx512(const float *g, const float *u, float *out, int n, dg_dtype act) {
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), c0 = _mm512_set1_ps(0.7978845608028654f), c1 = _mm512_set1_ps(0.044715f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 y = _mm512_mul_ps(c0, _mm512_fmadd_ps(_mm512_mul_ps(c1, x), _mm512_mul_ps(x, x), x));
+        const __m512 ay = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(y)));
+        const __m512 e = exp512(_mm512_min_ps(_mm512_setzero_ps(), _mm512_mul_ps(ay, _mm512_set1_ps(-2.0f))));
+        __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(y), sign)));
+        const __m512 gl = round_act512(_mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, t)), act);
+        _mm512_mask_storeu_ps(out + i, m, round_act512(_mm512_mul_ps(gl, _mm512_maskz_loadu_ps(m, u + i)), act));
+    }
+}
+
 /* the soft embedding's inner block: 8 tokens x 32 columns of accumulators in registers, one
  * broadcast probability per token and row of E */
 T_512 void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc) {

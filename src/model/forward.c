@@ -280,14 +280,38 @@ static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, 
 }
 
 /* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
+/* a[r] = R(R(gelu(g[r])) * u[r]) for rows r of width w (g and u rows ldg / ldu floats apart): in
+ * parallel rows; the fast path with the vectorized gelu */
+typedef struct {
+    const dg_engine *e;
+    int fast, w;
+    const float *g, *u;
+    float *a;
+    int64_t ldg, ldu, lda;
+} act_job;
+
+static void act_rows(void *ctx, int r, int tid) {
+    (void)tid;
+    const act_job *j = ctx;
+    const float *g = j->g + (int64_t)r * j->ldg, *u = j->u + (int64_t)r * j->ldu;
+    float *a = j->a + (int64_t)r * j->lda;
+    if (j->fast) dg_gelu_mul_f32(g, u, a, j->w, j->e->act);
+    else
+        for (int c = 0; c < j->w; c++) a[c] = dg_round1(dg_round1(dg_gelu_tanh(g[c]), j->e->act) * u[c], j->e->act);
+}
+
+static void gated_act(const dg_engine *e, dg_session *s, int rows, int w, const float *g, int64_t ldg, const float *u,
+                      int64_t ldu, float *a, int64_t lda) {
+    act_job j = {e, s->fast, w, g, u, a, ldg, ldu, lda};
+    dg_pool_run(s->pool, rows, act_rows, &j);
+}
+
 static void gated_mlp(const dg_engine *e, dg_session *s, float *out, const float *x, int n,
                       const dg_mat *gate, const dg_mat *up, const dg_mat *down) {
-    const size_t m = (size_t)n * gate->rows;
+    const int I = (int)gate->rows;
     linear(e, s, s->mg, x, n, gate);
     linear(e, s, s->mu, x, n, up);
-    for (size_t i = 0; i < m; i++) s->mg[i] = dg_round1(dg_gelu_tanh(s->mg[i]), e->act);
-    for (size_t i = 0; i < m; i++) s->mg[i] = s->mg[i] * s->mu[i];
-    R(s->mg, m);
+    gated_act(e, s, n, I, s->mg, I, s->mu, I, s->mg, I);
     linear(e, s, out, s->mg, n, down);
 }
 
@@ -420,35 +444,20 @@ static void attend_fast(void *ctx, int task, int tid) {
     const dg_layer *L = &e->layers[a->li];
     const dg_kv *kv = &s->kv[a->li];
     const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
-    const size_t kw = (size_t)L->n_kv * d;
-    const float *qv = s->q + ((size_t)t * nq + h) * d;
-    float *out = s->att + ((size_t)t * nq + h) * d;
+    const int64_t kw = (int64_t)L->n_kv * d;
     float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
-    int nk = 0;
-    float mx = -INFINITY;
-    for (int kp = c0; kp < s->n_past; kp++) {
-        const float dot = dg_dot_f32(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
-        sc[nk++] = dot;
-        mx = dot > mx ? dot : mx;
+    /* the visible keys as contiguous runs: the cache ring (split where it wraps), then the new rows */
+    dg_kseg seg[3];
+    int ns = 0;
+    if (c0 < s->n_past) {
+        const int s0 = c0 % kv->cap, n = s->n_past - c0, first = kv->cap - s0 < n ? kv->cap - s0 : n;
+        seg[ns++] = (dg_kseg){kv->k + (int64_t)s0 * kw + (int64_t)g * d, kv->v + (int64_t)s0 * kw + (int64_t)g * d, kw, first};
+        if (n > first) seg[ns++] = (dg_kseg){kv->k + (int64_t)g * d, kv->v + (int64_t)g * d, kw, n - first};
     }
-    for (int j = j0; j < n1; j++) {
-        const float dot = dg_dot_f32(qv, s->k + (size_t)j * kw + (size_t)g * d, d);
-        sc[nk++] = dot;
-        mx = dot > mx ? dot : mx;
-    }
-    float sum = 0.0f;
-    for (int j = 0; j < nk; j++) {
-        sc[j] = expf(sc[j] - mx);
-        sum += sc[j];
-        sc[j] = dg_round1(sc[j], e->act);
-    }
-    memset(acc, 0, sizeof(float) * (size_t)d);
-    int j = 0;
-    for (int kp = c0; kp < s->n_past; kp++, j++) dg_axpy_f32(acc, sc[j], kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
-    for (int jj = j0; jj < n1; jj++, j++) dg_axpy_f32(acc, sc[j], s->v + (size_t)jj * kw + (size_t)g * d, d);
-    for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
+    if (n1 > j0) seg[ns++] = (dg_kseg){s->k + (int64_t)j0 * kw + (int64_t)g * d, s->v + (int64_t)j0 * kw + (int64_t)g * d, kw, n1 - j0};
+    dg_attend_f32(s->q + ((size_t)t * nq + h) * d, d, seg, ns, sc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
 }
 
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
@@ -533,11 +542,7 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
         for (int i = 0; i < n; i++) memcpy(s->moe_x + (size_t)i * H, u + (size_t)(rows[i] / K) * H, sizeof(float) * (size_t)H);
         const dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
         linear(e, s, s->moe_gu, s->moe_x, n, &gu);
-        for (int i = 0; i < n; i++) {
-            const float *g = s->moe_gu + (size_t)i * 2 * Ie;
-            float *a = s->moe_act + (size_t)i * Ie;
-            for (int c = 0; c < Ie; c++) a[c] = dg_round1(dg_round1(dg_gelu_tanh(g[c]), e->act) * g[Ie + c], e->act);
-        }
+        gated_act(e, s, n, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
         linear(e, s, s->moe_dn, s->moe_act, n, &dn);
         for (int i = 0; i < n; i++) memcpy(s->moe_y + (size_t)rows[i] * H, s->moe_dn + (size_t)i * H, sizeof(float) * (size_t)H);
     }
