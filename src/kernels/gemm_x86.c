@@ -579,12 +579,6 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
     const dg_mat *w = j->w;
     const int64_t K = w->cols, nkc = j->kp / DG_KC;
     uint16_t *pb = (uint16_t *)(panel + (size_t)DG_RB * j->kp);   /* after the f32 area */
-    const int blk = dg_gguf_block_elems(w->dt);
-    /* block types whose rows are whole blocks: dequantize 256 values at a time into an L1 buffer and
-     * convert from there; other types through the float32 panel */
-    const int by_block = blk && K % 256 == 0;
-    if (w->dt != DG_BF16 && !by_block) dg_panel_f32(w, r0, nr, panel);
-    __attribute__((aligned(64))) float chunk[256];
     for (int r = 0; r < DG_RB; r++) {
         uint16_t *dst = pb + (size_t)(r / 16) * 512 + (size_t)(r % 16) * 32;
         if (r >= nr) {
@@ -598,14 +592,11 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
                 const __mmask32 mk = m == 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << m) - 1);
                 _mm512_storeu_si512((void *)(dst + kc * 1024), _mm512_maskz_loadu_epi16(mk, src + k));
             }
-        } else if (by_block) {
-            for (int64_t c0 = 0; c0 < K; c0 += 256) {
-                dg_dequant_fast(w, r0 + r, c0, 256, chunk);
-                for (int q = 0; q < 8; q++) bf16_row32(chunk + 32 * q, 32, dst + (c0 / 32 + q) * 1024);
-            }
         } else {
-            const float *src = panel + (int64_t)r * K;
-            for (int64_t kc = 0; kc < nkc; kc++) bf16_row32(src + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, dst + kc * 1024);
+            /* the whole row dequantized into the first row of the float area (one dispatch per row,
+             * the row in L1), then each 32-value piece rounded to bf16 into its tile row */
+            dg_panel_f32(w, r0 + r, 1, panel);
+            for (int64_t kc = 0; kc < nkc; kc++) bf16_row32(panel + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, dst + kc * 1024);
         }
     }
     return pb;
