@@ -242,7 +242,7 @@ static void test_vector_ops(void) {
     CHECK(isnan(sc[0]) && sc[1] == 30.0f && sc[2] == -30.0f, "softcap of NaN, inf, -inf: %g %g %g", sc[0], sc[1], sc[2]);
     printf("  softcap within %.2e relative of 30 tanh(x/30)\n", worst);
     /* the gated activation against the oracle's (double tanh, rounded once) before the activation
-     * rounding: within a few float32 ulp, so at most one bf16 / f16 step apart after it */
+     * rounding: within a few float32 ulp, so at most two bf16 / f16 steps apart after the two roundings */
     {
         enum { G = 2000 };
         static float gg[G], uu[G], ga[G];
@@ -255,9 +255,13 @@ static void test_vector_ops(void) {
             for (int i = 0; i < G; i++) {
                 const float want = dg_round1(dg_round1(dg_gelu_tanh(gg[i]), acts[ai]) * uu[i], acts[ai]);
                 const double step = acts[ai] == DG_BF16 ? 1.0 / 128 : acts[ai] == DG_F16 ? 1.0 / 1024 : 1e-6;
-                nbad += fabs(ga[i] - want) > step * fabs(want) + 1e-30 + 1e-6 * fabs(uu[i]);
+                /* a one-step difference of the rounded gelu carries through the product, and the
+                 * product's own rounding can add one more step (seen: f16, g = -2.664) */
+                const int bad = fabs(ga[i] - want) > 2 * step * fabs(want) + 1e-30 + 1e-6 * fabs(uu[i]);
+                if (bad) printf("  gelu %s: g=%.9g u=%.9g got %.9g want %.9g\n", dg_dtype_name(acts[ai]), gg[i], uu[i], ga[i], want);
+                nbad += bad;
             }
-            CHECK(nbad == 0, "gelu * up (%s): %d of %d outside one rounding step", dg_dtype_name(acts[ai]), nbad, G);
+            CHECK(nbad == 0, "gelu * up (%s): %d of %d outside two rounding steps", dg_dtype_name(acts[ai]), nbad, G);
         }
     }
 }
@@ -437,7 +441,41 @@ static void test_pool(void) {
     printf("  best path here: %s, %d CPUs\n", dg_path_name(dg_path_best()), dg_cpu_count());
 }
 
+/* the pooled rounding against dg_round_act, bit for bit: random bit patterns (NaN, inf, subnormals,
+ * ties) and ordinary values, bf16 and f16, sizes below and above one chunk */
+static void test_round_pool(void) {
+    dg_pool *p = dg_pool_create(3);
+    const size_t sizes[] = {1, 17, 65536, 200003};
+    for (int a = 0; a < 2; a++) {
+        const dg_dtype act = a ? DG_F16 : DG_BF16;
+        for (int si = 0; si < 4; si++) {
+            const size_t n = sizes[si];
+            float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+            for (size_t i = 0; i < n; i++) {
+                uint32_t u = (uint32_t)(g_rng >> 32);
+                frand();
+                if (i % 3 == 1) u = (u & 0xffff0000u) | 0x8000u;   /* a tie */
+                if (i % 3 == 2) { const float f = frand() * 100.0f; memcpy(&u, &f, 4); }
+                memcpy(&x[i], &u, 4);
+            }
+            memcpy(y, x, n * sizeof(float));
+            dg_round_act(x, n, act);
+            dg_round_act_pool(p, y, n, act);
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) bad += memcmp(&x[i], &y[i], 4) != 0;
+            CHECK(bad == 0, "%s n=%zu: %zu elements differ from dg_round_act", a ? "f16" : "bf16", n, bad);
+            free(x);
+            free(y);
+        }
+    }
+    float z[2] = {1.1f, -3.3f};
+    dg_round_act_pool(p, z, 2, DG_F32);
+    CHECK(z[0] == 1.1f && z[1] == -3.3f, "float32 rounding is the identity");
+    dg_pool_free(p);
+}
+
 const dg_test kernel_tests[] = {
+    {"kernels/round-pool", test_round_pool},
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},

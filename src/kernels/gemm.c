@@ -384,6 +384,40 @@ float dg_expsum_f32(float *x, int n, float mx) {
     return g_expsum(x, n, mx);
 }
 
+/* round to bf16 (nearest even; a NaN stays a quiet NaN, as dg_f32_to_bf16 does), without branches */
+static void round_bf16_block(float *x, size_t n) {
+    uint32_t *u = (uint32_t *)(void *)x;
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t v = u[i];
+        const uint32_t r = (v + 0x7fffu + ((v >> 16) & 1u)) & 0xffff0000u;
+        const uint32_t q = (v | 0x00400000u) & 0xffff0000u;
+        u[i] = (v & 0x7fffffffu) > 0x7f800000u ? q : r;
+    }
+}
+
+typedef struct {
+    float *x;
+    size_t n;
+    dg_dtype act;
+} round_job;
+
+enum { ROUND_CHUNK = 1 << 16 };
+
+static void round_task(void *ctx, int i, int tid) {
+    (void)tid;
+    const round_job *j = ctx;
+    const size_t a = (size_t)i * ROUND_CHUNK, m = j->n - a < ROUND_CHUNK ? j->n - a : ROUND_CHUNK;
+    if (j->act == DG_BF16) round_bf16_block(j->x + a, m);
+    else dg_round_act(j->x + a, m, j->act);
+}
+
+void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act) {
+    if (act != DG_BF16 && act != DG_F16) return;
+    round_job j = {x, n, act};
+    if (n <= ROUND_CHUNK) { round_task(&j, 0, 0); return; }
+    dg_pool_run(pool, (int)((n + ROUND_CHUNK - 1) / ROUND_CHUNK), round_task, &j);
+}
+
 void dg_softcap_f32(float *x, int n, float cap) {
     pick_vec();
     g_softcap(x, n, cap);

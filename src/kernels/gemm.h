@@ -97,6 +97,9 @@ void dg_axpy_f32(float *y, float a, const float *x, int n);
 float dg_max_f32(const float *x, int n, int *arg);
 /* x[i] = exp(x[i] - mx) (a vectorized float32 exp, within 2 ulp of expf) and the float32 sum */
 float dg_expsum_f32(float *x, int n, float mx);
+/* dg_round_act over the pool in chunks (a branchless bf16 rounding the compiler vectorizes):
+ * bit-identical to dg_round_act, for the large arrays (the LM head's logits) */
+void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act);
 /* x[i] = cap * tanh(x[i] / cap) (vectorized; within a few ulp of tanhf) */
 void dg_softcap_f32(float *x, int n, float cap);
 /* sum of x[i] * (mx - z[i]) (the entropy numerator of a softmax) */

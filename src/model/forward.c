@@ -24,7 +24,8 @@
 
 typedef struct {
     int cap;          /* slots: all tokens (full) or window-1 (sliding) */
-    float *k, *v;     /* [cap, n_kv*d]; position p lives in slot p % cap */
+    float *k, *v;     /* [n_kv, cap, d] (head-major: one KV group's keys are contiguous, no 2^k-strided
+                         rows to alias in the caches); position p lives in slot p % cap */
 } dg_kv;
 
 struct dg_session {
@@ -38,6 +39,7 @@ struct dg_session {
     dg_kv *kv;                  /* [n_layers] */
     /* scratch, sized for T rows */
     float *x, *hn, *q, *k, *v, *att, *a, *h1, *h2, *mg, *mu;
+    float *kh, *vh;             /* [n_kv, T, d]: the new rows' K and V head-major (fast attention) */
     float *rl;                  /* [T, E] router logits / probabilities */
     int *top_i;                 /* [T, K] */
     float *top_w;               /* [T, K] */
@@ -141,6 +143,8 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     s->att = xcalloc(T * qw, sizeof(float), &oom);
     s->k = xcalloc(T * kw, sizeof(float), &oom);
     s->v = xcalloc(T * kw, sizeof(float), &oom);
+    s->kh = xcalloc(T * kw, sizeof(float), &oom);
+    s->vh = xcalloc(T * kw, sizeof(float), &oom);
     s->mg = xcalloc(T * mlp, sizeof(float), &oom);
     s->mu = xcalloc(T * mlp, sizeof(float), &oom);
     s->rl = xcalloc(T * (size_t)c->n_experts, sizeof(float), &oom);
@@ -193,7 +197,7 @@ void dg_session_free(dg_session *s) {
     free(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
                      s->top_w, s->tapbuf, s->cosb,
-                     s->sinb, s->probs};
+                     s->sinb, s->probs, s->kh, s->vh};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
     free(s->pv_t);
@@ -276,7 +280,7 @@ static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, c
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
     dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
-    R(y, (size_t)n * w->rows);
+    dg_round_act_pool(s->pool, y, (size_t)n * w->rows, e->act);
 }
 
 /* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
@@ -392,7 +396,8 @@ static void attend_exact(void *ctx, int task, int tid) {
     dg_session *s = a->s;
     const dg_layer *L = &e->layers[a->li];
     const dg_kv *kv = &s->kv[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
+    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, g = task / (a->T * hpg), rem = task % (a->T * hpg);
+    const int t = rem / hpg, h = g * hpg + rem % hpg;
     const size_t kw = (size_t)L->n_kv * d;
     const float *qv = s->q + ((size_t)t * nq + h) * d;
     float *out = s->att + ((size_t)t * nq + h) * d, *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T);
@@ -401,7 +406,7 @@ static void attend_exact(void *ctx, int task, int tid) {
     int nk = 0;
     float mx = -INFINITY;
     for (int kp = c0; kp < s->n_past; kp++) {
-        const float dot = dot_exact(qv, kv->k + (size_t)(kp % kv->cap) * kw + (size_t)g * d, d);
+        const float dot = dot_exact(qv, kv->k + ((size_t)g * kv->cap + (size_t)(kp % kv->cap)) * d, d);
         sc[nk++] = dot;
         mx = dot > mx ? dot : mx;
     }
@@ -425,7 +430,7 @@ static void attend_exact(void *ctx, int task, int tid) {
     for (int i = 0; i < d; i++) acc[i] = 0.0;
     int j = 0;
     for (int kp = c0; kp < s->n_past; kp++, j++) {
-        const float *vvec = kv->v + (size_t)(kp % kv->cap) * kw + (size_t)g * d;
+        const float *vvec = kv->v + ((size_t)g * kv->cap + (size_t)(kp % kv->cap)) * d;
         for (int i = 0; i < d; i++) acc[i] += (double)sc[j] * vvec[i];
     }
     for (int jj = j0; jj < n1; jj++, j++) {
@@ -436,15 +441,17 @@ static void attend_exact(void *ctx, int task, int tid) {
 }
 
 /* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
- * one (query, head); each thread has its own score and accumulator rows. */
+ * one (query, head), numbered KV group first, then query, then head within the group: consecutive
+ * tasks read the same group's keys and values, which stay in L2 while every query passes (query-major
+ * order walked all groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
 static void attend_fast(void *ctx, int task, int tid) {
     const att_job *a = ctx;
     const dg_engine *e = a->e;
     dg_session *s = a->s;
     const dg_layer *L = &e->layers[a->li];
     const dg_kv *kv = &s->kv[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, t = task / nq, h = task % nq, g = h / (nq / L->n_kv);
-    const int64_t kw = (int64_t)L->n_kv * d;
+    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, g = task / (a->T * hpg), rem = task % (a->T * hpg);
+    const int t = rem / hpg, h = g * hpg + rem % hpg;
     float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
@@ -453,16 +460,27 @@ static void attend_fast(void *ctx, int task, int tid) {
     int ns = 0;
     if (c0 < s->n_past) {
         const int s0 = c0 % kv->cap, n = s->n_past - c0, first = kv->cap - s0 < n ? kv->cap - s0 : n;
-        seg[ns++] = (dg_kseg){kv->k + (int64_t)s0 * kw + (int64_t)g * d, kv->v + (int64_t)s0 * kw + (int64_t)g * d, kw, first};
-        if (n > first) seg[ns++] = (dg_kseg){kv->k + (int64_t)g * d, kv->v + (int64_t)g * d, kw, n - first};
+        const int64_t base = (int64_t)g * kv->cap * d;
+        seg[ns++] = (dg_kseg){kv->k + base + (int64_t)s0 * d, kv->v + base + (int64_t)s0 * d, d, first};
+        if (n > first) seg[ns++] = (dg_kseg){kv->k + base, kv->v + base, d, n - first};
     }
-    if (n1 > j0) seg[ns++] = (dg_kseg){s->k + (int64_t)j0 * kw + (int64_t)g * d, s->v + (int64_t)j0 * kw + (int64_t)g * d, kw, n1 - j0};
+    const int64_t nb = ((int64_t)g * a->T + j0) * d;
+    if (n1 > j0) seg[ns++] = (dg_kseg){s->kh + nb, s->vh + nb, d, n1 - j0};
     dg_attend_f32(s->q + ((size_t)t * nq + h) * d, d, seg, ns, sc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
 }
 
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
     att_job a = {e, s, li, T, pos0, causal};
+    if (s->fast) {   /* the new rows head-major, as the cache holds them */
+        const dg_layer *L = &e->layers[li];
+        const size_t d = (size_t)L->d, kw = (size_t)L->n_kv * d;
+        for (int g = 0; g < L->n_kv; g++)
+            for (int t = 0; t < T; t++) {
+                memcpy(s->kh + ((size_t)g * T + t) * d, s->k + (size_t)t * kw + g * d, d * sizeof(float));
+                memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
+            }
+    }
     dg_pool_run(s->pool, T * nq, s->fast ? attend_fast : attend_exact, &a);
     R(s->att, (size_t)T * nq * e->layers[li].d);
 }
@@ -471,12 +489,14 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
 static void cache_append(const dg_engine *e, dg_session *s, int li, int T) {
     const dg_layer *L = &e->layers[li];
     dg_kv *kv = &s->kv[li];
-    const size_t kw = (size_t)L->n_kv * L->d;
+    const size_t d = (size_t)L->d, kw = (size_t)L->n_kv * d;
     int t0 = T > kv->cap ? T - kv->cap : 0;   /* older rows would be overwritten anyway */
     for (int t = t0; t < T; t++) {
-        size_t slot = (size_t)((s->n_past + t) % kv->cap);
-        memcpy(kv->k + slot * kw, s->k + (size_t)t * kw, kw * sizeof(float));
-        memcpy(kv->v + slot * kw, s->v + (size_t)t * kw, kw * sizeof(float));
+        const size_t slot = (size_t)((s->n_past + t) % kv->cap);
+        for (int g = 0; g < L->n_kv; g++) {
+            memcpy(kv->k + ((size_t)g * kv->cap + slot) * d, s->k + (size_t)t * kw + g * d, d * sizeof(float));
+            memcpy(kv->v + ((size_t)g * kv->cap + slot) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
+        }
     }
 }
 
