@@ -453,6 +453,14 @@ void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *s
     for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
 }
 
+void dg_attend_heads_f32(const float *q, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc, float *acc,
+                         float *out, dg_dtype act) {
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512() && nh >= 1 && nh <= DG_ATT_HEADS) { dg_attend_heads_avx512(q, nh, d, seg, nseg, sc, ldsc, out, act); return; }
+#endif
+    for (int h = 0; h < nh; h++) dg_attend_f32(q + (int64_t)h * d, d, seg, nseg, sc + h * ldsc, acc, out + (int64_t)h * d, act);
+}
+
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act) {
 #if defined(__x86_64__)
     if (dg_cpu_has_avx512()) { dg_gelu_mul_f32_avx512(g, u, out, n, act); return; }

@@ -85,6 +85,13 @@ typedef struct {
 } dg_kseg;
 void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act);
 
+/* nh <= DG_ATT_HEADS query rows (q and out: nh rows of d) against the same keys and values, each row
+ * exactly as dg_attend_f32 computes it (bit-identical); the keys and values are read once for all
+ * rows. sc: nh rows of ldsc scores; acc: d floats. */
+enum { DG_ATT_HEADS = 4 };
+void dg_attend_heads_f32(const float *q, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc, float *acc,
+                         float *out, dg_dtype act);
+
 /* out[i] = R(R(gelu_tanh(g[i])) * u[i]) with R the rounding to act: the gated activation of the MLPs
  * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act);

@@ -54,7 +54,7 @@ struct dg_session {
     dg_kctx kc;
     int fast;                   /* 0: the scalar oracle everywhere (DG_KERNELS_REF) */
     int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
-    float *scores_t;            /* [n_threads, n_ctx + T] attention scores of one query */
+    float *scores_t;            /* [n_threads, DG_ATT_HEADS, n_ctx + T] attention scores */
     double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the fast path
                                    uses the first dmax floats of each row) */
     /* experts grouped by expert (fast path) */
@@ -160,7 +160,7 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
     /* the oracle is threaded too: every output is computed the same way whichever thread does it */
     if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
-    s->scores_t = xcalloc((size_t)nth * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+    s->scores_t = xcalloc((size_t)nth * DG_ATT_HEADS * ((size_t)s->n_ctx + T), sizeof(float), &oom);   /* fast path: a head group's rows */
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
         s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
@@ -441,18 +441,21 @@ static void attend_exact(void *ctx, int task, int tid) {
 }
 
 /* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
- * one (query, head), numbered KV group first, then query, then head within the group: consecutive
- * tasks read the same group's keys and values, which stay in L2 while every query passes (query-major
- * order walked all groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
+ * one query and up to DG_ATT_HEADS heads of one KV group (each key and value row loaded once for
+ * them all), numbered KV group first, then query, then head chunk: consecutive tasks read the same
+ * group's keys and values, which stay in L2 while every query passes (query-major order walked all
+ * groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
 static void attend_fast(void *ctx, int task, int tid) {
     const att_job *a = ctx;
     const dg_engine *e = a->e;
     dg_session *s = a->s;
     const dg_layer *L = &e->layers[a->li];
     const dg_kv *kv = &s->kv[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, g = task / (a->T * hpg), rem = task % (a->T * hpg);
-    const int t = rem / hpg, h = g * hpg + rem % hpg;
-    float *sc = s->scores_t + (size_t)tid * ((size_t)s->n_ctx + s->T), *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
+    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, nch = (hpg + DG_ATT_HEADS - 1) / DG_ATT_HEADS;
+    const int g = task / (a->T * nch), rem = task % (a->T * nch), t = rem / nch, hc = rem % nch;
+    const int h = g * hpg + hc * DG_ATT_HEADS, nh = hpg - hc * DG_ATT_HEADS < DG_ATT_HEADS ? hpg - hc * DG_ATT_HEADS : DG_ATT_HEADS;
+    const int64_t ldsc = (int64_t)s->n_ctx + s->T;
+    float *sc = s->scores_t + (size_t)tid * DG_ATT_HEADS * (size_t)ldsc, *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
     /* the visible keys as contiguous runs: the cache ring (split where it wraps), then the new rows */
@@ -466,7 +469,7 @@ static void attend_fast(void *ctx, int task, int tid) {
     }
     const int64_t nb = ((int64_t)g * a->T + j0) * d;
     if (n1 > j0) seg[ns++] = (dg_kseg){s->kh + nb, s->vh + nb, d, n1 - j0};
-    dg_attend_f32(s->q + ((size_t)t * nq + h) * d, d, seg, ns, sc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
+    dg_attend_heads_f32(s->q + ((size_t)t * nq + h) * d, nh, d, seg, ns, sc, ldsc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
 }
 
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
@@ -481,7 +484,12 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
                 memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
             }
     }
-    dg_pool_run(s->pool, T * nq, s->fast ? attend_fast : attend_exact, &a);
+    if (s->fast) {
+        const int hpg = nq / e->layers[li].n_kv;
+        dg_pool_run(s->pool, T * e->layers[li].n_kv * ((hpg + DG_ATT_HEADS - 1) / DG_ATT_HEADS), attend_fast, &a);
+    } else {
+        dg_pool_run(s->pool, T * nq, attend_exact, &a);
+    }
     R(s->att, (size_t)T * nq * e->layers[li].d);
 }
 
