@@ -54,7 +54,7 @@ all: dgemma $(BUILD)/dgemma_test
 deps:
 	@bash tools/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h bench/*.h server/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h src/*/*.inc cli/*.h tests/*.h bench/*.h server/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icli -I. -c $< -o $@
 

@@ -266,6 +266,15 @@ static void test_vector_ops(void) {
     }
 }
 
+/* vcvtneps2bf16's rounding: NaN made quiet, denormal inputs as zero, otherwise nearest even */
+static uint16_t cvtne_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u | 0x00400000u) >> 16);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u & 0x80000000u) >> 16);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* the fast dequantizers equal the scalar reference bit for bit, and every matmul path on quantized
  * weights equals the oracle within float32 noise (bf16 rounding of the weights on the AMX path) */
 static void test_quant_paths(void) {
@@ -296,6 +305,18 @@ static void test_quant_paths(void) {
         }
         CHECK(bad == 0, "%s: fast dequantization differs from the reference on %d rows", dg_dtype_name(qt[ti]), bad);
 #if defined(__x86_64__)
+        /* straight into AMX tile rows: the reference's values rounded as vcvtneps2bf16 rounds */
+        if (dg_cpu_has_avx512bf16()) {
+            uint16_t *tl = malloc(sizeof(uint16_t) * (size_t)(K / 32) * 1024);
+            int tbad = 0, has = 1;
+            for (int r = 0; r < R && has; r++) {
+                has = dg_dequant_gguf_bf16tiles_avx512(qt[ti], q + (size_t)r * rb, tl, K);
+                dg_dequant_range(&m, r, 0, K, a);
+                for (int e = 0; has && e < K; e++) tbad += tl[(e / 32) * 1024 + e % 32] != cvtne_bf16(a[e]);
+            }
+            CHECK(tbad == 0, "%s: tile-row dequantization differs from the reference rounded to bf16 (%d values)", dg_dtype_name(qt[ti]), tbad);
+            free(tl);
+        }
         /* the VNNI dot products are the scalar integer dot products, bit for bit */
         if (vnni) {
             const dg_act_type at = dg_gguf_act_type(qt[ti]);

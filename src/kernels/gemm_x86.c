@@ -696,8 +696,13 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
                 _mm512_storeu_si512((void *)(dst + kc * 1024), _mm512_maskz_loadu_epi16(mk, src + k));
             }
         } else {
-            /* the whole row dequantized into the first row of the float area (one dispatch per row,
-             * the row in L1), then each 32-value piece rounded to bf16 into its tile row */
+            /* the GGUF block types straight into the tile rows (the same bf16 values as below) */
+            const int blk = dg_gguf_block_elems(w->dt);
+            if (blk && K % blk == 0 && dg_cpu_has_avx512bf16() &&
+                dg_dequant_gguf_bf16tiles_avx512(w->dt, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, dst, K))
+                continue;
+            /* otherwise the whole row dequantized into the first row of the float area (one dispatch
+             * per row, the row in L1), then each 32-value piece rounded to bf16 into its tile row */
             dg_panel_f32(w, r0 + r, 1, panel);
             for (int64_t kc = 0; kc < nkc; kc++) bf16_row32(panel + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, dst + kc * 1024);
         }
