@@ -501,7 +501,7 @@ static void test_round_pool(void) {
         const dg_dtype act = a ? DG_F16 : DG_BF16;
         for (int si = 0; si < 4; si++) {
             const size_t n = sizes[si];
-            float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+            float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
             for (size_t i = 0; i < n; i++) {
                 uint32_t u = (uint32_t)(g_rng >> 32);
                 frand();
@@ -510,13 +510,18 @@ static void test_round_pool(void) {
                 memcpy(&x[i], &u, 4);
             }
             memcpy(y, x, n * sizeof(float));
+            memcpy(v, x, n * sizeof(float));
             dg_round_act(x, n, act);
             dg_round_act_pool(p, y, n, act);
-            size_t bad = 0;
+            dg_round_act_fast(v, n, act);
+            size_t bad = 0, vbad = 0;
             for (size_t i = 0; i < n; i++) bad += memcmp(&x[i], &y[i], 4) != 0;
+            for (size_t i = 0; i < n; i++) vbad += memcmp(&x[i], &v[i], 4) != 0;
             CHECK(bad == 0, "%s n=%zu: %zu elements differ from dg_round_act", a ? "f16" : "bf16", n, bad);
+            CHECK(vbad == 0, "%s n=%zu: %zu elements of dg_round_act_fast differ", a ? "f16" : "bf16", n, vbad);
             free(x);
             free(y);
+            free(v);
         }
     }
     float z[2] = {1.1f, -3.3f};

@@ -411,6 +411,11 @@ static void round_task(void *ctx, int i, int tid) {
     else dg_round_act(j->x + a, m, j->act);
 }
 
+void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
+    if (act == DG_BF16) round_bf16_block(x, n);
+    else dg_round_act(x, n, act);
+}
+
 void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act) {
     if (act != DG_BF16 && act != DG_F16) return;
     round_job j = {x, n, act};

@@ -96,6 +96,9 @@ void dg_attend_heads_f32(const float *q, int nh, int d, const dg_kseg *seg, int 
  * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act);
 
+/* dg_round_act, vectorized (bit-identical: tests/test_kernels.c round-pool) */
+void dg_round_act_fast(float *x, size_t n, dg_dtype act);
+
 /* Vector helpers of the fast path (float32, the path's own summation order; dispatched like the
  * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
 float dg_dot_f32(const float *a, const float *b, int n);

@@ -65,7 +65,7 @@ struct dg_session {
     dg_profile prof;
 }; 
 
-#define R(ptr, n) dg_round_act((ptr), (size_t)(n), e->act)
+#define R(ptr, n) dg_round_act_fast((ptr), (size_t)(n), e->act)
 
 static void tap(dg_session *s, const char *name, const float *data, int rows, int cols) {
     if (s->tap) s->tap(s->tap_user, name, data, rows, cols);
