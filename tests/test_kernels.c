@@ -3,6 +3,9 @@
  * tails in every dimension, for every float weight type, with 1-3 threads; and the thread pool.
  */
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -441,6 +444,46 @@ static void test_attend_heads(void) {
     printf("  attention head groups (1-%d heads, d 12..512): %d rows bit-identical to single rows\n", DG_ATT_HEADS, cases - bad);
 }
 
+/* a block of queries x heads against the same keys: bit-identical to the rows one by one (row counts
+ * that are not multiples of 4, up to DG_ATT_ROWS; segments longer than a P.V key block, with tails) */
+static void test_attend_block(void) {
+    const int dims[] = {12, 100, 256, 512}, shapes[][2] = {{1, 1}, {3, 1}, {1, 2}, {5, 2}, {16, 2}, {4, 8}, {3, 8}, {2, 5}, {1, 32}};
+    const dg_dtype acts[] = {DG_F32, DG_BF16, DG_F16};
+    int bad = 0, cases = 0, csr_bad = 0;
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+            for (int ns = 1; ns <= 3; ns++) {
+                const int d = dims[di], nq = shapes[si][0], nh = shapes[si][1], stride = d + 7, n[3] = {150, 67, 3};
+                const int ldsc = 224, rows = nq * nh;
+                const dg_dtype act = acts[(di + si + (size_t)ns) % 3];
+                const int64_t qs = (int64_t)nh * d + 5;
+                float *kv = malloc(sizeof(float) * (size_t)stride * 460), *q = malloc(sizeof(float) * (size_t)qs * nq);
+                float *out = calloc((size_t)qs * nq, sizeof(float)), *one = malloc(sizeof(float) * (size_t)d);
+                float *sc = malloc(sizeof(float) * (size_t)ldsc * rows), *acc = malloc(sizeof(float) * (size_t)d * rows), sc1[224];
+                for (int i = 0; i < stride * 460; i++) kv[i] = frand();
+                for (int i = 0; i < qs * nq; i++) q[i] = 2.0f * frand();
+                dg_kseg seg[3];
+                for (int g = 0; g < ns; g++) seg[g] = (dg_kseg){kv + (int64_t)(150 * g) * stride, kv + (int64_t)(150 * g + 1) * stride + 3, stride, n[g]};
+#if defined(__x86_64__)
+                const unsigned csr0 = _mm_getcsr();
+#endif
+                dg_attend_block_f32(q, qs, nq, nh, d, seg, ns, sc, ldsc, acc, out, qs, act);
+#if defined(__x86_64__)
+                csr_bad += _mm_getcsr() != csr0;   /* the kernels flush denormals and restore the caller's mode */
+#endif
+                for (int i = 0; i < nq; i++)
+                    for (int h = 0; h < nh; h++) {
+                        dg_attend_f32(q + i * qs + (int64_t)h * d, d, seg, ns, sc1, acc, one, act);
+                        bad += memcmp(one, out + i * qs + (int64_t)h * d, sizeof(float) * (size_t)d) != 0;
+                        cases++;
+                    }
+                free(kv); free(q); free(out); free(one); free(sc); free(acc);
+            }
+    CHECK(!bad, "%d of %d block rows differ from the single-row kernel", bad, cases);
+    CHECK(!csr_bad, "the floating-point mode (MXCSR) was not restored after %d calls", csr_bad);
+    printf("  attention blocks (queries x heads up to %d rows, d 12..512, 1-3 segments up to 150 keys): %d rows bit-identical to single rows\n", DG_ATT_ROWS, cases - bad);
+}
+
 /* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */
 static void test_matmul_oversize(void) {
     dg_pool *pool = dg_pool_create(2);
@@ -539,6 +582,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/attend", test_attend},
     {"kernels/attend-heads", test_attend_heads},
+    {"kernels/attend-block", test_attend_block},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

@@ -507,6 +507,133 @@ T_512 void dg_attend_heads_avx512(const float *q, int nh, int d, const dg_kseg *
     }
 }
 
+/* ===== attention for a block of rows (queries x heads of one KV group) =====
+ * Each row's arithmetic is exactly dg_attend_f32_avx512's (the same 4-key blocks per segment, tail
+ * dots, exp, rounding, and per column the same sequential P.V sum), so the results are bit-identical to
+ * one row at a time; what changes is the traffic: every key row is loaded from memory once for all the
+ * rows (4 keys stay in L1 while the rows pass in groups of 4), and P.V walks the values in blocks of
+ * ATT_KB keys x 64 columns (16 KB, L1) with the rows' partial sums kept in acc between blocks. */
+enum { ATT_KB = 64 };
+
+T_512 static inline __attribute__((always_inline)) void blk_scores(const float *const *q, int d, const float *k0, int64_t st,
+                                                                   float *const *sc, int nk, const int NH) {
+    __m512 a[4][4];
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < 4; i++) a[h][i] = _mm512_setzero_ps();
+    const float *k1 = k0 + st, *k2 = k1 + st, *k3 = k2 + st;
+    for (int c = 0; c < d; c += 16) {
+        const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
+        const __m512 v0 = _mm512_maskz_loadu_ps(m, k0 + c), v1 = _mm512_maskz_loadu_ps(m, k1 + c);
+        const __m512 v2 = _mm512_maskz_loadu_ps(m, k2 + c), v3 = _mm512_maskz_loadu_ps(m, k3 + c);
+        for (int h = 0; h < NH; h++) {
+            const __m512 qv = _mm512_maskz_loadu_ps(m, q[h] + c);
+            a[h][0] = _mm512_fmadd_ps(qv, v0, a[h][0]);
+            a[h][1] = _mm512_fmadd_ps(qv, v1, a[h][1]);
+            a[h][2] = _mm512_fmadd_ps(qv, v2, a[h][2]);
+            a[h][3] = _mm512_fmadd_ps(qv, v3, a[h][3]);
+        }
+    }
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < 4; i++) sc[h][nk + i] = _mm512_reduce_add_ps(a[h][i]);
+}
+
+/* rows' partial sums acc[r][c0 .. c0+64) += sum over keys j0 .. j0+n of p[r][j] v_j (sequential in j) */
+T_512 static inline __attribute__((always_inline)) void blk_pv(const float *v, int64_t st, int n, int w, float *const *p,
+                                                               int j0, float *const *acc, int first, const int NH) {
+    __m512 a[4][4];
+    __mmask16 mk[4];
+    for (int b = 0; b < 4; b++) {
+        const int c = 16 * b;
+        mk[b] = c >= w ? 0 : w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
+        for (int h = 0; h < NH; h++) a[h][b] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk[b], acc[h] + c);
+    }
+    for (int i = 0; i < n; i++) {
+        const float *vr = v + i * st;
+        __m512 pv[4];
+        for (int h = 0; h < NH; h++) pv[h] = _mm512_set1_ps(p[h][j0 + i]);
+        for (int b = 0; b < 4; b++) {
+            const __m512 vv = _mm512_maskz_loadu_ps(mk[b], vr + 16 * b);
+            for (int h = 0; h < NH; h++) a[h][b] = _mm512_fmadd_ps(pv[h], vv, a[h][b]);
+        }
+    }
+    for (int b = 0; b < 4; b++)
+        if (mk[b])
+            for (int h = 0; h < NH; h++) _mm512_mask_storeu_ps(acc[h] + 16 * b, mk[b], a[h][b]);
+}
+
+T_512 void dg_attend_block_avx512(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
+                                  int64_t ldsc, float *acc, float *out, int64_t os, dg_dtype act) {
+    const int R = nq * nh;
+    const float *qr[DG_ATT_ROWS];
+    float *sr[DG_ATT_ROWS], *ar[DG_ATT_ROWS];
+    for (int r = 0; r < R; r++) {
+        qr[r] = q + (r / nh) * qs + (r % nh) * d;
+        sr[r] = sc + r * ldsc;
+        ar[r] = acc + (int64_t)r * d;
+    }
+    int nk = 0;
+    for (int g = 0; g < nseg; g++) {
+        const float *k = seg[g].k;
+        const int64_t st = seg[g].stride;
+        int j = 0;
+        for (; j + 4 <= seg[g].n; j += 4, nk += 4)
+            for (int r = 0; r < R; r += 4) {
+                const float *k0 = k + j * st;
+                switch (R - r < 4 ? R - r : 4) {
+                case 1: blk_scores(qr + r, d, k0, st, sr + r, nk, 1); break;
+                case 2: blk_scores(qr + r, d, k0, st, sr + r, nk, 2); break;
+                case 3: blk_scores(qr + r, d, k0, st, sr + r, nk, 3); break;
+                default: blk_scores(qr + r, d, k0, st, sr + r, nk, 4); break;
+                }
+            }
+        for (; j < seg[g].n; j++, nk++)
+            for (int r = 0; r < R; r++) sr[r][nk] = dg_dot_f32_avx512(qr[r], k + j * st, d);
+    }
+    float sum[DG_ATT_ROWS];
+    for (int r = 0; r < R; r++) {
+        float *sx = sr[r];
+        int arg;
+        const float mx = dg_max_f32_avx512(sx, nk, &arg);
+        sum[r] = dg_expsum_f32_avx512(sx, nk, mx);
+        if (act != DG_F32)
+            for (int j = 0; j < nk; j += 16) {
+                const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+                _mm512_mask_storeu_ps(sx + j, m, round_act512(_mm512_maskz_loadu_ps(m, sx + j), act));
+            }
+    }
+    int j0 = 0, first = 1;
+    for (int g = 0; g < nseg; g++) {
+        const int64_t st = seg[g].stride;
+        for (int i0 = 0; i0 < seg[g].n; i0 += ATT_KB) {
+            const int n = seg[g].n - i0 < ATT_KB ? seg[g].n - i0 : ATT_KB;
+            for (int c0 = 0; c0 < d; c0 += 64) {
+                const int w = d - c0 < 64 ? d - c0 : 64;
+                const float *v = seg[g].v + i0 * st + c0;
+                for (int r = 0; r < R; r += 4) {
+                    float *pa[4] = {0, 0, 0, 0};
+                    for (int h = 0; h < 4 && r + h < R; h++) pa[h] = ar[r + h] + c0;
+                    switch (R - r < 4 ? R - r : 4) {
+                    case 1: blk_pv(v, st, n, w, sr + r, j0 + i0, pa, first, 1); break;
+                    case 2: blk_pv(v, st, n, w, sr + r, j0 + i0, pa, first, 2); break;
+                    case 3: blk_pv(v, st, n, w, sr + r, j0 + i0, pa, first, 3); break;
+                    default: blk_pv(v, st, n, w, sr + r, j0 + i0, pa, first, 4); break;
+                    }
+                }
+            }
+            first = 0;
+        }
+        j0 += seg[g].n;
+    }
+    for (int r = 0; r < R; r++) {
+        float *o = out + (r / nh) * os + (r % nh) * d;
+        const __m512 inv = _mm512_set1_ps(sum[r]);
+        for (int c = 0; c < d; c += 16) {
+            const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
+            _mm512_mask_storeu_ps(o + c, m, first ? _mm512_setzero_ps() : _mm512_div_ps(_mm512_maskz_loadu_ps(m, ar[r] + c), inv));
+        }
+    }
+}
+
 /* gelu_tanh(x) = x / 2 (1 + tanh(y)), y = sqrt(2/pi) (x + 0.044715 x^3); tanh(y) = (1 - e) / (1 + e)
  * with e = exp(-2|y|) and the sign of y; no overflow, NaN kept */
 T_512 void dg_gelu_mul_f32_avx512(const float *g, const float *u, float *out, int n, dg_dtype act) {

@@ -54,7 +54,8 @@ struct dg_session {
     dg_kctx kc;
     int fast;                   /* 0: the scalar oracle everywhere (DG_KERNELS_REF) */
     int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
-    float *scores_t;            /* [n_threads, DG_ATT_HEADS, n_ctx + T] attention scores */
+    float *scores_t;            /* [n_threads, DG_ATT_ROWS, n_ctx + T] attention scores */
+    float *attacc;              /* [n_threads, DG_ATT_ROWS, dmax] a block's P.V partial sums */
     double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the fast path
                                    uses the first dmax floats of each row) */
     /* experts grouped by expert (fast path) */
@@ -160,7 +161,8 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
     /* the oracle is threaded too: every output is computed the same way whichever thread does it */
     if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
-    s->scores_t = xcalloc((size_t)nth * DG_ATT_HEADS * ((size_t)s->n_ctx + T), sizeof(float), &oom);   /* fast path: a head group's rows */
+    s->scores_t = xcalloc((size_t)nth * DG_ATT_ROWS * ((size_t)s->n_ctx + T), sizeof(float), &oom);   /* fast path: a block's rows */
+    s->attacc = xcalloc((size_t)nth * DG_ATT_ROWS * dmax, sizeof(float), &oom);
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
         s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
@@ -203,7 +205,7 @@ void dg_session_free(dg_session *s) {
     free(s->pv_t);
     free(s->topk_i);
     free(s->topk_row);
-    float *fast_bufs[] = {s->scores_t, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
+    float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
     for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
     free(s->moe_cnt);
     free(s->moe_list);
@@ -455,7 +457,7 @@ static void attend_fast(void *ctx, int task, int tid) {
     const int g = task / (a->T * nch), rem = task % (a->T * nch), t = rem / nch, hc = rem % nch;
     const int h = g * hpg + hc * DG_ATT_HEADS, nh = hpg - hc * DG_ATT_HEADS < DG_ATT_HEADS ? hpg - hc * DG_ATT_HEADS : DG_ATT_HEADS;
     const int64_t ldsc = (int64_t)s->n_ctx + s->T;
-    float *sc = s->scores_t + (size_t)tid * DG_ATT_HEADS * (size_t)ldsc, *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
+    float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
     int c0, j0, n1;
     visible(a, t, &c0, &j0, &n1);
     /* the visible keys as contiguous runs: the cache ring (split where it wraps), then the new rows */
@@ -472,6 +474,47 @@ static void attend_fast(void *ctx, int task, int tid) {
     dg_attend_heads_f32(s->q + ((size_t)t * nq + h) * d, nh, d, seg, ns, sc, ldsc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
 }
 
+/* The decoder's fast path: every query sees the same keys (the layer's view of the cache, then all T
+ * new rows), so one task is a block of queries x heads of one KV group (DG_ATT_ROWS rows), each key
+ * and value row read from memory once for the block instead of once per query (at long prompts the
+ * per-query walk streamed the whole cache 256 times per layer). Bit-identical to attend_fast. */
+static void att_block_shape(const dg_engine *e, int li, int T, int *nh, int *qb, int *nhc, int *nqb) {
+    const int hpg = e->cfg.n_heads / e->layers[li].n_kv;
+    *nh = hpg < DG_ATT_ROWS ? hpg : DG_ATT_ROWS;
+    *qb = DG_ATT_ROWS / *nh;
+    *nhc = (hpg + *nh - 1) / *nh;
+    *nqb = (T + *qb - 1) / *qb;
+}
+
+static void attend_block(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const dg_kv *kv = &s->kv[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv;
+    int nh, qb, nhc, nqb;
+    att_block_shape(e, a->li, a->T, &nh, &qb, &nhc, &nqb);
+    const int g = task / (nqb * nhc), rem = task % (nqb * nhc), t0 = (rem / nhc) * qb, hc = rem % nhc;
+    const int h = g * hpg + hc * nh, nhr = hpg - hc * nh < nh ? hpg - hc * nh : nh, nqr = a->T - t0 < qb ? a->T - t0 : qb;
+    const int64_t ldsc = (int64_t)s->n_ctx + s->T;
+    float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
+    int c0, j0, n1;
+    visible(a, t0, &c0, &j0, &n1);   /* the same for every query of the decoder */
+    dg_kseg seg[3];
+    int ns = 0;
+    if (c0 < s->n_past) {
+        const int s0 = c0 % kv->cap, n = s->n_past - c0, first = kv->cap - s0 < n ? kv->cap - s0 : n;
+        const int64_t base = (int64_t)g * kv->cap * d;
+        seg[ns++] = (dg_kseg){kv->k + base + (int64_t)s0 * d, kv->v + base + (int64_t)s0 * d, d, first};
+        if (n > first) seg[ns++] = (dg_kseg){kv->k + base, kv->v + base, d, n - first};
+    }
+    const int64_t nb = ((int64_t)g * a->T + j0) * d;
+    if (n1 > j0) seg[ns++] = (dg_kseg){s->kh + nb, s->vh + nb, d, n1 - j0};
+    dg_attend_block_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
+                        s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, e->act);
+}
+
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
     att_job a = {e, s, li, T, pos0, causal};
@@ -484,7 +527,11 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
                 memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
             }
     }
-    if (s->fast) {
+    if (s->fast && !causal) {
+        int nh, qb, nhc, nqb;
+        att_block_shape(e, li, T, &nh, &qb, &nhc, &nqb);
+        dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
+    } else if (s->fast) {
         const int hpg = nq / e->layers[li].n_kv;
         dg_pool_run(s->pool, T * e->layers[li].n_kv * ((hpg + DG_ATT_HEADS - 1) / DG_ATT_HEADS), attend_fast, &a);
     } else {
