@@ -913,8 +913,8 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
 
 #if defined(__x86_64__)
 /* ===== AMX: probabilities times the embedding (self-conditioning) =====
- * y[t][h] = sum_v P[t][v] E[v][h]. A tiles: P as bf16 rows [16 tokens x 32 v] (packed once per call
- * into k->pbuf); B tiles: E[32 v x 16 h] in the pair-interleaved layout, packed per task from the
+ * y[t][h] = sum_v P[t][v] E[v][h]. A tiles: P as bf16 [16 tokens x 32 v] (packed once per call
+ * into k->pbuf, each tile one contiguous KB); B tiles: E[32 v x 16 h] in the pair-interleaved layout, packed per task from the
  * embedding rows (a block of 1024 rows x 256 columns at a time, 512 KB, kept in L2); C: 16 tokens x
  * 16 columns accumulated across the whole vocabulary in a per-task buffer. One task per 256
  * columns, so P is streamed once per 256 columns and E once in all. */
@@ -928,17 +928,25 @@ typedef struct {
     const dg_mat *e;
 } amx_nn_job;
 
+/* P row t as bf16 into the A tiles of its token block: tile (tb, kc) is one contiguous KB at
+ * pbuf + (tb * vp / 32 + kc) * 512, row t % 16 (rows past n are zero). Contiguous tiles: the rows of a
+ * row-major P are vp * 2 bytes (512 KB) apart, so a strided tile load touched 16 pages. */
 T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
     (void)tid;
     const amx_nn_job *j = ctx;
-    const int64_t V = j->e->rows;
+    const int64_t V = j->e->rows, nkc = j->vp / 32;
+    uint16_t *dst = j->k->pbuf + (int64_t)(t / 16) * nkc * 512 + (t % 16) * 32;
+    if (t >= j->n) {
+        for (int64_t kc = 0; kc < nkc; kc++) memset(dst + kc * 512, 0, 64);
+        return;
+    }
     const float *src = j->p + (int64_t)t * j->ldp;
-    uint16_t *dst = j->k->pbuf + (int64_t)t * j->vp;
-    int64_t v = 0;
-    for (; v + 16 <= V; v += 16)
-        _mm256_storeu_si256((__m256i *)(dst + v), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + v)));
-    for (; v < V; v++) dst[v] = dg_f32_to_bf16(src[v]);
-    for (; v < j->vp; v++) dst[v] = 0;
+    int64_t kc = 0;
+    for (; (kc + 1) * 32 <= V; kc++)
+        _mm512_storeu_si512((void *)(dst + kc * 512),
+                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kc * 32 + 16), _mm512_loadu_ps(src + kc * 32)));
+    for (; kc < nkc; kc++)
+        for (int i = 0; i < 32; i++) dst[kc * 512 + i] = kc * 32 + i < V ? dg_f32_to_bf16(src[kc * 32 + i]) : 0;
 }
 
 /* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
@@ -1005,14 +1013,14 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
                     _tile_loadd(2, c00 + 16 * lda, lda * 4);
                     if (two_h) _tile_loadd(3, c00 + 16 * lda + 16, lda * 4);
                 }
-                const uint16_t *a0 = j->k->pbuf + (int64_t)tb * 16 * j->vp + v0, *a1 = a0 + 16 * j->vp;
+                const uint16_t *a0 = j->k->pbuf + ((int64_t)tb * (j->vp / 32) + v0 / 32) * 512, *a1 = a0 + (j->vp / 32) * 512;
                 for (int kc = 0; kc < nkc; kc++) {
-                    _tile_loadd(4, a0 + kc * 32, j->vp * 2);
+                    _tile_loadd(4, a0 + kc * 512, 64);
                     _tile_loadd(6, b + ((size_t)kc * nht + ht) * 512, 64);
                     _tile_dpbf16ps(0, 4, 6);
                     if (two_h) { _tile_loadd(7, b + ((size_t)kc * nht + ht + 1) * 512, 64); _tile_dpbf16ps(1, 4, 7); }
                     if (two_t) {
-                        _tile_loadd(5, a1 + kc * 32, j->vp * 2);
+                        _tile_loadd(5, a1 + kc * 512, 64);
                         _tile_dpbf16ps(2, 5, 6);
                         if (two_h) _tile_dpbf16ps(3, 5, 7);
                     }
@@ -1034,8 +1042,7 @@ void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, c
     amx_nn_job j = {k, y, p, ldp, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
     const int ntb = (n + 15) / 16;
     /* token rows past n in the last 16-block read as zero probabilities */
-    for (int t = n; t < ntb * 16; t++) memset(k->pbuf + (int64_t)t * j.vp, 0, (size_t)j.vp * 2);
-    dg_pool_run(k->pool, n, nn_pack_p, &j);
+    dg_pool_run(k->pool, ntb * 16, nn_pack_p, &j);
     dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
 }
 #endif
