@@ -87,7 +87,22 @@ static int arg_int(const char *flag, const char *v, int lo, int hi, int *out) {
 static const char *k_header =
     "label,kernels,threads,weights,act,prompt_len,canvas,steps,ms_per_step,attention_ms,mlp_ms,moe_ms,"
     "lm_head_ms,sample_ms,self_cond_ms,encode_ms_per_token,canvas_tok_s,emitted_tok_s,ttfc_ms,"
-    "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb";
+    "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults";
+
+/* CPU time of the whole machine from /proc/stat: *steal (taken by the hypervisor) and *total, in
+ * ticks; 0 when unavailable (not Linux) */
+static int cpu_ticks(double *steal, double *total) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    double v[10] = {0};
+    const int n = fscanf(f, "cpu %lf %lf %lf %lf %lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8) return 0;
+    *steal = v[7];
+    *total = 0;
+    for (int i = 0; i < 8; i++) *total += v[i];
+    return 1;
+}
 
 int dg_bench_main(int argc, char **argv) {
     const char *model = NULL, *label = NULL, *csv = NULL;
@@ -142,9 +157,18 @@ int dg_bench_main(int argc, char **argv) {
     if (dg_generate(s, prompt, prompt_len, &p, NULL, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
     dg_session_reset(s);
     dg_session_profile_reset(s);
+    /* the measured part's share of stolen CPU and its major page faults (weights read from disk) */
+    double steal0 = 0, total0 = 0, steal1 = 0, total1 = 0;
+    const int have_ticks = cpu_ticks(&steal0, &total0);
+    struct rusage ru0;
+    getrusage(RUSAGE_SELF, &ru0);
     p.max_denoising_steps = steps;
     p.stability_threshold = steps;
     if (dg_generate(s, prompt, prompt_len, &p, NULL, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    struct rusage ru1;
+    getrusage(RUSAGE_SELF, &ru1);
+    const double steal_pct = have_ticks && cpu_ticks(&steal1, &total1) && total1 > total0 ? 100.0 * (steal1 - steal0) / (total1 - total0) : -1.0;
+    const long majflt = ru1.ru_majflt - ru0.ru_majflt;
     dg_profile pr;
     dg_session_profile(s, &pr);
     const double tc = now_ms();
@@ -169,12 +193,12 @@ int dg_bench_main(int argc, char **argv) {
     const double moe_gf = pr.moe > 0 ? moe_flop / (pr.moe / n * 1e-3) / 1e9 : 0, lm_gf = pr.lm_head > 0 ? lm_flop / (pr.lm_head / n * 1e-3) / 1e9 : 0;
     char row[2048];
     snprintf(row, sizeof(row),
-             "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f",
+             "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld",
              label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
              st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
              enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
              peak > 0 ? 100.0 * gflops / peak : 0.0, moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf,
-             peak > 0 ? 100.0 * lm_gf / peak : 0.0, pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, ru.ru_maxrss / 1024.0);
+             peak > 0 ? 100.0 * lm_gf / peak : 0.0, pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, ru.ru_maxrss / 1024.0, steal_pct, majflt);
     printf("%s\n%s\n", k_header, row);
     if (csv) {
         FILE *f = fopen(csv, "a+");
@@ -185,9 +209,11 @@ int dg_bench_main(int argc, char **argv) {
         fclose(f);
     }
     fprintf(stderr, "bench: %s kernels, %d threads: %.1f ms/step (%.1f GFLOP/step, %.1f GFLOP/s = %.1f%% of the %s peak %.0f), "
-            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB\n", kern,
+            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
+            "%.1f%% of the CPU stolen, %ld major faults\n", kern,
             dg_session_threads(s), st.ms_per_step, flop / 1e9, gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak_kind, peak,
-            moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, st.ms_first_canvas, enc_per_tok, ru.ru_maxrss / 1024.0);
+            moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, st.ms_first_canvas, enc_per_tok, ru.ru_maxrss / 1024.0,
+            steal_pct, majflt);
     rc = 0;
 done:
     free(prompt);
