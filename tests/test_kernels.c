@@ -414,36 +414,6 @@ static void test_attend(void) {
     printf("  attention rows (d 12..512, 1-3 segments, f32/bf16/f16 weights): max error %.2e of the mean |v|\n", worst);
 }
 
-/* a head group's rows at once: bit-identical to the rows one by one (head dims with masked tails,
- * 1-4 heads, segment lengths with and without a 4-key tail) */
-static void test_attend_heads(void) {
-    const int dims[] = {12, 100, 256, 512};
-    const dg_dtype acts[] = {DG_F32, DG_BF16, DG_F16};
-    int bad = 0, cases = 0;
-    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++)
-        for (int nh = 1; nh <= DG_ATT_HEADS; nh++)
-            for (int ns = 1; ns <= 3; ns++)
-                for (size_t ai = 0; ai < 3; ai++) {
-                    const int d = dims[di], stride = 2 * d + 3, n[3] = {9, 16, 3}, ldsc = 40;
-                    float *kv = malloc(sizeof(float) * (size_t)stride * 70), *q = malloc(sizeof(float) * (size_t)d * nh);
-                    float *out = malloc(sizeof(float) * (size_t)d * nh), *one = malloc(sizeof(float) * (size_t)d);
-                    float sc[DG_ATT_HEADS * 40], sc1[40], acc[512];
-                    for (int i = 0; i < stride * 70; i++) kv[i] = frand();
-                    for (int i = 0; i < d * nh; i++) q[i] = 2.0f * frand();
-                    dg_kseg seg[3];
-                    for (int g = 0; g < ns; g++) seg[g] = (dg_kseg){kv + (int64_t)(22 * g) * stride, kv + (int64_t)(22 * g) * stride + d + 1, stride, n[g]};
-                    dg_attend_heads_f32(q, nh, d, seg, ns, sc, ldsc, acc, out, acts[ai]);
-                    for (int h = 0; h < nh; h++) {
-                        dg_attend_f32(q + (int64_t)h * d, d, seg, ns, sc1, acc, one, acts[ai]);
-                        bad += memcmp(one, out + (int64_t)h * d, sizeof(float) * (size_t)d) != 0;
-                        cases++;
-                    }
-                    free(kv); free(q); free(out); free(one);
-                }
-    CHECK(!bad, "%d of %d head rows differ from the single-row kernel", bad, cases);
-    printf("  attention head groups (1-%d heads, d 12..512): %d rows bit-identical to single rows\n", DG_ATT_HEADS, cases - bad);
-}
-
 /* a block of queries x heads against the same keys: bit-identical to the rows one by one (row counts
  * that are not multiples of 4, up to DG_ATT_ROWS; segments longer than a P.V key block, with tails) */
 static void test_attend_block(void) {
@@ -581,7 +551,6 @@ const dg_test kernel_tests[] = {
     {"kernels/quant-paths", test_quant_paths},
     {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/attend", test_attend},
-    {"kernels/attend-heads", test_attend_heads},
     {"kernels/attend-block", test_attend_block},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},

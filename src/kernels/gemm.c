@@ -482,20 +482,6 @@ void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *s
     ftz_off(csr);
 }
 
-void dg_attend_heads_f32(const float *q, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc, float *acc,
-                         float *out, dg_dtype act) {
-    const unsigned csr = ftz_on();
-#if defined(__x86_64__)
-    if (dg_cpu_has_avx512() && nh >= 1 && nh <= DG_ATT_HEADS) {
-        dg_attend_heads_avx512(q, nh, d, seg, nseg, sc, ldsc, out, act);
-        ftz_off(csr);
-        return;
-    }
-#endif
-    for (int h = 0; h < nh; h++) attend_row(q + (int64_t)h * d, d, seg, nseg, sc + h * ldsc, acc, out + (int64_t)h * d, act);
-    ftz_off(csr);
-}
-
 void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                          int64_t ldsc, float *acc, float *out, int64_t os, dg_dtype act) {
     const unsigned csr = ftz_on();

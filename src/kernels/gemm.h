@@ -85,12 +85,7 @@ typedef struct {
 } dg_kseg;
 void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act);
 
-/* nh <= DG_ATT_HEADS query rows (q and out: nh rows of d) against the same keys and values, each row
- * exactly as dg_attend_f32 computes it (bit-identical); the keys and values are read once for all
- * rows. sc: nh rows of ldsc scores; acc: d floats. */
-enum { DG_ATT_HEADS = 4, DG_ATT_ROWS = 32 };
-void dg_attend_heads_f32(const float *q, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc, float *acc,
-                         float *out, dg_dtype act);
+enum { DG_ATT_ROWS = 32 };
 
 /* nq queries x nh heads (nq * nh <= DG_ATT_ROWS rows) that all see the same keys and values: query i's
  * head h is q + i * qs + h * d, its output out + i * os + h * d; each row exactly as dg_attend_f32

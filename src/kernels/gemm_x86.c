@@ -337,6 +337,20 @@ T_512 static inline __m512 round_act512(__m512 v, dg_dtype act) {
     return v;
 }
 
+/* a row of nk scores in place: exp(s - max) in float32, the sum returned, then the weights rounded to
+ * the activation type (the reference's flash kernels weight the values with rounded probabilities) */
+T_512 static float att_weights(float *sc, int nk, dg_dtype act) {
+    int arg;
+    const float mx = dg_max_f32_avx512(sc, nk, &arg);
+    const float sum = dg_expsum_f32_avx512(sc, nk, mx);
+    if (act != DG_F32)
+        for (int j = 0; j < nk; j += 16) {
+            const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+            _mm512_mask_storeu_ps(sc + j, m, round_act512(_mm512_maskz_loadu_ps(m, sc + j), act));
+        }
+    return sum;
+}
+
 /* one attention row: 4 keys at a time against q (masked tail for head dims not a multiple of 16),
  * the vector exp, the rounding of the weights, then P.V in register blocks of 128 columns */
 T_512 void dg_attend_f32_avx512(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *out, dg_dtype act) {
@@ -363,14 +377,7 @@ T_512 void dg_attend_f32_avx512(const float *q, int d, const dg_kseg *seg, int n
         }
         for (; j < seg[g].n; j++) sc[nk++] = dg_dot_f32_avx512(q, k + j * st, d);
     }
-    int arg;
-    const float mx = dg_max_f32_avx512(sc, nk, &arg);
-    const float sum = dg_expsum_f32_avx512(sc, nk, mx);
-    if (act != DG_F32)
-        for (int j = 0; j < nk; j += 16) {
-            const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
-            _mm512_mask_storeu_ps(sc + j, m, round_act512(_mm512_maskz_loadu_ps(m, sc + j), act));
-        }
+    const float sum = att_weights(sc, nk, act);
     const __m512 inv = _mm512_set1_ps(sum);
     for (int c0 = 0; c0 < d; c0 += 128) {
         const int w = d - c0 < 128 ? d - c0 : 128;
@@ -401,109 +408,6 @@ T_512 void dg_attend_f32_avx512(const float *q, int d, const dg_kseg *seg, int n
             const __mmask16 m = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
             _mm512_mask_storeu_ps(out + c0 + c, m, _mm512_div_ps(acc[b], inv));
         }
-    }
-}
-
-/* nh (<= DG_ATT_HEADS) query rows sharing one KV group: every key and value row loaded once for all of
- * them. Each head's arithmetic is exactly dg_attend_f32_avx512's (the same 4-key blocks, tail dots,
- * exp, rounding, and per-column P.V order), so the results are bit-identical to nh single rows. */
-T_512 static inline __attribute__((always_inline)) void att_scores_nh(const float *q, int nh, int d, const dg_kseg *seg,
-                                                                       int nseg, float *sc, int64_t ldsc, const int NH) {
-    int nk = 0;
-    for (int g = 0; g < nseg; g++) {
-        const float *k = seg[g].k;
-        const int64_t st = seg[g].stride;
-        int j = 0;
-        for (; j + 4 <= seg[g].n; j += 4) {
-            __m512 a[4][4];
-            for (int h = 0; h < NH; h++)
-                for (int i = 0; i < 4; i++) a[h][i] = _mm512_setzero_ps();
-            const float *k0 = k + j * st, *k1 = k0 + st, *k2 = k1 + st, *k3 = k2 + st;
-            for (int c = 0; c < d; c += 16) {
-                const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
-                const __m512 v0 = _mm512_maskz_loadu_ps(m, k0 + c), v1 = _mm512_maskz_loadu_ps(m, k1 + c);
-                const __m512 v2 = _mm512_maskz_loadu_ps(m, k2 + c), v3 = _mm512_maskz_loadu_ps(m, k3 + c);
-                for (int h = 0; h < NH; h++) {
-                    const __m512 qv = _mm512_maskz_loadu_ps(m, q + (int64_t)h * d + c);
-                    a[h][0] = _mm512_fmadd_ps(qv, v0, a[h][0]);
-                    a[h][1] = _mm512_fmadd_ps(qv, v1, a[h][1]);
-                    a[h][2] = _mm512_fmadd_ps(qv, v2, a[h][2]);
-                    a[h][3] = _mm512_fmadd_ps(qv, v3, a[h][3]);
-                }
-            }
-            for (int h = 0; h < NH; h++)
-                for (int i = 0; i < 4; i++) sc[h * ldsc + nk + i] = _mm512_reduce_add_ps(a[h][i]);
-            nk += 4;
-        }
-        for (; j < seg[g].n; j++, nk++)
-            for (int h = 0; h < NH; h++) sc[h * ldsc + nk] = dg_dot_f32_avx512(q + (int64_t)h * d, k + j * st, d);
-    }
-    (void)nh;
-}
-
-/* P.V for NH heads in column blocks of NB x 16 */
-T_512 static inline __attribute__((always_inline)) void att_pv_nh(int d, const dg_kseg *seg, int nseg, const float *sc,
-                                                                   int64_t ldsc, const float *sum, float *out, const int NH,
-                                                                   const int NB) {
-    const int CB = NB * 16;
-    for (int c0 = 0; c0 < d; c0 += CB) {
-        const int w = d - c0 < CB ? d - c0 : CB;
-        __m512 acc[4][8];
-        __mmask16 mk[8];
-        for (int b = 0; b < NB; b++) {
-            const int c = 16 * b;
-            mk[b] = c >= w ? 0 : w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
-            for (int h = 0; h < NH; h++) acc[h][b] = _mm512_setzero_ps();
-        }
-        int j = 0;
-        for (int g = 0; g < nseg; g++) {
-            const float *v = seg[g].v + c0;
-            const int64_t st = seg[g].stride;
-            for (int i = 0; i < seg[g].n; i++, j++) {
-                const float *vr = v + i * st;
-                __m512 p[4];
-                for (int h = 0; h < NH; h++) p[h] = _mm512_set1_ps(sc[h * ldsc + j]);
-                for (int b = 0; b < NB; b++) {
-                    const __m512 vv = _mm512_maskz_loadu_ps(mk[b], vr + 16 * b);
-                    for (int h = 0; h < NH; h++) acc[h][b] = _mm512_fmadd_ps(p[h], vv, acc[h][b]);
-                }
-            }
-        }
-        for (int h = 0; h < NH; h++) {
-            const __m512 inv = _mm512_set1_ps(sum[h]);
-            for (int b = 0; b < NB; b++)
-                if (mk[b]) _mm512_mask_storeu_ps(out + (int64_t)h * d + c0 + 16 * b, mk[b], _mm512_div_ps(acc[h][b], inv));
-        }
-    }
-}
-
-T_512 void dg_attend_heads_avx512(const float *q, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc,
-                                  float *out, dg_dtype act) {
-    switch (nh) {
-    case 1: att_scores_nh(q, nh, d, seg, nseg, sc, ldsc, 1); break;
-    case 2: att_scores_nh(q, nh, d, seg, nseg, sc, ldsc, 2); break;
-    case 3: att_scores_nh(q, nh, d, seg, nseg, sc, ldsc, 3); break;
-    default: att_scores_nh(q, nh, d, seg, nseg, sc, ldsc, 4); break;
-    }
-    int nk = 0;
-    for (int g = 0; g < nseg; g++) nk += seg[g].n;
-    float sum[4];
-    for (int h = 0; h < nh; h++) {
-        float *s = sc + h * ldsc;
-        int arg;
-        const float mx = dg_max_f32_avx512(s, nk, &arg);
-        sum[h] = dg_expsum_f32_avx512(s, nk, mx);
-        if (act != DG_F32)
-            for (int j = 0; j < nk; j += 16) {
-                const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
-                _mm512_mask_storeu_ps(s + j, m, round_act512(_mm512_maskz_loadu_ps(m, s + j), act));
-            }
-    }
-    switch (nh) {
-    case 1: att_pv_nh(d, seg, nseg, sc, ldsc, sum, out, 1, 8); break;
-    case 2: att_pv_nh(d, seg, nseg, sc, ldsc, sum, out, 2, 8); break;
-    case 3: att_pv_nh(d, seg, nseg, sc, ldsc, sum, out, 3, 4); break;
-    default: att_pv_nh(d, seg, nseg, sc, ldsc, sum, out, 4, 4); break;
     }
 }
 
@@ -590,17 +494,7 @@ T_512 void dg_attend_block_avx512(const float *q, int64_t qs, int nq, int nh, in
             for (int r = 0; r < R; r++) sr[r][nk] = dg_dot_f32_avx512(qr[r], k + j * st, d);
     }
     float sum[DG_ATT_ROWS];
-    for (int r = 0; r < R; r++) {
-        float *sx = sr[r];
-        int arg;
-        const float mx = dg_max_f32_avx512(sx, nk, &arg);
-        sum[r] = dg_expsum_f32_avx512(sx, nk, mx);
-        if (act != DG_F32)
-            for (int j = 0; j < nk; j += 16) {
-                const __mmask16 m = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
-                _mm512_mask_storeu_ps(sx + j, m, round_act512(_mm512_maskz_loadu_ps(m, sx + j), act));
-            }
-    }
+    for (int r = 0; r < R; r++) sum[r] = att_weights(sr[r], nk, act);
     int j0 = 0, first = 1;
     for (int g = 0; g < nseg; g++) {
         const int64_t st = seg[g].stride;

@@ -56,8 +56,7 @@ struct dg_session {
     int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
     float *scores_t;            /* [n_threads, DG_ATT_ROWS, n_ctx + T] attention scores */
     float *attacc;              /* [n_threads, DG_ATT_ROWS, dmax] a block's P.V partial sums */
-    double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the fast path
-                                   uses the first dmax floats of each row) */
+    double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the oracle) */
     /* experts grouped by expert (fast path) */
     int *moe_cnt, *moe_list;    /* [E] tokens per expert; [T*K] routings t*K+k grouped by expert */
     float *moe_x, *moe_gu, *moe_act, *moe_dn;   /* one expert's rows: [T, H] gathered inputs, [T, 2Ie],
@@ -442,26 +441,12 @@ static void attend_exact(void *ctx, int task, int tid) {
     for (int i = 0; i < d; i++) out[i] = (float)acc[i] / sum;
 }
 
-/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
- * one query and up to DG_ATT_HEADS heads of one KV group (each key and value row loaded once for
- * them all), numbered KV group first, then query, then head chunk: consecutive tasks read the same
- * group's keys and values, which stay in L2 while every query passes (query-major order walked all
- * groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
-static void attend_fast(void *ctx, int task, int tid) {
-    const att_job *a = ctx;
-    const dg_engine *e = a->e;
-    dg_session *s = a->s;
-    const dg_layer *L = &e->layers[a->li];
+/* The keys of group g visible to a query of job a (cached positions [c0, n_past), new rows [j0, n1)) as
+ * contiguous runs: the cache ring (split where it wraps), then the new rows. Returns the count. */
+static int kv_segments(const att_job *a, int g, int c0, int j0, int n1, dg_kseg seg[3]) {
+    const dg_session *s = a->s;
     const dg_kv *kv = &s->kv[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, nch = (hpg + DG_ATT_HEADS - 1) / DG_ATT_HEADS;
-    const int g = task / (a->T * nch), rem = task % (a->T * nch), t = rem / nch, hc = rem % nch;
-    const int h = g * hpg + hc * DG_ATT_HEADS, nh = hpg - hc * DG_ATT_HEADS < DG_ATT_HEADS ? hpg - hc * DG_ATT_HEADS : DG_ATT_HEADS;
-    const int64_t ldsc = (int64_t)s->n_ctx + s->T;
-    float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = (float *)(s->pv_t + (size_t)tid * s->dmax);
-    int c0, j0, n1;
-    visible(a, t, &c0, &j0, &n1);
-    /* the visible keys as contiguous runs: the cache ring (split where it wraps), then the new rows */
-    dg_kseg seg[3];
+    const int d = a->e->layers[a->li].d;
     int ns = 0;
     if (c0 < s->n_past) {
         const int s0 = c0 % kv->cap, n = s->n_past - c0, first = kv->cap - s0 < n ? kv->cap - s0 : n;
@@ -471,7 +456,29 @@ static void attend_fast(void *ctx, int task, int tid) {
     }
     const int64_t nb = ((int64_t)g * a->T + j0) * d;
     if (n1 > j0) seg[ns++] = (dg_kseg){s->kh + nb, s->vh + nb, d, n1 - j0};
-    dg_attend_heads_f32(s->q + ((size_t)t * nq + h) * d, nh, d, seg, ns, sc, ldsc, acc, s->att + ((size_t)t * nq + h) * d, e->act);
+    return ns;
+}
+
+/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
+ * one query and the heads of one KV group (up to DG_ATT_ROWS; each key and value row loaded once for
+ * them all), numbered KV group first, then query, then head chunk: consecutive tasks read the same
+ * group's keys and values, which stay in L2 while every query passes (query-major order walked all
+ * groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
+static void attend_fast(void *ctx, int task, int tid) {
+    const att_job *a = ctx;
+    const dg_engine *e = a->e;
+    dg_session *s = a->s;
+    const dg_layer *L = &e->layers[a->li];
+    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, nch = (hpg + DG_ATT_ROWS - 1) / DG_ATT_ROWS;
+    const int g = task / (a->T * nch), rem = task % (a->T * nch), t = rem / nch, hc = rem % nch;
+    const int h = g * hpg + hc * DG_ATT_ROWS, nh = hpg - hc * DG_ATT_ROWS < DG_ATT_ROWS ? hpg - hc * DG_ATT_ROWS : DG_ATT_ROWS;
+    const int64_t ldsc = (int64_t)s->n_ctx + s->T;
+    float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
+    int c0, j0, n1;
+    visible(a, t, &c0, &j0, &n1);
+    dg_kseg seg[3];
+    const int ns = kv_segments(a, g, c0, j0, n1, seg);
+    dg_attend_block_f32(s->q + ((size_t)t * nq + h) * d, 0, 1, nh, d, seg, ns, sc, ldsc, acc, s->att + ((size_t)t * nq + h) * d, 0, e->act);
 }
 
 /* The decoder's fast path: every query sees the same keys (the layer's view of the cache, then all T
@@ -491,7 +498,6 @@ static void attend_block(void *ctx, int task, int tid) {
     const dg_engine *e = a->e;
     dg_session *s = a->s;
     const dg_layer *L = &e->layers[a->li];
-    const dg_kv *kv = &s->kv[a->li];
     const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv;
     int nh, qb, nhc, nqb;
     att_block_shape(e, a->li, a->T, &nh, &qb, &nhc, &nqb);
@@ -502,15 +508,7 @@ static void attend_block(void *ctx, int task, int tid) {
     int c0, j0, n1;
     visible(a, t0, &c0, &j0, &n1);   /* the same for every query of the decoder */
     dg_kseg seg[3];
-    int ns = 0;
-    if (c0 < s->n_past) {
-        const int s0 = c0 % kv->cap, n = s->n_past - c0, first = kv->cap - s0 < n ? kv->cap - s0 : n;
-        const int64_t base = (int64_t)g * kv->cap * d;
-        seg[ns++] = (dg_kseg){kv->k + base + (int64_t)s0 * d, kv->v + base + (int64_t)s0 * d, d, first};
-        if (n > first) seg[ns++] = (dg_kseg){kv->k + base, kv->v + base, d, n - first};
-    }
-    const int64_t nb = ((int64_t)g * a->T + j0) * d;
-    if (n1 > j0) seg[ns++] = (dg_kseg){s->kh + nb, s->vh + nb, d, n1 - j0};
+    const int ns = kv_segments(a, g, c0, j0, n1, seg);
     dg_attend_block_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
                         s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, e->act);
 }
@@ -533,7 +531,7 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
     } else if (s->fast) {
         const int hpg = nq / e->layers[li].n_kv;
-        dg_pool_run(s->pool, T * e->layers[li].n_kv * ((hpg + DG_ATT_HEADS - 1) / DG_ATT_HEADS), attend_fast, &a);
+        dg_pool_run(s->pool, T * e->layers[li].n_kv * ((hpg + DG_ATT_ROWS - 1) / DG_ATT_ROWS), attend_fast, &a);
     } else {
         dg_pool_run(s->pool, T * nq, attend_exact, &a);
     }
