@@ -449,6 +449,14 @@ static void test_attend_block(void) {
                     }
                 free(kv); free(q); free(out); free(one); free(sc); free(acc);
             }
+    {   /* no keys at all: the same (0 / 0) as the single row */
+        float q0[16], o1[16], o2[16], s0[1], a0[16];
+        for (int i = 0; i < 16; i++) q0[i] = frand();
+        dg_attend_f32(q0, 16, NULL, 0, s0, a0, o1, DG_F32);
+        dg_attend_block_f32(q0, 0, 1, 1, 16, NULL, 0, s0, 1, a0, o2, 0, DG_F32);
+        bad += memcmp(o1, o2, sizeof(o1)) != 0;
+        cases++;
+    }
     CHECK(!bad, "%d of %d block rows differ from the single-row kernel", bad, cases);
     CHECK(!csr_bad, "the floating-point mode (MXCSR) was not restored after %d calls", csr_bad);
     printf("  attention blocks (queries x heads up to %d rows, d 12..512, 1-3 segments up to 150 keys): %d rows bit-identical to single rows\n", DG_ATT_ROWS, cases - bad);

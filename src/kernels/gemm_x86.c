@@ -518,12 +518,14 @@ T_512 void dg_attend_block_avx512(const float *q, int64_t qs, int nq, int nh, in
         }
         j0 += seg[g].n;
     }
+    if (first)   /* no keys: 0 / 0, as the single row gives */
+        for (int r = 0; r < R; r++) memset(ar[r], 0, sizeof(float) * (size_t)d);
     for (int r = 0; r < R; r++) {
         float *o = out + (r / nh) * os + (r % nh) * d;
         const __m512 inv = _mm512_set1_ps(sum[r]);
         for (int c = 0; c < d; c += 16) {
             const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
-            _mm512_mask_storeu_ps(o + c, m, first ? _mm512_setzero_ps() : _mm512_div_ps(_mm512_maskz_loadu_ps(m, ar[r] + c), inv));
+            _mm512_mask_storeu_ps(o + c, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, ar[r] + c), inv));
         }
     }
 }

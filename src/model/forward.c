@@ -160,8 +160,11 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     const int nth = p.n_threads ? p.n_threads : dg_cpu_count();
     /* the oracle is threaded too: every output is computed the same way whichever thread does it */
     if (!oom && !(s->pool = dg_pool_create(nth))) oom = 1;
-    s->scores_t = xcalloc((size_t)nth * DG_ATT_ROWS * ((size_t)s->n_ctx + T), sizeof(float), &oom);   /* fast path: a block's rows */
-    s->attacc = xcalloc((size_t)nth * DG_ATT_ROWS * dmax, sizeof(float), &oom);
+    /* the fast path's attention blocks hold DG_ATT_ROWS rows of scores per thread (grows with n_ctx:
+     * 4 MB per thread at 32K), the oracle one row */
+    const size_t att_rows = s->fast ? DG_ATT_ROWS : 1;
+    s->scores_t = xcalloc((size_t)nth * att_rows * ((size_t)s->n_ctx + T), sizeof(float), &oom);
+    s->attacc = xcalloc((size_t)nth * att_rows * dmax, sizeof(float), &oom);
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
         s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
