@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/gemm_impl.h"
 #include "kernels/quants.h"
@@ -395,6 +398,11 @@ static void round_bf16_block(float *x, size_t n) {
     }
 }
 
+void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
+    if (act == DG_BF16) round_bf16_block(x, n);
+    else dg_round_act(x, n, act);
+}
+
 typedef struct {
     float *x;
     size_t n;
@@ -407,13 +415,7 @@ static void round_task(void *ctx, int i, int tid) {
     (void)tid;
     const round_job *j = ctx;
     const size_t a = (size_t)i * ROUND_CHUNK, m = j->n - a < ROUND_CHUNK ? j->n - a : ROUND_CHUNK;
-    if (j->act == DG_BF16) round_bf16_block(j->x + a, m);
-    else dg_round_act(j->x + a, m, j->act);
-}
-
-void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
-    if (act == DG_BF16) round_bf16_block(x, n);
-    else dg_round_act(x, n, act);
+    dg_round_act_fast(j->x + a, m, j->act);
 }
 
 void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act) {
@@ -439,7 +441,6 @@ float dg_dotdiff_f32(const float *x, const float *z, int n, float mx) {
  * 1,256-key row with realistic score spreads). A flushed product is one below 2^-126 that the sum
  * could only notice while its column's running sum is itself below 2^-102; the oracle is unaffected. */
 #if defined(__x86_64__)
-#include <immintrin.h>
 static inline unsigned ftz_on(void) {
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8040u);
@@ -451,10 +452,8 @@ static inline unsigned ftz_on(void) { return 0; }
 static inline void ftz_off(unsigned csr) { (void)csr; }
 #endif
 
+/* one row, portable: the fallback where the block kernel has no SIMD version */
 static void attend_row(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act) {
-#if defined(__x86_64__)
-    if (dg_cpu_has_avx512()) { dg_attend_f32_avx512(q, d, seg, nseg, sc, out, act); return; }
-#endif
     int nk = 0;
     float mx = -INFINITY;
     for (int g = 0; g < nseg; g++)
@@ -476,12 +475,6 @@ static void attend_row(const float *q, int d, const dg_kseg *seg, int nseg, floa
     for (int i = 0; i < d; i++) out[i] = acc[i] / sum;
 }
 
-void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act) {
-    const unsigned csr = ftz_on();
-    attend_row(q, d, seg, nseg, sc, acc, out, act);
-    ftz_off(csr);
-}
-
 void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                          int64_t ldsc, float *acc, float *out, int64_t os, dg_dtype act) {
     const unsigned csr = ftz_on();
@@ -496,6 +489,10 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
         for (int h = 0; h < nh; h++)
             attend_row(q + i * qs + (int64_t)h * d, d, seg, nseg, sc, acc, out + i * os + (int64_t)h * d, act);
     ftz_off(csr);
+}
+
+void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act) {
+    dg_attend_block_f32(q, 0, 1, 1, d, seg, nseg, sc, 0, acc, out, 0, act);
 }
 
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act) {

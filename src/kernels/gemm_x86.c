@@ -351,70 +351,11 @@ T_512 static float att_weights(float *sc, int nk, dg_dtype act) {
     return sum;
 }
 
-/* one attention row: 4 keys at a time against q (masked tail for head dims not a multiple of 16),
- * the vector exp, the rounding of the weights, then P.V in register blocks of 128 columns */
-T_512 void dg_attend_f32_avx512(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *out, dg_dtype act) {
-    int nk = 0;
-    for (int g = 0; g < nseg; g++) {
-        const float *k = seg[g].k;
-        const int64_t st = seg[g].stride;
-        int j = 0;
-        for (; j + 4 <= seg[g].n; j += 4) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            const float *k0 = k + j * st, *k1 = k0 + st, *k2 = k1 + st, *k3 = k2 + st;
-            for (int c = 0; c < d; c += 16) {
-                const __mmask16 m = d - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c)) - 1);
-                const __m512 qv = _mm512_maskz_loadu_ps(m, q + c);
-                a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k0 + c), a0);
-                a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k1 + c), a1);
-                a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k2 + c), a2);
-                a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k3 + c), a3);
-            }
-            sc[nk++] = _mm512_reduce_add_ps(a0);
-            sc[nk++] = _mm512_reduce_add_ps(a1);
-            sc[nk++] = _mm512_reduce_add_ps(a2);
-            sc[nk++] = _mm512_reduce_add_ps(a3);
-        }
-        for (; j < seg[g].n; j++) sc[nk++] = dg_dot_f32_avx512(q, k + j * st, d);
-    }
-    const float sum = att_weights(sc, nk, act);
-    const __m512 inv = _mm512_set1_ps(sum);
-    for (int c0 = 0; c0 < d; c0 += 128) {
-        const int w = d - c0 < 128 ? d - c0 : 128;
-        __m512 acc[8];
-        for (int b = 0; b < 8; b++) acc[b] = _mm512_setzero_ps();
-        int j = 0;
-        for (int g = 0; g < nseg; g++) {
-            const float *v = seg[g].v + c0;
-            const int64_t st = seg[g].stride;
-            for (int i = 0; i < seg[g].n; i++, j++) {
-                const __m512 p = _mm512_set1_ps(sc[j]);
-                const float *vr = v + i * st;
-                if (w == 128) {
-                    for (int b = 0; b < 8; b++) acc[b] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 16 * b), acc[b]);
-                } else {
-                    for (int b = 0; b < 8; b++) {
-                        const int c = 16 * b;
-                        if (c >= w) break;
-                        const __mmask16 m = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
-                        acc[b] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vr + c), acc[b]);
-                    }
-                }
-            }
-        }
-        for (int b = 0; b < 8; b++) {
-            const int c = 16 * b;
-            if (c >= w) break;
-            const __mmask16 m = w - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (w - c)) - 1);
-            _mm512_mask_storeu_ps(out + c0 + c, m, _mm512_div_ps(acc[b], inv));
-        }
-    }
-}
-
 /* ===== attention for a block of rows (queries x heads of one KV group) =====
- * Each row's arithmetic is exactly dg_attend_f32_avx512's (the same 4-key blocks per segment, tail
- * dots, exp, rounding, and per column the same sequential P.V sum), so the results are bit-identical to
- * one row at a time; what changes is the traffic: every key row is loaded from memory once for all the
+ * Each row's arithmetic does not depend on the block (4-key blocks per segment, the tail keys by
+ * dg_dot_f32_avx512, exp, rounding, and per column a sequential P.V sum over the keys in order), so the
+ * results are bit-identical to one row at a time (dg_attend_f32 is a one-row block); what the block
+ * changes is the traffic: every key row is loaded from memory once for all the
  * rows (4 keys stay in L1 while the rows pass in groups of 4), and P.V walks the values in blocks of
  * ATT_KB keys x 64 columns (16 KB, L1) with the rows' partial sums kept in acc between blocks. */
 enum { ATT_KB = 64 };

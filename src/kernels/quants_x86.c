@@ -57,6 +57,7 @@ T_BF16 static inline AI void st32_bf(float *y, uint16_t *yb, int o, __m512 lo, _
     (void)y;
     _mm512_storeu_si512((void *)(yb + (o >> 5) * 1024), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
+/* (only the Q8_0 and Q6_K instances are used: Q4_K, Q5_K and Q5_0 go by table, bq_* below) */
 #define DQ(n) n##_bf
 #define DQ_T T_BF16
 #include "kernels/quants_x86_dq.inc"

@@ -462,36 +462,18 @@ static int kv_segments(const att_job *a, int g, int c0, int j0, int n1, dg_kseg 
     return ns;
 }
 
-/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is
- * one query and the heads of one KV group (up to DG_ATT_ROWS; each key and value row loaded once for
- * them all), numbered KV group first, then query, then head chunk: consecutive tasks read the same
- * group's keys and values, which stay in L2 while every query passes (query-major order walked all
- * groups' K/V per query, from L3). Each thread has its own score and accumulator rows. */
-static void attend_fast(void *ctx, int task, int tid) {
-    const att_job *a = ctx;
-    const dg_engine *e = a->e;
-    dg_session *s = a->s;
-    const dg_layer *L = &e->layers[a->li];
-    const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv, nch = (hpg + DG_ATT_ROWS - 1) / DG_ATT_ROWS;
-    const int g = task / (a->T * nch), rem = task % (a->T * nch), t = rem / nch, hc = rem % nch;
-    const int h = g * hpg + hc * DG_ATT_ROWS, nh = hpg - hc * DG_ATT_ROWS < DG_ATT_ROWS ? hpg - hc * DG_ATT_ROWS : DG_ATT_ROWS;
-    const int64_t ldsc = (int64_t)s->n_ctx + s->T;
-    float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
-    int c0, j0, n1;
-    visible(a, t, &c0, &j0, &n1);
-    dg_kseg seg[3];
-    const int ns = kv_segments(a, g, c0, j0, n1, seg);
-    dg_attend_block_f32(s->q + ((size_t)t * nq + h) * d, 0, 1, nh, d, seg, ns, sc, ldsc, acc, s->att + ((size_t)t * nq + h) * d, 0, e->act);
-}
-
-/* The decoder's fast path: every query sees the same keys (the layer's view of the cache, then all T
- * new rows), so one task is a block of queries x heads of one KV group (DG_ATT_ROWS rows), each key
- * and value row read from memory once for the block instead of once per query (at long prompts the
- * per-query walk streamed the whole cache 256 times per layer). Bit-identical to attend_fast. */
-static void att_block_shape(const dg_engine *e, int li, int T, int *nh, int *qb, int *nhc, int *nqb) {
+/* The fast path: the same rounding points, float32 arithmetic in the kernels' order. One task is a block
+ * of rows (queries x heads of one KV group, up to DG_ATT_ROWS) that see the same keys, so each key and
+ * value row is read from memory once per block: in the decoder every query sees the same keys (the
+ * layer's view of the cache, then all T new rows), so a block is up to DG_ATT_ROWS / hpg queries (at long
+ * prompts a per-query walk streamed the whole cache 256 times per layer); in the causal encoder each
+ * query sees its own range, so a block is one query's heads. Tasks are numbered KV group first, then
+ * query block, then head chunk: consecutive tasks read the same group's keys and values, which stay in
+ * L2. Each thread has its own score and partial-sum rows. */
+static void att_block_shape(const dg_engine *e, int li, int T, int causal, int *nh, int *qb, int *nhc, int *nqb) {
     const int hpg = e->cfg.n_heads / e->layers[li].n_kv;
     *nh = hpg < DG_ATT_ROWS ? hpg : DG_ATT_ROWS;
-    *qb = DG_ATT_ROWS / *nh;
+    *qb = causal ? 1 : DG_ATT_ROWS / *nh;
     *nhc = (hpg + *nh - 1) / *nh;
     *nqb = (T + *qb - 1) / *qb;
 }
@@ -503,13 +485,13 @@ static void attend_block(void *ctx, int task, int tid) {
     const dg_layer *L = &e->layers[a->li];
     const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv;
     int nh, qb, nhc, nqb;
-    att_block_shape(e, a->li, a->T, &nh, &qb, &nhc, &nqb);
+    att_block_shape(e, a->li, a->T, a->causal, &nh, &qb, &nhc, &nqb);
     const int g = task / (nqb * nhc), rem = task % (nqb * nhc), t0 = (rem / nhc) * qb, hc = rem % nhc;
     const int h = g * hpg + hc * nh, nhr = hpg - hc * nh < nh ? hpg - hc * nh : nh, nqr = a->T - t0 < qb ? a->T - t0 : qb;
     const int64_t ldsc = (int64_t)s->n_ctx + s->T;
     float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
     int c0, j0, n1;
-    visible(a, t0, &c0, &j0, &n1);   /* the same for every query of the decoder */
+    visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     dg_kseg seg[3];
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
     dg_attend_block_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
@@ -527,14 +509,9 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
                 memcpy(s->kh + ((size_t)g * T + t) * d, s->k + (size_t)t * kw + g * d, d * sizeof(float));
                 memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
             }
-    }
-    if (s->fast && !causal) {
         int nh, qb, nhc, nqb;
-        att_block_shape(e, li, T, &nh, &qb, &nhc, &nqb);
+        att_block_shape(e, li, T, causal, &nh, &qb, &nhc, &nqb);
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
-    } else if (s->fast) {
-        const int hpg = nq / e->layers[li].n_kv;
-        dg_pool_run(s->pool, T * e->layers[li].n_kv * ((hpg + DG_ATT_ROWS - 1) / DG_ATT_ROWS), attend_fast, &a);
     } else {
         dg_pool_run(s->pool, T * nq, attend_exact, &a);
     }
