@@ -32,7 +32,7 @@ LIB_SRC := src/load/safetensors.c src/load/config.c src/load/weights.c src/load/
 # the server (dgemma serve)
 SERVER_API := server/openai.c server/generate.c
 SERVER_SRC := server/server.c server/webui.c $(SERVER_API)
-CLI_SRC := cli/main.c cli/run.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c $(SERVER_SRC)
+CLI_SRC := cli/main.c cli/run.c cli/npy.c cli/quantize.c bench/bench.c bench/peak.c bench/gemm.c $(SERVER_SRC)
 TEST_SRC := tests/test_main.c tests/test_kernels.c tests/test_unit.c tests/test_quants.c tests/test_gguf.c tests/test_mlx.c \
             tests/test_parity.c tests/test_errors.c tests/test_sampler.c tests/test_tokenizer.c \
             tests/test_jinja.c tests/test_chat.c tests/test_reply.c tests/test_quantize.c tests/test_server.c \

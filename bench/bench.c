@@ -69,6 +69,9 @@ static void usage(FILE *f) {
         "  --label TEXT         a label for the row (default: the model directory)\n"
         "  --csv FILE           also append the row to FILE (header when the file is new)\n"
         "  --no-peak            skip the peak microbenchmark\n"
+        "  --gemm               time the step's matrix products alone on random weights (no model)\n"
+        "  --only NAME          with --gemm: only the shapes whose name contains NAME\n"
+        "  --reps R             with --gemm: repetitions per shape, the best is reported (default 5)\n"
         "  -h, --help           this help\n");
 }
 
@@ -106,13 +109,15 @@ static int cpu_ticks(double *steal, double *total) {
 
 int dg_bench_main(int argc, char **argv) {
     const char *model = NULL, *label = NULL, *csv = NULL;
-    int prompt_len = 100, steps = 8, no_peak = 0;
+    int prompt_len = 100, steps = 8, no_peak = 0, gemm = 0, reps = 5;
+    const char *only = NULL;
     dg_session_params sp = dg_session_default_params();
     static const char *knames[] = {"auto", "ref", "generic", "avx2", "avx512", "amx", "neon"};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--no-peak")) { no_peak = 1; continue; }
+        if (!strcmp(a, "--gemm")) { gemm = 1; continue; }
         if (!v) { fprintf(stderr, "dgemma bench: %s needs a value (see --help)\n", a); return 2; }
         int bad = 0;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
@@ -126,9 +131,18 @@ int dg_bench_main(int argc, char **argv) {
             if (bad) fprintf(stderr, "dgemma bench: --kernels expects auto, ref, generic, avx2, avx512, amx or neon, got '%s'\n", v);
         } else if (!strcmp(a, "--label")) label = v;
         else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--only")) only = v;
+        else if (!strcmp(a, "--reps")) bad = arg_int(a, v, 1, 1000, &reps);
         else { fprintf(stderr, "dgemma bench: unknown option '%s' (see --help)\n", a); return 2; }
         if (bad) return 2;
         i++;
+    }
+    if (gemm) {
+        dg_pool *pool = dg_pool_create(sp.n_threads > 0 ? sp.n_threads : dg_cpu_count());
+        if (!pool) { fprintf(stderr, "dgemma bench: cannot start the thread pool\n"); return 1; }
+        const int r = dg_bench_gemm(pool, reps, only);
+        dg_pool_free(pool);
+        return r;
     }
     if (!model) { fprintf(stderr, "dgemma bench: --model is required (see --help)\n"); return 2; }
     char err[1024];

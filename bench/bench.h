@@ -15,5 +15,7 @@ typedef struct {
 
 void dg_bench_peaks(dg_pool *pool, dg_peaks *out);
 int dg_bench_main(int argc, char **argv);
+/* `dgemma bench --gemm`: the step's matrix products timed alone (bench/gemm.c) */
+int dg_bench_gemm(dg_pool *pool, int reps, const char *only);
 
 #endif

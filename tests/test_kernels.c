@@ -366,6 +366,62 @@ static void test_quant_paths(void) {
     free(w); free(x); free(y); free(ref); free(a); free(b); free(q);
 }
 
+/* dg_matmul_grouped (a layer's experts in one call, rows gathered by index) is dg_matmul on each
+ * product, bit for bit, on every path; for bf16 and quantized weights, 1-3 threads */
+static void test_matmul_grouped(void) {
+    enum { G = 7, R = 45, K = 96, T = 23 };
+    const int ns[G] = {1, 16, 17, 0, 5, 33, 2};   /* rows per product (one empty) */
+    const dg_dtype types[] = {DG_BF16, DG_Q8_0, DG_F32};
+    float *u = malloc(sizeof(float) * T * K), *y = malloc(sizeof(float) * 80 * R), *ref = malloc(sizeof(float) * 80 * R),
+          *tmp = malloc(sizeof(float) * K * 40), *wf = malloc(sizeof(float) * R * K);
+    uint8_t *wd = malloc((size_t)G * R * K * sizeof(float));
+    int *rows = malloc(sizeof(int) * 80), runs = 0;
+    for (int i = 0; i < T * K; i++) u[i] = dg_round_bf16(frand());
+    for (int i = 0; i < 80; i++) rows[i] = (i * 7 + 3) % T;
+    for (int th = 1; th <= 3; th++) {
+        dg_pool *pool = dg_pool_create(th);
+        dg_kctx k;
+        CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 40, K, 0, 0) == 0 && dg_kctx_init_grouped(&k, G, 80) == 0, "kctx");
+        for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+            const size_t rb = dg_row_bytes(types[ti], K);
+            for (int gi = 0; gi < G * R; gi++) {
+                for (int c = 0; c < K; c++) wf[c] = frand();
+                if (types[ti] == DG_Q8_0) dg_quantize_gguf(DG_Q8_0, wf, wd + (size_t)gi * rb, K, NULL);
+                else if (types[ti] == DG_BF16) for (int c = 0; c < K; c++) ((uint16_t *)(wd + (size_t)gi * rb))[c] = dg_f32_to_bf16(wf[c]);
+                else memcpy(wd + (size_t)gi * rb, wf, rb);
+            }
+            for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
+                if (!dg_path_available((dg_path)p)) continue;
+                for (int xb = 0; xb < 2; xb++) {
+                    dg_gemm g[G];
+                    int off = 0, ng = 0;
+                    for (int i = 0; i < G; i++) {
+                        if (!ns[i]) continue;
+                        g[ng++] = (dg_gemm){dg_mat_init(wd + (size_t)i * R * rb, types[ti], R, K), u, rows + off, y + (size_t)off * R, ns[i]};
+                        off += ns[i];
+                    }
+                    for (int i = 0; i < off * R; i++) y[i] = NAN;
+                    dg_matmul_grouped_path(&k, (dg_path)p, g, ng, xb);
+                    int bad = 0;
+                    for (int i = 0; i < ng; i++) {
+                        const int o = (int)(g[i].xrows - rows);
+                        for (int r = 0; r < g[i].n; r++) memcpy(tmp + (size_t)r * K, u + (size_t)g[i].xrows[r] * K, sizeof(float) * K);
+                        dg_matmul_path(&k, (dg_path)p, ref + (size_t)o * R, tmp, g[i].n, &g[i].w, xb);
+                    }
+                    for (int i = 0; i < off * R; i++) bad += memcmp(&y[i], &ref[i], sizeof(float)) != 0;
+                    CHECK(bad == 0, "grouped %s path %s threads %d xbf16 %d: %d of %d outputs differ from one dg_matmul per product",
+                          dg_dtype_name(types[ti]), dg_path_name((dg_path)p), th, xb, bad, off * R);
+                    runs++;
+                }
+            }
+        }
+        dg_kctx_free(&k);
+        dg_pool_free(pool);
+    }
+    printf("  %d grouped calls bit-identical to one product at a time\n", runs);
+    free(u); free(y); free(ref); free(tmp); free(wf); free(wd); free(rows);
+}
+
 /* one attention row over 1-3 key segments against a double-precision evaluation of the same rule */
 static void test_attend(void) {
     const int dims[] = {12, 16, 24, 100, 256, 512};   /* head dims */
@@ -556,6 +612,7 @@ const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/matmul-grouped", test_matmul_grouped},
     {"kernels/quant-paths", test_quant_paths},
     {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/attend", test_attend},

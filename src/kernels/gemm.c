@@ -89,7 +89,27 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     return 0;
 }
 
+int dg_kctx_init_grouped(dg_kctx *k, int max_groups, int max_rows) {
+    k->max_groups = max_groups < 1 ? 1 : max_groups;
+    k->max_grows = max_rows < 1 ? 1 : max_rows;
+    const int64_t kp = round_up(k->max_k, DG_KC);
+    /* every group rounded up to whole 16-row blocks */
+    const int64_t ntb = (k->max_grows + 15) / 16 + k->max_groups;
+    k->gjobs = calloc((size_t)k->max_groups, sizeof(dg_job));
+    k->gtb = calloc((size_t)k->max_groups + 1, sizeof(int));
+    k->gmap = calloc((size_t)ntb, sizeof(int));
+    k->gather = aligned_alloc(64, (size_t)round_up((int64_t)k->max_n * k->max_k * (int64_t)sizeof(float), 64));
+    if (k->path == DG_PATH_AMX) k->gpack = aligned_alloc(64, (size_t)(ntb * 16 * kp) * sizeof(uint16_t));
+    if (!k->gjobs || !k->gtb || !k->gmap || !k->gather || (k->path == DG_PATH_AMX && !k->gpack)) return -1;
+    return 0;
+}
+
 void dg_kctx_free(dg_kctx *k) {
+    free(k->gjobs);
+    free(k->gtb);
+    free(k->gmap);
+    free(k->gather);
+    free(k->gpack);
     if (k->panel)
         for (int i = 0; i < dg_pool_size(k->pool); i++) free(k->panel[i]);
     free(k->panel);
@@ -302,6 +322,78 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
     const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
     dg_pool_run(k->pool, n_tasks, task, &j);
 }
+
+/* ===== grouped products ===== */
+
+typedef struct {
+    const dg_kctx *k;
+    int nrb;   /* row blocks of each product */
+} grp_job;
+
+#if defined(__x86_64__)
+static void grp_pack(void *ctx, int i, int tid) {
+    (void)tid;
+    const grp_job *gj = ctx;
+    const int g = gj->k->gmap[i];
+    dg_pack_amx_tb(&((const dg_job *)gj->k->gjobs)[g], i - gj->k->gtb[g]);
+}
+
+static void grp_task(void *ctx, int i, int tid) {
+    const grp_job *gj = ctx;
+    const dg_job *j = &((const dg_job *)gj->k->gjobs)[i / gj->nrb];
+    const int64_t r0 = (int64_t)(i % gj->nrb) * DG_RB;
+    const int nr = (int)(j->w->rows - r0 < DG_RB ? j->w->rows - r0 : DG_RB);
+    dg_task_amx(j, r0, nr, gj->k->panel[tid]);
+}
+#endif
+
+void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16) {
+    if (ng <= 0) return;
+    int rows = 0, fits = ng <= k->max_groups && k->gjobs;
+    for (int i = 0; i < ng; i++) {
+        rows += g[i].n;
+        if (g[i].n > k->max_n || g[i].w.cols > k->max_k || g[i].w.rows != g[0].w.rows || g[i].w.dt != g[0].w.dt) fits = 0;
+    }
+    fits = fits && rows <= k->max_grows;
+#if defined(__x86_64__)
+    if (fits && p == DG_PATH_AMX && k->gpack && dg_path_available(p) && x_bf16 && (g[0].w.dt == DG_BF16 || is_quant(g[0].w.dt))) {
+        dg_job *jobs = k->gjobs;
+        const int64_t kp = round_up(g[0].w.cols, DG_KC);
+        int tb = 0;
+        for (int i = 0; i < ng; i++) {
+            dg_job *j = &jobs[i];
+            memset(j, 0, sizeof(*j));
+            j->k = k; j->kind = DG_KIND_AMX; j->y = g[i].y; j->x = g[i].x; j->xrows = g[i].xrows; j->n = g[i].n;
+            j->w = &g[i].w; j->rb = DG_RB; j->kp = kp; j->xp = k->gpack + (size_t)tb * 16 * (size_t)kp;
+            k->gtb[i] = tb;
+            const int nb = (g[i].n + 15) / 16;
+            for (int b = 0; b < nb; b++) k->gmap[tb + b] = i;
+            tb += nb;
+        }
+        k->gtb[ng] = tb;
+        grp_job gj = {k, (int)((g[0].w.rows + DG_RB - 1) / DG_RB)};
+        dg_pool_run(k->pool, tb, grp_pack, &gj);
+        dg_pool_run(k->pool, ng * gj.nrb, grp_task, &gj);
+        return;
+    }
+#endif
+    /* one product after another, gathered rows copied into k->gather first */
+    for (int i = 0; i < ng; i++) {
+        const float *x = g[i].x;
+        if (g[i].xrows && k->gather && g[i].n <= k->max_n && g[i].w.cols <= k->max_k) {
+            for (int r = 0; r < g[i].n; r++)
+                memcpy(k->gather + (size_t)r * g[i].w.cols, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, sizeof(float) * (size_t)g[i].w.cols);
+            x = k->gather;
+        } else if (g[i].xrows) {   /* no scratch: row by row */
+            for (int r = 0; r < g[i].n; r++)
+                dg_matmul_path(k, p, g[i].y + (size_t)r * g[i].w.rows, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, 1, &g[i].w, x_bf16);
+            continue;
+        }
+        dg_matmul_path(k, p, g[i].y, x, g[i].n, &g[i].w, x_bf16);
+    }
+}
+
+void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16) { dg_matmul_grouped_path(k, k->path, g, ng, x_bf16); }
 
 /* ===== vector helpers ===== */
 

@@ -48,6 +48,13 @@ typedef struct {
     void *aq;           /* int8 path: the activations quantized to Q8_0 / Q8_K blocks [max_n rows] */
     size_t aq_bytes;
     int64_t max_v;
+    /* grouped products (dg_kctx_init_grouped; zero otherwise) */
+    int max_groups, max_grows;  /* most products of one call; most rows of all of them together */
+    uint16_t *gpack;    /* AMX: every group's packed activations, each rounded up to 16 rows */
+    float *gather;      /* other paths: one group's gathered input rows [max_n, max_k] */
+    void *gjobs;        /* [max_groups] per-product jobs */
+    int *gtb;           /* [max_groups + 1] first 16-row block of each group in gpack */
+    int *gmap;          /* [16-row blocks] the group of each block */
 } dg_kctx;
 
 /* max_v: the longest reduction of dg_matmul_nn (the vocabulary), 0 if it is not used; max_nn: most
@@ -61,6 +68,26 @@ void dg_kctx_free(dg_kctx *k);
  * without rounding anything; otherwise x is used in float32. n <= k->max_n, w->cols <= k->max_k.
  */
 void dg_matmul(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16);
+
+/* One product of a grouped call: y[n, w.rows] = X . W^T, row i of X being x + (xrows ? xrows[i] : i) * w.cols. */
+typedef struct {
+    dg_mat w;
+    const float *x;
+    const int *xrows;
+    float *y;
+    int n;
+} dg_gemm;
+
+/* Scratch for dg_matmul_grouped: up to max_groups products of max_rows rows in all. 0 or -1 (out of
+ * memory). */
+int dg_kctx_init_grouped(dg_kctx *k, int max_groups, int max_rows);
+
+/* ng products whose weights share one type and shape (the experts of a layer), each n <= k->max_n
+ * rows: the same results as dg_matmul on each (bit-identical), with one pool run per phase for all
+ * of them on the AMX path (the activations of every group packed, then every group's row blocks) instead
+ * of one per product. Other paths run the products one after another. */
+void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16);
+void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16);
 
 /* Path-specific entry (tests): the same product with path p (falls back to GENERIC when p cannot
  * run here). */

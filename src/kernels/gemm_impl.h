@@ -25,6 +25,8 @@ typedef struct {
     int rb;
     int64_t kp;              /* K rounded up to DG_KC (packed activations) */
     size_t astride;          /* INT8: bytes of one quantized activation row in k->aq */
+    const int *xrows;        /* AMX packing: row i of x is x + xrows[i] * K (NULL: row i) */
+    uint16_t *xp;            /* AMX: the packed activations (k->xpack, or a group's part of k->gpack) */
 } dg_job;
 
 /* cpu features (x86) */
@@ -51,6 +53,8 @@ void dg_kernel_generic_f32(const float *x, int64_t ldx, int nt, const float *w, 
 void dg_panel_f32(const dg_mat *w, int64_t r0, int nr, float *buf);
 
 void dg_pack_amx(dg_job *j);
+/* one 16-token block of dg_pack_amx (j->kp and j->xp set) */
+void dg_pack_amx_tb(const dg_job *j, int tb);
 void dg_pack_rows_bf16(dg_job *j);
 void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel);
 void dg_task_avx512_bf16(const dg_job *j, int64_t r0, int nr, float *panel);

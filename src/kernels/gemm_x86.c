@@ -597,22 +597,19 @@ typedef struct {
     uint8_t rows[16];
 } tilecfg;
 
-/* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
 /* one token block: each token's 32 values of a K chunk become 16 bf16 pairs, scattered down the
  * tile's rows at the token's column */
-T_AMX static void pack_amx_block(void *ctx, int tb, int tid) {
-    (void)tid;
-    const dg_job *j = ctx;
+T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
     const int64_t K = j->w->cols, nkc = j->kp / DG_KC;
-    uint16_t *xb = j->k->xpack;
+    uint16_t *xb = j->xp;
     const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
     for (int t = 0; t < 16; t++) {
         const int tok = tb * 16 + t;
-        const float *x = j->x + (int64_t)tok * K;
+        const float *x = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
         for (int64_t kc = 0; kc < nkc; kc++) {
             uint32_t *tile = (uint32_t *)(xb + ((size_t)tb * nkc + kc) * 512);
             __m512i v = _mm512_setzero_si512();
-            if (tok < j->n) {
+            if (x) {
                 const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
                 const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
                 const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
@@ -623,9 +620,15 @@ T_AMX static void pack_amx_block(void *ctx, int tb, int tid) {
     }
 }
 
+static void pack_amx_block(void *ctx, int tb, int tid) {
+    (void)tid;
+    dg_pack_amx_tb(ctx, tb);
+}
+
 /* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
 void dg_pack_amx(dg_job *j) {
     j->kp = (j->w->cols + DG_KC - 1) / DG_KC * DG_KC;
+    if (!j->xp) j->xp = j->k->xpack;
     dg_pool_run(j->k->pool, (j->n + 15) / 16, pack_amx_block, j);
 }
 
@@ -687,6 +690,9 @@ T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy)
  * in L1 while every token block streams past, so each step loads its B tiles only from L2; the C tiles
  * of all token blocks live in a per-task buffer between K blocks. */
 enum { AMX_KB = 8 };
+#ifndef PF
+#define PF 1
+#endif
 
 T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     __attribute__((aligned(64))) tilecfg cfg;
@@ -694,7 +700,7 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
     const uint16_t *a = amx_rows(j, r0, nr, panel);
-    const uint16_t *xb = j->k->xpack;
+    const uint16_t *xb = j->xp;
     const int64_t nkc = j->kp / DG_KC, ldy = j->w->rows;
     const int ntb = (j->n + 15) / 16;
     const int two_a = nr > 16;
@@ -719,6 +725,11 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
             }
             const uint16_t *b0 = xb + (size_t)tb * nkc * 512, *b1 = b0 + (size_t)nkc * 512;
             for (int64_t kc = k0; kc < k1; kc++) {
+                if (PF) {
+                    const char *p0 = (const char *)(b0 + (kc + 1) * 512), *p1 = (const char *)(b1 + (kc + 1) * 512);
+                    for (int l = 0; l < 16; l++) _mm_prefetch(p0 + l * 64, _MM_HINT_T0);
+                    if (two_b) for (int l = 0; l < 16; l++) _mm_prefetch(p1 + l * 64, _MM_HINT_T0);
+                }
                 _tile_loadd(4, a + kc * 1024, 64);
                 _tile_loadd(6, b0 + kc * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);

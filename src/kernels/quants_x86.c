@@ -69,8 +69,8 @@ T_512 static void dq_q5_0(const uint8_t *b, float *y) { dq_q5_0_f32(b, y, NULL);
 T_512 static void dq_q6_K(const uint8_t *b, float *y) { dq_q6_K_f32(b, y, NULL); }
 T_512 static void dq_q4_K(const uint8_t *b, float *y) { dq_k45_f32(b, NULL, b + 16, y, NULL); }
 T_512 static void dq_q5_K(const uint8_t *b, float *y) { dq_k45_f32(b, b + 16, b + 48, y, NULL); }
-T_BF16 static void bq_q8_0(const uint8_t *b, uint16_t *y) { dq_q8_0_bf(b, NULL, y); }
-T_BF16 static void bq_q6_K(const uint8_t *b, uint16_t *y) { dq_q6_K_bf(b, NULL, y); }
+T_BF16 static inline AI void bq_q8_0(const uint8_t *b, uint16_t *y) { dq_q8_0_bf(b, NULL, y); }
+T_BF16 static inline AI void bq_q6_K(const uint8_t *b, uint16_t *y) { dq_q6_K_bf(b, NULL, y); }
 
 /* The 4- and 5-bit types by table: a block's (or sub-block's) 16 or 32 possible values are computed
  * once with exactly the per-element arithmetic above, rounded to bf16 by the same instruction, and
@@ -82,7 +82,7 @@ T_BF16 static inline AI void lut_st(uint16_t *dst, __m256i codes, __m512i tab) {
 }
 
 /* Q5_0: code = nibble | 5th bit << 4 (0..31), value (code - 16) * d */
-T_BF16 static void bq_q5_0(const uint8_t *b, uint16_t *y) {
+T_BF16 static inline AI void bq_q5_0(const uint8_t *b, uint16_t *y) {
     const __m512 d = _mm512_set1_ps(ld_h(b));
     const __m512 k0 = _mm512_setr_ps(-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6, -5, -4, -3, -2, -1);
     const __m512 k1 = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -121,27 +121,37 @@ T_BF16 static inline AI void bq_k45(const uint8_t *b, const uint8_t *qh, const u
         }
     }
 }
-T_BF16 static void bq_q4_K(const uint8_t *b, uint16_t *y) { bq_k45(b, NULL, b + 16, y); }
-T_BF16 static void bq_q5_K(const uint8_t *b, uint16_t *y) { bq_k45(b, b + 16, b + 48, y); }
+T_BF16 static inline AI void bq_q4_K(const uint8_t *b, uint16_t *y) { bq_k45(b, NULL, b + 16, y); }
+T_BF16 static inline AI void bq_q5_K(const uint8_t *b, uint16_t *y) { bq_k45(b, b + 16, b + 48, y); }
 
 /* n elements (a multiple of the block, and so of 32) of type dt straight into one weight row of the
  * AMX panel layout: element e at out[(e / 32) * 1024 + e % 32], rounded to bf16 (nearest even): the
  * same values as dequantizing to float32 and rounding with vcvtneps2bf16. Returns 0 if there is no
  * kernel for dt. Needs AVX512-BF16 (every AMX CPU has it). */
+/* one loop per type with its block kernel inlined (a call per 32-value Q8_0 block cost more than the
+ * block: 0.26-0.30 -> 0.11 ns per weight) */
+#define BQ_ROW(name, blkfn, BLK, BB)                                                              \
+    T_BF16 static void name(const uint8_t *p, uint16_t *out, int64_t nb) {                       \
+        for (int64_t i = 0; i < nb; i++) blkfn(p + (size_t)i * (BB), out + (i * (BLK) / 32) * 1024); \
+    }
+BQ_ROW(bq_row_q8_0, bq_q8_0, 32, 34)
+BQ_ROW(bq_row_q5_0, bq_q5_0, 32, 22)
+BQ_ROW(bq_row_q4_K, bq_q4_K, 256, 144)
+BQ_ROW(bq_row_q5_K, bq_q5_K, 256, 176)
+BQ_ROW(bq_row_q6_K, bq_q6_K, 256, 210)
+#undef BQ_ROW
+
 T_BF16 int dg_dequant_gguf_bf16tiles_avx512(dg_dtype dt, const void *blocks, uint16_t *out, int64_t n) {
-    void (*fn)(const uint8_t *, uint16_t *);
+    void (*fn)(const uint8_t *, uint16_t *, int64_t);
     switch (dt) {
-    case DG_Q8_0: fn = bq_q8_0; break;
-    case DG_Q5_0: fn = bq_q5_0; break;
-    case DG_Q4_K: fn = bq_q4_K; break;
-    case DG_Q5_K: fn = bq_q5_K; break;
-    case DG_Q6_K: fn = bq_q6_K; break;
+    case DG_Q8_0: fn = bq_row_q8_0; break;
+    case DG_Q5_0: fn = bq_row_q5_0; break;
+    case DG_Q4_K: fn = bq_row_q4_K; break;
+    case DG_Q5_K: fn = bq_row_q5_K; break;
+    case DG_Q6_K: fn = bq_row_q6_K; break;
     default: return 0;
     }
-    const int64_t blk = dg_gguf_block_elems(dt);
-    const size_t bb = dg_gguf_block_bytes(dt);
-    const uint8_t *p = blocks;
-    for (int64_t i = 0; i < n / blk; i++) fn(p + (size_t)i * bb, out + (i * blk / 32) * 1024);
+    fn(blocks, out, n / dg_gguf_block_elems(dt));
     return 1;
 }
 

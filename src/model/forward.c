@@ -57,11 +57,12 @@ struct dg_session {
     float *scores_t;            /* [n_threads, DG_ATT_ROWS, n_ctx + T] attention scores */
     float *attacc;              /* [n_threads, DG_ATT_ROWS, dmax] a block's P.V partial sums */
     double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the oracle) */
-    /* experts grouped by expert (fast path) */
-    int *moe_cnt, *moe_list;    /* [E] tokens per expert; [T*K] routings t*K+k grouped by expert */
-    float *moe_x, *moe_gu, *moe_act, *moe_dn;   /* one expert's rows: [T, H] gathered inputs, [T, 2Ie],
-                                                   [T, Ie] activations, [T, H] outputs */
-    float *moe_y;               /* [T*K, H] every routed expert output, rounded, by routing */
+    /* experts: the routings sorted by expert, each expert one product of a grouped call */
+    int *moe_cnt, *moe_off;     /* [E] routings per expert, their first position */
+    int *moe_pos, *moe_tok;     /* [T*K] position of routing t*K+k; token of each position */
+    dg_gemm *moe_g;             /* [E] the products of one grouped call */
+    float *moe_gu, *moe_act;    /* [T*K, 2Ie] gate and up, [T*K, Ie] activations, by position */
+    float *moe_y;               /* [T*K, H] every routed expert output, rounded, by position */
     dg_profile prof;
 }; 
 
@@ -179,12 +180,14 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     {
         const size_t K = (size_t)c->top_k, E = (size_t)c->n_experts, Ie = (size_t)c->expert_size;
         s->moe_cnt = xcalloc(E, sizeof(int), &oom);
-        s->moe_list = xcalloc(T * K, sizeof(int), &oom);
-        s->moe_x = xcalloc(T * H, sizeof(float), &oom);
-        s->moe_gu = xcalloc(T * 2 * Ie, sizeof(float), &oom);
-        s->moe_act = xcalloc(T * Ie, sizeof(float), &oom);
-        s->moe_dn = xcalloc(T * H, sizeof(float), &oom);
+        s->moe_off = xcalloc(E, sizeof(int), &oom);
+        s->moe_pos = xcalloc(T * K, sizeof(int), &oom);
+        s->moe_tok = xcalloc(T * K, sizeof(int), &oom);
+        s->moe_g = xcalloc(E, sizeof(dg_gemm), &oom);
+        s->moe_gu = xcalloc(T * K * 2 * Ie, sizeof(float), &oom);
+        s->moe_act = xcalloc(T * K * Ie, sizeof(float), &oom);
         s->moe_y = xcalloc(T * K * H, sizeof(float), &oom);
+        if (!oom && E && dg_kctx_init_grouped(&s->kc, (int)E, (int)(T * K))) oom = 1;
     }
     if (oom) {
         dg_session_free(s);
@@ -207,10 +210,11 @@ void dg_session_free(dg_session *s) {
     free(s->pv_t);
     free(s->topk_i);
     free(s->topk_row);
-    float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_x, s->moe_gu, s->moe_act, s->moe_dn, s->moe_y};
+    float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_gu, s->moe_act, s->moe_y};
     for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
-    free(s->moe_cnt);
-    free(s->moe_list);
+    int *ibufs[] = {s->moe_cnt, s->moe_off, s->moe_pos, s->moe_tok};
+    for (size_t i = 0; i < sizeof(ibufs) / sizeof(ibufs[0]); i++) free(ibufs[i]);
+    free(s->moe_g);
     if (s->kc.panel) dg_kctx_free(&s->kc);
     dg_pool_free(s->pool);
     gen_buf_free(&s->gen);
@@ -579,34 +583,56 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
  * runs once, as a matrix product over its tokens; every output row is the same dot products as
  * a per-token evaluation, so the grouping changes nothing in the result.
  */
+typedef struct {
+    const dg_session *s;
+    float *out;
+    int H, K;
+} combine_job;
+
+/* out[t] = sum_k w_k * y(t, k) in top-k order (float32), one token per task */
+static void combine_row(void *ctx, int t, int tid) {
+    (void)tid;
+    const combine_job *j = ctx;
+    const int H = j->H, K = j->K;
+    float *o = j->out + (size_t)t * H;
+    for (int i = 0; i < H; i++) o[i] = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float w = j->s->top_w[(size_t)t * K + k], *y = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
+        for (int i = 0; i < H; i++) o[i] += y[i] * w;
+    }
+}
+
 static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float *out, const float *u, int T) {
     const int H = e->cfg.hidden_size, K = e->cfg.top_k, Ie = e->cfg.expert_size, E = e->cfg.n_experts, TK = T * K;
-    int *cnt = s->moe_cnt, *list = s->moe_list;
+    int *cnt = s->moe_cnt, *pos = s->moe_pos, *tok = s->moe_tok;
+    /* the routings sorted by expert (stable): routing r = t*K+k at position pos[r], its token tok[pos[r]] */
     memset(cnt, 0, sizeof(int) * (size_t)E);
     for (int r = 0; r < TK; r++) cnt[s->top_i[r]]++;
-    int pos = 0;
-    for (int ex = 0; ex < E; ex++) {
+    int *off = s->moe_off;
+    for (int ex = 0, o = 0; ex < E; ex++) { off[ex] = o; o += cnt[ex]; }
+    for (int r = 0; r < TK; r++) {
+        const int p = off[s->top_i[r]]++;
+        pos[r] = p;
+        tok[p] = r / K;
+    }
+    /* gate_up of every expert that has tokens, then the activation, then down: one grouped product each */
+    int ng = 0;
+    for (int ex = 0, o = 0; ex < E; o += cnt[ex], ex++) {
         if (!cnt[ex]) continue;
-        int *rows = list + pos;
-        int n = 0;
-        for (int r = 0; r < TK; r++)
-            if (s->top_i[r] == ex) rows[n++] = r;
-        pos += n;
-        for (int i = 0; i < n; i++) memcpy(s->moe_x + (size_t)i * H, u + (size_t)(rows[i] / K) * H, sizeof(float) * (size_t)H);
-        const dg_mat gu = dg_expert_gate_up(e, L, ex), dn = dg_expert_down(e, L, ex);
-        linear(e, s, s->moe_gu, s->moe_x, n, &gu);
-        gated_act(e, s, n, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
-        linear(e, s, s->moe_dn, s->moe_act, n, &dn);
-        for (int i = 0; i < n; i++) memcpy(s->moe_y + (size_t)rows[i] * H, s->moe_dn + (size_t)i * H, sizeof(float) * (size_t)H);
+        s->moe_g[ng++] = (dg_gemm){dg_expert_gate_up(e, L, ex), u, tok + o, s->moe_gu + (size_t)o * 2 * Ie, cnt[ex]};
     }
-    for (int t = 0; t < T; t++) {
-        float *o = out + (size_t)t * H;
-        for (int i = 0; i < H; i++) o[i] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            const float w = s->top_w[(size_t)t * K + k], *y = s->moe_y + ((size_t)t * K + k) * H;
-            for (int i = 0; i < H; i++) o[i] += y[i] * w;
-        }
+    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16);
+    R(s->moe_gu, (size_t)TK * 2 * Ie);
+    gated_act(e, s, TK, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
+    ng = 0;
+    for (int ex = 0, o = 0; ex < E; o += cnt[ex], ex++) {
+        if (!cnt[ex]) continue;
+        s->moe_g[ng++] = (dg_gemm){dg_expert_down(e, L, ex), s->moe_act + (size_t)o * Ie, NULL, s->moe_y + (size_t)o * H, cnt[ex]};
     }
+    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16);
+    R(s->moe_y, (size_t)TK * H);
+    combine_job cj = {s, out, H, K};
+    dg_pool_run(s->pool, T, combine_row, &cj);
     R(out, (size_t)T * H);
 }
 
