@@ -13,6 +13,9 @@
  *   gate_up8  the gate_up shape at Q8_0
  *   qproj     y[256, 4096]  = x[256, 2816] . W^T      Q4_K (an attention projection)
  *   vproj     y[256, 2048]  = x[256, 2816] . W^T      Q6_K
+ *   moe_gu    gate_up of a whole layer: 128 experts x 16 rows in one grouped call (2048 routings), the
+ *             weights (288 MB) larger than any cache, as in a step
+ *   moe_down  down of a whole layer, the same way
  */
 #define _GNU_SOURCE
 #include "bench/bench.h"
@@ -69,15 +72,17 @@ typedef struct {
     int n;
     int64_t rows, cols;
     int nn;   /* 1: y = P . E (dg_matmul_nn), E [rows, cols] */
+    int ng;   /* > 1: a grouped call over ng experts of n rows each (ng copies of the weights) */
 } shape;
 
 int dg_bench_gemm(dg_pool *pool, int reps, const char *only) {
     static const shape shapes[] = {
-        {"lm_head", DG_BF16, 256, 32768, 2816, 0}, {"pe", DG_BF16, 256, 32768, 2816, 1},
-        {"lm_head6", DG_Q6_K, 256, 32768, 2816, 0},
-        {"gate_up", DG_Q4_K, 16, 1408, 2816, 0},   {"down", DG_Q8_0, 16, 2816, 704, 0},
-        {"gate_up8", DG_Q8_0, 16, 1408, 2816, 0},  {"qproj", DG_Q4_K, 256, 4096, 2816, 0},
-        {"vproj", DG_Q6_K, 256, 2048, 2816, 0},
+        {"lm_head", DG_BF16, 256, 32768, 2816, 0, 0}, {"pe", DG_BF16, 256, 32768, 2816, 1, 0},
+        {"lm_head6", DG_Q6_K, 256, 32768, 2816, 0, 0},
+        {"gate_up", DG_Q4_K, 16, 1408, 2816, 0, 0}, {"down", DG_Q8_0, 16, 2816, 704, 0, 0},
+        {"gate_up8", DG_Q8_0, 16, 1408, 2816, 0, 0}, {"qproj", DG_Q4_K, 256, 4096, 2816, 0, 0},
+        {"vproj", DG_Q6_K, 256, 2048, 2816, 0, 0},
+        {"moe_gu", DG_Q4_K, 16, 1408, 2816, 0, 128}, {"moe_down", DG_Q8_0, 16, 2816, 704, 0, 128},
     };
     dg_peaks pk;
     dg_bench_peaks(pool, &pk);
@@ -89,34 +94,49 @@ int dg_bench_gemm(dg_pool *pool, int reps, const char *only) {
         if (only && !strstr(sh->name, only)) continue;
         dg_kctx k;
         const int64_t kin = sh->nn ? sh->rows : sh->cols;
-        if (dg_kctx_init(&k, pool, dg_path_best(), sh->n, sh->nn ? sh->cols : sh->cols, sh->nn ? sh->rows : 0, sh->n)) {
+        const int ng = sh->ng > 1 ? sh->ng : 1, nt = sh->n * ng;
+        if (dg_kctx_init(&k, pool, dg_path_best(), sh->n, sh->nn ? sh->cols : sh->cols, sh->nn ? sh->rows : 0, sh->n) ||
+            (ng > 1 && dg_kctx_init_grouped(&k, ng, nt))) {
             fprintf(stderr, "dgemma bench --gemm: out of memory\n");
+            dg_kctx_free(&k);
             return 1;
         }
         void *w = make_weights(sh->dt, sh->rows, sh->cols);
-        float *x = malloc(sizeof(float) * (size_t)(sh->n * kin));
-        float *y = malloc(sizeof(float) * (size_t)sh->n * (size_t)(sh->nn ? sh->cols : sh->rows));
-        if (!w || !x || !y) {
+        const size_t wbytes = sh->dt == DG_BF16 ? (size_t)(sh->rows * sh->cols) * 2
+                                                : (size_t)sh->rows * (size_t)(sh->cols / dg_gguf_block_elems(sh->dt)) * dg_gguf_block_bytes(sh->dt);
+        if (w && ng > 1) {   /* ng copies: every expert's weights come from memory, not from a cache */
+            void *wa = realloc(w, wbytes * (size_t)ng);
+            if (!wa) { free(w); w = NULL; }
+            else { w = wa; for (int g = 1; g < ng; g++) memcpy((uint8_t *)w + wbytes * (size_t)g, w, wbytes); }
+        }
+        float *x = malloc(sizeof(float) * (size_t)(nt * kin));
+        float *y = malloc(sizeof(float) * (size_t)nt * (size_t)(sh->nn ? sh->cols : sh->rows));
+        dg_gemm *gs = malloc(sizeof(dg_gemm) * (size_t)ng);
+        if (!w || !x || !y || !gs) {
             fprintf(stderr, "dgemma bench --gemm: out of memory\n");
-            free(w); free(x); free(y); dg_kctx_free(&k);
+            free(w); free(x); free(y); free(gs); dg_kctx_free(&k);
             return 1;
         }
-        fill_bf16_exact(x, (size_t)(sh->n * kin), sh->nn ? 1.0f / 64 : 1.0f);
+        fill_bf16_exact(x, (size_t)(nt * kin), sh->nn ? 1.0f / 64 : 1.0f);
         const dg_mat m = dg_mat_init(w, sh->dt, sh->rows, sh->cols);
+        for (int g = 0; g < ng; g++)
+            gs[g] = (dg_gemm){dg_mat_init((uint8_t *)w + wbytes * (size_t)g, sh->dt, sh->rows, sh->cols), x + (size_t)g * sh->n * kin,
+                              NULL, y + (size_t)g * sh->n * sh->rows, sh->n};
         double best = 1e30;
         for (int r = 0; r < reps + 1; r++) {   /* the first call warms up */
             const double t0 = now_s();
             if (sh->nn) dg_matmul_nn(&k, y, x, kin, sh->n, &m, 1);
+            else if (ng > 1) dg_matmul_grouped(&k, gs, ng, 1);
             else dg_matmul(&k, y, x, sh->n, &m, 1);
             const double dt = now_s() - t0;
             if (r && dt < best) best = dt;
         }
-        const double gf = 2.0 * sh->n * (double)sh->rows * (double)sh->cols / best * 1e-9;
-        printf("%-9s %5s %6d %6lld %5lld %9.2f %9.1f %6.1f%% %6.1f%%\n", sh->name, dg_dtype_name(sh->dt), sh->n,
+        const double gf = 2.0 * nt * (double)sh->rows * (double)sh->cols / best * 1e-9;
+        printf("%-9s %5s %6d %6lld %5lld %9.2f %9.1f %6.1f%% %6.1f%%\n", sh->name, dg_dtype_name(sh->dt), nt,
                (long long)sh->rows, (long long)sh->cols, best * 1e3, gf, pk.amx_bf16 > 0 ? 100 * gf / pk.amx_bf16 : 0,
                pk.int8 > 0 ? 100 * gf / pk.int8 : 0);
         fflush(stdout);
-        free(w); free(x); free(y);
+        free(w); free(x); free(y); free(gs);
         dg_kctx_free(&k);
     }
     return 0;
