@@ -422,6 +422,46 @@ static void test_matmul_grouped(void) {
     free(u); free(y); free(ref); free(tmp); free(wf); free(wd); free(rows);
 }
 
+/* The AMX path with many tokens (two token blocks per pass of the 2 x 2 tile blocking) gives the same
+ * bits as 16 tokens at a time (one token block) */
+static void test_amx_blockings(void) {
+#if defined(__x86_64__)
+    if (!dg_path_available(DG_PATH_AMX)) { printf("  no AMX on this CPU: skipped\n"); return; }
+    const int shapes[][3] = {{40, 70, 704}, {256, 130, 96}, {33, 64, 2816 / 4}, {17, 1, 32}};
+    const dg_dtype types[] = {DG_BF16, DG_Q8_0};
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, DG_PATH_AMX, 256, 2816, 0, 0) == 0, "kctx");
+    int calls = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+        for (size_t ti = 0; ti < 2; ti++) {
+            const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+            float *x = malloc(sizeof(float) * (size_t)n * K), *y = malloc(sizeof(float) * (size_t)n * R),
+                  *y16 = malloc(sizeof(float) * (size_t)n * R), *wf = malloc(sizeof(float) * (size_t)K);
+            const size_t rb = dg_row_bytes(types[ti], K);
+            uint8_t *wd = malloc(rb * (size_t)R);
+            for (int i = 0; i < n * K; i++) x[i] = dg_round_bf16(frand());
+            for (int r = 0; r < R; r++) {
+                for (int c = 0; c < K; c++) wf[c] = frand();
+                if (types[ti] == DG_BF16) for (int c = 0; c < K; c++) ((uint16_t *)(wd + (size_t)r * rb))[c] = dg_f32_to_bf16(wf[c]);
+                else dg_quantize_gguf(types[ti], wf, wd + (size_t)r * rb, K, NULL);
+            }
+            const dg_mat w = dg_mat_init(wd, types[ti], R, K);
+            dg_matmul_path(&k, DG_PATH_AMX, y, x, n, &w, 1);
+            for (int t0 = 0; t0 < n; t0 += 16)
+                dg_matmul_path(&k, DG_PATH_AMX, y16 + (size_t)t0 * R, x + (size_t)t0 * K, n - t0 < 16 ? n - t0 : 16, &w, 1);
+            int bad = 0;
+            for (int i = 0; i < n * R; i++) bad += memcmp(&y[i], &y16[i], sizeof(float)) != 0;
+            CHECK(bad == 0, "AMX %s n=%d R=%d K=%d: %d of %d outputs differ from 16 tokens at a time", dg_dtype_name(types[ti]), n, R, K, bad, n * R);
+            calls++;
+            free(x); free(y); free(y16); free(wf); free(wd);
+        }
+    printf("  %d products of many tokens bit-identical to 16 tokens at a time\n", calls);
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+#endif
+}
+
 /* one attention row over 1-3 key segments against a double-precision evaluation of the same rule */
 static void test_attend(void) {
     const int dims[] = {12, 16, 24, 100, 256, 512};   /* head dims */
@@ -613,6 +653,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/matmul-grouped", test_matmul_grouped},
+    {"kernels/amx-token-blocks", test_amx_blockings},
     {"kernels/quant-paths", test_quant_paths},
     {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/attend", test_attend},
