@@ -149,7 +149,9 @@ static void step_rows(void *ctx, int i, int tid) {
     const step_job *j = ctx;
     dg_gen_buf *b = j->b;
     float *z = b->logits + (size_t)i * j->V;
-    for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
+    if (j->fast) dg_div_f32(z, (size_t)j->V, j->T);
+    else
+        for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
     double *w = b->w + (size_t)tid * j->V;
     if (j->fast) {
         const float wsum = row_stats_fast(z, j->V, (float *)w, &b->H[i], &b->argmax[i]);
@@ -159,7 +161,8 @@ static void step_rows(void *ctx, int i, int tid) {
         b->sample[i] = dg_row_sample(w, j->V, wsum, b->u[i]);
     }
     /* the next step self-conditions on z as the reference passes it: cast to its compute dtype */
-    dg_round_act(z, (size_t)j->V, j->wdt);
+    if (j->fast) dg_round_act_fast(z, (size_t)j->V, j->wdt);   /* bit-identical, vectorized */
+    else dg_round_act(z, (size_t)j->V, j->wdt);
 }
 
 /* ===== parameters ===== */

@@ -125,6 +125,9 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
  * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act);
 
+/* x[i] = x[i] / d, vectorized (IEEE division: bit-identical to the scalar loop) */
+void dg_div_f32(float *x, size_t n, float d);
+
 /* dg_round_act, vectorized (bit-identical: tests/test_kernels.c round-pool) */
 void dg_round_act_fast(float *x, size_t n, dg_dtype act);
 

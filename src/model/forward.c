@@ -758,7 +758,8 @@ static void softmax_rows(void *ctx, int t, int tid) {
     memcpy(p, j->sc + (size_t)t * j->V, (size_t)j->V * sizeof(float));
     if (j->s->fast) dg_softmax_fast(p, j->V);
     else dg_softmax_ref(p, j->V);
-    dg_round_act(p, (size_t)j->V, j->e->wdt);
+    if (j->s->fast) dg_round_act_fast(p, (size_t)j->V, j->e->wdt);   /* bit-identical, vectorized */
+    else dg_round_act(p, (size_t)j->V, j->e->wdt);
 }
 
 /* sift the heap h[0..n) (a min-heap by probability) down from i */
