@@ -490,6 +490,56 @@ static void round_bf16_block(float *x, size_t n) {
     }
 }
 
+typedef struct {
+    float *y;
+    const float *x;
+    int n, dim, per;
+    const dg_vec *w;
+    float eps;
+    dg_dtype act;
+} norm_job;
+
+static void norm_task(void *ctx, int i, int tid) {
+    (void)tid;
+    const norm_job *j = ctx;
+    const int t1 = (i + 1) * j->per < j->n ? (i + 1) * j->per : j->n;
+#if defined(__x86_64__)
+    const int v512 = dg_cpu_has_avx512();
+#endif
+    for (int t = i * j->per; t < t1; t++) {
+        const float *xt = j->x + (int64_t)t * j->dim;
+        float *yt = j->y + (int64_t)t * j->dim;
+        double ss;
+#if defined(__x86_64__)
+        if (v512) ss = dg_sumsq_f64_avx512(xt, j->dim);
+        else
+#endif
+        {
+            ss = 0.0;
+            for (int c = 0; c < j->dim; c++) ss += (double)xt[c] * xt[c];
+        }
+        const float r = 1.0f / sqrtf((float)(ss / j->dim) + j->eps);
+        if (!j->w)
+            for (int c = 0; c < j->dim; c++) yt[c] = xt[c] * r;
+        else if (j->w->dt == DG_F32) {
+            const float *w = j->w->data;
+            for (int c = 0; c < j->dim; c++) yt[c] = (xt[c] * r) * w[c];
+        } else if (j->w->dt == DG_BF16) {
+            const uint16_t *w = j->w->data;
+            for (int c = 0; c < j->dim; c++) yt[c] = (xt[c] * r) * dg_bf16_to_f32(w[c]);
+        } else
+            for (int c = 0; c < j->dim; c++) yt[c] = (xt[c] * r) * dg_wget(j->w->data, j->w->dt, c);
+        dg_round_act_fast(yt, (size_t)j->dim, j->act);
+    }
+}
+
+void dg_rmsnorm_fast(dg_pool *pool, float *y, const float *x, int n, int dim, const dg_vec *w, float eps, dg_dtype act) {
+    if (n <= 0) return;
+    const int per = dim >= 4096 ? 1 : 4096 / dim;   /* rows per task: at least ~4K values */
+    norm_job j = {y, x, n, dim, per, w, eps, act};
+    dg_pool_run(pool, (n + per - 1) / per, norm_task, &j);
+}
+
 void dg_div_f32(float *x, size_t n, float d) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] / d;   /* vectorized at -O3; each quotient correctly rounded */
 }

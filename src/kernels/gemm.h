@@ -125,6 +125,11 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
  * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */
 void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype act);
 
+/* y = R(rmsnorm(x) * w) for n rows of dim (w NULL: no weight), threaded over rows: the oracle's
+ * arithmetic (the sum of squares in double, 1 / sqrt, then (x * r) * w in float32, then the rounding to
+ * act) with the double sum vectorized; the same results as dg_rmsnorm_ref + dg_round_act (tested). */
+void dg_rmsnorm_fast(dg_pool *pool, float *y, const float *x, int n, int dim, const dg_vec *w, float eps, dg_dtype act);
+
 /* x[i] = x[i] / d, vectorized (IEEE division: bit-identical to the scalar loop) */
 void dg_div_f32(float *x, size_t n, float d);
 

@@ -281,9 +281,12 @@ static void embed_tokens(const dg_engine *e, float *x, const int32_t *ids, int T
 }
 
 /* y = R(rmsnorm(x, w)), n rows of dim */
-static void norm(const dg_engine *e, float *y, const float *x, int n, int dim, const dg_vec *w) {
-    dg_rmsnorm_ref(y, x, n, dim, w, (float)e->cfg.rms_norm_eps);
-    R(y, (size_t)n * dim);
+static void norm(const dg_engine *e, const dg_session *s, float *y, const float *x, int n, int dim, const dg_vec *w) {
+    if (s->fast) dg_rmsnorm_fast(s->pool, y, x, n, dim, w, (float)e->cfg.rms_norm_eps, e->act);
+    else {
+        dg_rmsnorm_ref(y, x, n, dim, w, (float)e->cfg.rms_norm_eps);
+        R(y, (size_t)n * dim);
+    }
 }
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
@@ -358,9 +361,9 @@ static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const floa
     linear(e, s, s->k, hn, T, &L->k);
     if (L->v.data) linear(e, s, s->v, hn, T, &L->v);
     else memcpy(s->v, s->k, sizeof(float) * (size_t)T * nkv * d);   /* full layers: V is the raw K */
-    norm(e, s->q, s->q, T * nq, d, &L->q_norm);
-    norm(e, s->k, s->k, T * nkv, d, &L->k_norm);
-    norm(e, s->v, s->v, T * nkv, d, NULL);
+    norm(e, s, s->q, s->q, T * nq, d, &L->q_norm);
+    norm(e, s, s->k, s->k, T * nkv, d, &L->k_norm);
+    norm(e, s, s->v, s->v, T * nkv, d, NULL);
     rope_tables(e, s, L, pos0, T);
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < nq; h++) dg_rope_ref(s->q + ((size_t)t * nq + h) * d, d, s->cosb + t * half, s->sinb + t * half, e->act);
@@ -547,7 +550,7 @@ static void cache_append(const dg_engine *e, dg_session *s, int li, int T) {
 static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const float *x, int T) {
     const int H = e->cfg.hidden_size, E = e->cfg.n_experts, K = e->cfg.top_k;
     const float root = (float)pow((double)H, -0.5);
-    norm(e, s->a, x, T, H, NULL);
+    norm(e, s, s->a, x, T, H, NULL);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < H; i++) {
             float v = dg_round1(s->a[(size_t)t * H + i] * dg_wget(L->router_scale.data, L->router_scale.dt, i), e->act);
@@ -647,7 +650,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     /* attention block */
     /* stage timers count decoder steps only (encoder passes are timed whole) */
     double t0 = causal ? 0 : now_ms(), t1;
-    norm(e, s->hn, x, T, H, &L->in_norm);
+    norm(e, s, s->hn, x, T, H, &L->in_norm);
     qkv(e, s, L, s->hn, T, pos0);
     if (s->tap) {
         char name[64];
@@ -666,25 +669,25 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     }
     linear(e, s, s->a, s->att, T, &L->o);
     if (!causal) { t1 = now_ms(); s->prof.attention += t1 - t0; t0 = t1; }
-    norm(e, s->a, s->a, T, H, &L->post_attn_norm);
+    norm(e, s, s->a, s->a, T, H, &L->post_attn_norm);
     for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
     R(x, TH);
 
     /* feed-forward: dense MLP and routed experts in parallel from the same residual */
-    norm(e, s->hn, x, T, H, &L->pre_ff_norm);
+    norm(e, s, s->hn, x, T, H, &L->pre_ff_norm);
     gated_mlp(e, s, s->h1, s->hn, T, &L->gate, &L->up, &L->down);
     if (!causal) { t1 = now_ms(); s->prof.mlp += t1 - t0; t0 = t1; }
-    norm(e, s->h1, s->h1, T, H, &L->post_ff1_norm);
+    norm(e, s, s->h1, s->h1, T, H, &L->post_ff1_norm);
 
     route(e, s, L, x, T);                       /* the router reads the raw residual */
-    norm(e, s->hn, x, T, H, &L->pre_ff2_norm);
+    norm(e, s, s->hn, x, T, H, &L->pre_ff2_norm);
     experts(e, s, L, s->h2, s->hn, T);
     if (!causal) { t1 = now_ms(); s->prof.moe += t1 - t0; }
-    norm(e, s->h2, s->h2, T, H, &L->post_ff2_norm);
+    norm(e, s, s->h2, s->h2, T, H, &L->post_ff2_norm);
 
     for (size_t i = 0; i < TH; i++) s->h1[i] += s->h2[i];
     R(s->h1, TH);
-    norm(e, s->h1, s->h1, T, H, &L->post_ff_norm);
+    norm(e, s, s->h1, s->h1, T, H, &L->post_ff_norm);
     for (size_t i = 0; i < TH; i++) x[i] += s->h1[i];
     R(x, TH);
 
@@ -819,12 +822,12 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     }
     tap(s, "sc_embed", S, T, H);
     if (sc) {
-        norm(e, s->hn, S, T, H, &e->sc_pre_norm);
+        norm(e, s, s->hn, S, T, H, &e->sc_pre_norm);
         gated_mlp(e, s, s->h1, s->hn, T, &e->sc_gate, &e->sc_up, &e->sc_down);
         for (size_t i = 0; i < TH; i++) s->x[i] += s->h1[i];
         R(s->x, TH);
     }
-    norm(e, s->x, s->x, T, H, NULL);
+    norm(e, s, s->x, s->x, T, H, NULL);
     tap(s, "input", s->x, T, H);
 }
 
@@ -858,7 +861,7 @@ int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logit
     const double t1 = now_ms();
     for (int li = 0; li < e->cfg.n_layers; li++) layer_forward(e, s, li, n, s->n_past, 0);
     const double t2 = now_ms();
-    norm(e, s->x, s->x, n, H, &e->final_norm);
+    norm(e, s, s->x, s->x, n, H, &e->final_norm);
     tap(s, "norm", s->x, n, H);
     linear(e, s, logits, s->x, n, &e->lm_head);
     cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
