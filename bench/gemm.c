@@ -126,8 +126,8 @@ int dg_bench_gemm(dg_pool *pool, int reps, const char *only) {
         for (int r = 0; r < reps + 1; r++) {   /* the first call warms up */
             const double t0 = now_s();
             if (sh->nn) dg_matmul_nn(&k, y, x, kin, sh->n, &m, 1);
-            else if (ng > 1) dg_matmul_grouped(&k, gs, ng, 1);
-            else dg_matmul(&k, y, x, sh->n, &m, 1);
+            else if (ng > 1) dg_matmul_grouped(&k, gs, ng, 1, DG_BF16);
+            else dg_matmul_act(&k, y, x, sh->n, &m, 1, DG_BF16);
             const double dt = now_s() - t0;
             if (r && dt < best) best = dt;
         }

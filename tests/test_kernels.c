@@ -396,7 +396,11 @@ static void test_matmul_grouped(void) {
             }
             for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
                 if (!dg_path_available((dg_path)p)) continue;
-                for (int xb = 0; xb < 2; xb++) {
+                for (int xa = 0; xa < 3; xa++) {
+                    /* outputs rounded to f32 (none), or, with bf16-exact inputs, to f16 (a pass after
+                     * the product) or bf16 (the AMX store rounds) */
+                    const int xb = xa > 0;
+                    const dg_dtype act = xa == 0 ? DG_F32 : xa == 1 ? DG_F16 : DG_BF16;
                     dg_gemm g[G];
                     int off = 0, ng = 0;
                     for (int i = 0; i < G; i++) {
@@ -405,16 +409,17 @@ static void test_matmul_grouped(void) {
                         off += ns[i];
                     }
                     for (int i = 0; i < off * R; i++) y[i] = NAN;
-                    dg_matmul_grouped_path(&k, (dg_path)p, g, ng, xb);
+                    dg_matmul_grouped_path(&k, (dg_path)p, g, ng, xb, act);
                     int bad = 0;
                     for (int i = 0; i < ng; i++) {
                         const int o = (int)(g[i].xrows - rows);
                         for (int r = 0; r < g[i].n; r++) memcpy(tmp + (size_t)r * K, u + (size_t)g[i].xrows[r] * K, sizeof(float) * K);
                         dg_matmul_path(&k, (dg_path)p, ref + (size_t)o * R, tmp, g[i].n, &g[i].w, xb);
+                        dg_round_act(ref + (size_t)o * R, (size_t)g[i].n * R, act);
                     }
                     for (int i = 0; i < off * R; i++) bad += memcmp(&y[i], &ref[i], sizeof(float)) != 0;
-                    CHECK(bad == 0, "grouped %s path %s threads %d xbf16 %d: %d of %d outputs differ from one dg_matmul per product",
-                          dg_dtype_name(types[ti]), dg_path_name((dg_path)p), th, xb, bad, off * R);
+                    CHECK(bad == 0, "grouped %s path %s threads %d xbf16 %d act %s: %d of %d outputs differ from one dg_matmul per product",
+                          dg_dtype_name(types[ti]), dg_path_name((dg_path)p), th, xb, dg_dtype_name(act), bad, off * R);
                     runs++;
                 }
             }

@@ -265,7 +265,8 @@ static int use_int8(const dg_kctx *k, dg_path p, int n, const dg_mat *w) {
 #endif
 }
 
-void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+/* act: the type the outputs are rounded to (DG_F32: none) */
+static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
     if (n <= 0 || w->rows <= 0) return;
     if (n > k->max_n || w->cols > k->max_k) p = DG_PATH_REF;   /* beyond the scratch sized at creation */
     if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
@@ -273,6 +274,7 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
         memset(&j, 0, sizeof(j));
         j.k = k; j.y = y; j.x = x; j.n = n; j.w = w; j.rb = DG_RB / 2; j.kind = DG_KIND_REF;
         dg_pool_run(k->pool, (int)((w->rows + j.rb - 1) / j.rb), task, &j);
+        if (act != DG_F32) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
         return;
     }
     if (!dg_path_available(p)) p = DG_PATH_GENERIC;
@@ -300,6 +302,7 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
         if (x_bf16 && (w->dt == DG_BF16 || is_quant(w->dt))) {
             j.kind = DG_KIND_AMX;
             j.rb = DG_RB;
+            j.round_bf16 = act == DG_BF16;
             dg_pack_amx(&j);
             break;
         }
@@ -321,6 +324,19 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
     }
     const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
     dg_pool_run(k->pool, n_tasks, task, &j);
+    if (act != DG_F32 && !j.round_bf16) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
+}
+
+void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
+    matmul_impl(k, p, y, x, n, w, x_bf16, DG_F32);
+}
+
+void dg_matmul_act_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
+    matmul_impl(k, p, y, x, n, w, x_bf16, act);
+}
+
+void dg_matmul_act(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
+    matmul_impl(k, k->path, y, x, n, w, x_bf16, act);
 }
 
 /* ===== grouped products ===== */
@@ -347,7 +363,7 @@ static void grp_task(void *ctx, int i, int tid) {
 }
 #endif
 
-void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16) {
+void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16, dg_dtype act) {
     if (ng <= 0) return;
     int rows = 0, fits = ng <= k->max_groups && k->gjobs;
     for (int i = 0; i < ng; i++) {
@@ -365,6 +381,7 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
             memset(j, 0, sizeof(*j));
             j->k = k; j->kind = DG_KIND_AMX; j->y = g[i].y; j->x = g[i].x; j->xrows = g[i].xrows; j->n = g[i].n;
             j->w = &g[i].w; j->rb = DG_RB; j->kp = kp; j->xp = k->gpack + (size_t)tb * 16 * (size_t)kp;
+            j->round_bf16 = act == DG_BF16;
             k->gtb[i] = tb;
             const int nb = (g[i].n + 15) / 16;
             for (int b = 0; b < nb; b++) k->gmap[tb + b] = i;
@@ -374,6 +391,8 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
         grp_job gj = {k, (int)((g[0].w.rows + DG_RB - 1) / DG_RB)};
         dg_pool_run(k->pool, tb, grp_pack, &gj);
         dg_pool_run(k->pool, ng * gj.nrb, grp_task, &gj);
+        if (act != DG_F32 && act != DG_BF16)
+            for (int i = 0; i < ng; i++) dg_round_act_pool(k->pool, g[i].y, (size_t)g[i].n * (size_t)g[i].w.rows, act);
         return;
     }
 #endif
@@ -386,14 +405,16 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
             x = k->gather;
         } else if (g[i].xrows) {   /* no scratch: row by row */
             for (int r = 0; r < g[i].n; r++)
-                dg_matmul_path(k, p, g[i].y + (size_t)r * g[i].w.rows, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, 1, &g[i].w, x_bf16);
+                matmul_impl(k, p, g[i].y + (size_t)r * g[i].w.rows, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, 1, &g[i].w, x_bf16, act);
             continue;
         }
-        dg_matmul_path(k, p, g[i].y, x, g[i].n, &g[i].w, x_bf16);
+        matmul_impl(k, p, g[i].y, x, g[i].n, &g[i].w, x_bf16, act);
     }
 }
 
-void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16) { dg_matmul_grouped_path(k, k->path, g, ng, x_bf16); }
+void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16, dg_dtype act) {
+    dg_matmul_grouped_path(k, k->path, g, ng, x_bf16, act);
+}
 
 /* ===== vector helpers ===== */
 

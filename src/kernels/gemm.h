@@ -83,11 +83,16 @@ typedef struct {
 int dg_kctx_init_grouped(dg_kctx *k, int max_groups, int max_rows);
 
 /* ng products whose weights share one type and shape (the experts of a layer), each n <= k->max_n
- * rows: the same results as dg_matmul on each (bit-identical), with one pool run per phase for all
+ * rows: the same results as dg_matmul_act on each (bit-identical), with one pool run per phase for all
  * of them on the AMX path (the activations of every group packed, then every group's row blocks) instead
  * of one per product. Other paths run the products one after another. */
-void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16);
-void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16);
+void dg_matmul_grouped(const dg_kctx *k, const dg_gemm *g, int ng, int x_bf16, dg_dtype act);
+void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int ng, int x_bf16, dg_dtype act);
+
+/* dg_matmul, then every output rounded to act (dg_round_act): the AMX path rounds to bf16 as it
+ * stores, the others in a pass after (the same values either way) */
+void dg_matmul_act(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act);
+void dg_matmul_act_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act);
 
 /* Path-specific entry (tests): the same product with path p (falls back to GENERIC when p cannot
  * run here). */

@@ -27,6 +27,7 @@ typedef struct {
     size_t astride;          /* INT8: bytes of one quantized activation row in k->aq */
     const int *xrows;        /* AMX packing: row i of x is x + xrows[i] * K (NULL: row i) */
     uint16_t *xp;            /* AMX: the packed activations (k->xpack, or a group's part of k->gpack) */
+    int round_bf16;          /* AMX: outputs rounded to bf16 as they are stored (as dg_round_act_fast) */
 } dg_job;
 
 /* cpu features (x86) */

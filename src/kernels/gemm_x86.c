@@ -707,11 +707,19 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
 
 /* C tile [16 weight rows][16 tokens] into y[token][row]: one gathered column per token, stored as a
  * contiguous run of the token's outputs */
-T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy) {
+T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy, int rbf) {
     const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
     const __mmask16 m = (__mmask16)((1u << nrow) - 1);
-    for (int t = 0; t < ntok; t++)
-        _mm512_mask_storeu_ps(y + t * ldy, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, col, c + t, 4));
+    for (int t = 0; t < ntok; t++) {
+        __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, col, c + t, 4);
+        if (rbf) {   /* bf16, nearest even; a NaN made quiet: round_bf16_block's rule */
+            const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
+            const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))), hi);
+            const __m512i q = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi);
+            v = _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q));
+        }
+        _mm512_mask_storeu_ps(y + t * ldy, m, v);
+    }
 }
 
 /* K is walked in blocks of AMX_KB chunks (256 values): the two A tiles' rows of one block (16 KB) stay
@@ -779,8 +787,8 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
     for (int tb = 0; tb < ntb; tb++) {
         const int nt = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
-        amx_store(cb + (size_t)tb * 512, nr0, nt, y + (int64_t)tb * 16 * ldy, ldy);
-        if (two_a) amx_store(cb + (size_t)tb * 512 + 256, nr1, nt, y + (int64_t)tb * 16 * ldy + 16, ldy);
+        amx_store(cb + (size_t)tb * 512, nr0, nt, y + (int64_t)tb * 16 * ldy, ldy, j->round_bf16);
+        if (two_a) amx_store(cb + (size_t)tb * 512 + 256, nr1, nt, y + (int64_t)tb * 16 * ldy + 16, ldy, j->round_bf16);
     }
 }
 

@@ -290,8 +290,7 @@ static void norm(const dg_engine *e, const dg_session *s, float *y, const float 
 }
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
-    dg_matmul(&s->kc, y, x, n, w, s->x_bf16);
-    dg_round_act_pool(s->pool, y, (size_t)n * w->rows, e->act);
+    dg_matmul_act(&s->kc, y, x, n, w, s->x_bf16, e->act);   /* rounded to the activation type */
 }
 
 /* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
@@ -624,16 +623,14 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
         if (!cnt[ex]) continue;
         s->moe_g[ng++] = (dg_gemm){dg_expert_gate_up(e, L, ex), u, tok + o, s->moe_gu + (size_t)o * 2 * Ie, cnt[ex]};
     }
-    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16);
-    R(s->moe_gu, (size_t)TK * 2 * Ie);
+    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
     gated_act(e, s, TK, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
     ng = 0;
     for (int ex = 0, o = 0; ex < E; o += cnt[ex], ex++) {
         if (!cnt[ex]) continue;
         s->moe_g[ng++] = (dg_gemm){dg_expert_down(e, L, ex), s->moe_act + (size_t)o * Ie, NULL, s->moe_y + (size_t)o * H, cnt[ex]};
     }
-    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16);
-    R(s->moe_y, (size_t)TK * H);
+    dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
     combine_job cj = {s, out, H, K};
     dg_pool_run(s->pool, T, combine_row, &cj);
     R(out, (size_t)T * H);
