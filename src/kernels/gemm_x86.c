@@ -864,12 +864,18 @@ T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int
                 const char *p0 = (const char *)e->data + (size_t)(va + NN_PF) * e->row_bytes + (size_t)h0 * 2;
                 for (int o = 0; o < hb * 2; o += 64) { _mm_prefetch(p0 + o, _MM_HINT_T0); _mm_prefetch(p0 + e->row_bytes + o, _MM_HINT_T0); }
             }
-            nn_row_bf16(e, va, h0, hb, tmp, ra);
-            nn_row_bf16(e, va + 1, h0, hb, tmp, rb);
+            const uint16_t *pa = ra, *pb = rb;
+            if (e->dt == DG_BF16 && hb % 16 == 0 && va + 1 < e->rows) {   /* bf16 rows read in place (A/B: 3 % faster) */
+                pa = (const uint16_t *)((const uint8_t *)e->data + (size_t)va * e->row_bytes) + h0;
+                pb = (const uint16_t *)((const uint8_t *)pa + e->row_bytes);
+            } else {
+                nn_row_bf16(e, va, h0, hb, tmp, ra);
+                nn_row_bf16(e, va + 1, h0, hb, tmp, rb);
+            }
             for (int ht = 0; ht < nht; ht++) {
                 uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
-                const __m256i a = _mm256_loadu_si256((const __m256i *)(ra + ht * 16));
-                const __m256i bb = _mm256_loadu_si256((const __m256i *)(rb + ht * 16));
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(pa + ht * 16));
+                const __m256i bb = _mm256_loadu_si256((const __m256i *)(pb + ht * 16));
                 const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), bb, 1);
                 _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, ab));
             }
