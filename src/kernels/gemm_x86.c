@@ -613,24 +613,58 @@ typedef struct {
 
 /* one token block: each token's 32 values of a K chunk become 16 bf16 pairs, scattered down the
  * tile's rows at the token's column */
+/* 16 x 16 dwords transposed in registers: r[i] element j becomes r[j] element i */
+T_AMX static inline void transpose16_epi32(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {   /* 2 x 2 blocks of dwords */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   /* 4 x 4 */
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* each 128-bit lane of r[0..15] now holds a transposed 4 x 4 block; two rounds of 128-bit lane
+     * shuffles put the blocks in their places (8 x 8, then 16 x 16) */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);        /* lanes 0, 2 of each */
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);    /* lanes 1, 3 */
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
+/* one token block: each token's 32 values of a K chunk become 16 bf16 pairs (one dword each), and the
+ * 16 tokens' dwords are transposed in registers so that tile row p holds pair p of every token (the
+ * "VNNI" B layout); one contiguous 1 KB tile per chunk (in-process A/B against a scatter per token
+ * and chunk: a layer's gate_up experts 3 % faster) */
 T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
     const int64_t K = j->w->cols, nkc = j->kp / DG_KC;
     uint16_t *xb = j->xp;
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    const float *x[16];
     for (int t = 0; t < 16; t++) {
         const int tok = tb * 16 + t;
-        const float *x = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
-        for (int64_t kc = 0; kc < nkc; kc++) {
-            uint32_t *tile = (uint32_t *)(xb + ((size_t)tb * nkc + kc) * 512);
-            __m512i v = _mm512_setzero_si512();
-            if (x) {
-                const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
-                const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
-                const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
-                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + k + 16), _mm512_maskz_loadu_ps(lo, x + k));
-            }
-            _mm512_i32scatter_epi32(tile + t, rows, v, 4);
-        }
+        x[t] = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
+    }
+    for (int64_t kc = 0; kc < nkc; kc++) {
+        const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
+        const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+        const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+        __m512i r[16];
+        for (int t = 0; t < 16; t++)
+            r[t] = x[t] ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x[t] + k + 16), _mm512_maskz_loadu_ps(lo, x[t] + k))
+                        : _mm512_setzero_si512();
+        transpose16_epi32(r);
+        uint32_t *tile = (uint32_t *)(xb + ((size_t)tb * nkc + kc) * 512);
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(tile + p * 16), r[p]);
     }
 }
 
