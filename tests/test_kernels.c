@@ -601,6 +601,58 @@ static void test_attend_block(void) {
     printf("  attention blocks (queries x heads up to %d rows, d 12..512, 1-3 segments up to 150 keys): %d rows bit-identical to single rows\n", DG_ATT_ROWS, cases - bad);
 }
 
+/* the AMX attention block (bf16 inputs) against the FMA block kernel on the same bf16-exact inputs: the
+ * same rule, only the float32 summation order of q.k and p.v differs */
+static void test_attend_amx(void) {
+    if (!dg_path_available(DG_PATH_AMX)) { printf("  no AMX on this CPU: skipped\n"); return; }
+    const int dims[] = {32, 64, 256, 512}, shapes[][2] = {{16, 2}, {4, 8}, {3, 8}, {1, 32}, {2, 5}, {1, 1}, {9, 2}};
+    const int nks[][3] = {{150, 67, 3}, {16, 16, 1}, {0, 31, 0}, {1, 0, 0}, {300, 250, 33}};
+    double worst = 0.0;
+    int cases = 0, csr_bad = 0, nonfinite = 0;
+    for (size_t di = 0; di < 4; di++)
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+            for (size_t ki = 0; ki < sizeof(nks) / sizeof(nks[0]); ki++) {
+                const int d = dims[di], nq = shapes[si][0], nh = shapes[si][1], stride = d + 32, rows = nq * nh;
+                const int ns = 3, ldsc = 600;
+                const int64_t qs = (int64_t)nh * d + 32;
+                float *kv = malloc(sizeof(float) * (size_t)stride * 1300), *q = malloc(sizeof(float) * (size_t)qs * nq);
+                float *o1 = calloc((size_t)qs * nq, sizeof(float)), *o2 = calloc((size_t)qs * nq, sizeof(float));
+                float *sc = malloc(sizeof(float) * (size_t)ldsc * 32), *acc = malloc(sizeof(float) * (size_t)d * 32);
+                void *scr = malloc(dg_attend_amx_scratch(d));
+                for (int i = 0; i < stride * 1300; i++) kv[i] = dg_round_bf16(frand());
+                for (int i = 0; i < qs * nq; i++) q[i] = dg_round_bf16(0.25f * frand());
+                dg_kseg seg[3];
+                for (int g = 0, o = 0; g < ns; g++) {
+                    seg[g] = (dg_kseg){kv + (int64_t)o * stride, kv + (int64_t)(o + 1) * stride + 16, stride, nks[ki][g]};
+                    o += nks[ki][g] + 2;
+                }
+                dg_attend_block_f32(q, qs, nq, nh, d, seg, ns, sc, ldsc, acc, o1, qs, DG_BF16);
+#if defined(__x86_64__)
+                const unsigned csr0 = _mm_getcsr();
+#endif
+                CHECK(dg_attend_block_amx_f32(q, qs, nq, nh, d, seg, ns, sc, ldsc, acc, o2, qs, scr), "AMX attention ran");
+#if defined(__x86_64__)
+                csr_bad += _mm_getcsr() != csr0;
+#endif
+                double mean = 0.0, err = 0.0;
+                for (int i = 0; i < nq; i++)
+                    for (int c = 0; c < nh * d; c++) {
+                        const float a = o1[i * qs + c], b = o2[i * qs + c];
+                        if (!isfinite(a) || !isfinite(b)) { nonfinite += isfinite(a) != isfinite(b); continue; }
+                        mean += fabs(a);
+                        err = fmax(err, fabs((double)a - b));
+                    }
+                mean /= (double)nq * nh * d;
+                if (mean > 0 && err / mean > worst) worst = err / mean;
+                cases += rows;
+                free(kv); free(q); free(o1); free(o2); free(sc); free(acc); free(scr);
+            }
+    CHECK(worst < 2e-2, "AMX attention: max |difference| %.3g of the mean |out| from the FMA kernel", worst);
+    CHECK(!nonfinite, "AMX attention: %d outputs finite in one kernel and not the other", nonfinite);
+    CHECK(!csr_bad, "the floating-point mode (MXCSR) was not restored after %d calls", csr_bad);
+    printf("  %d rows (d 32..512, 1-32 rows, 0-583 keys in 3 segments): within %.2e of the mean |out| of the FMA kernel\n", cases, worst);
+}
+
 /* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */
 static void test_matmul_oversize(void) {
     dg_pool *pool = dg_pool_create(2);
@@ -702,6 +754,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-oversize", test_matmul_oversize},
     {"kernels/attend", test_attend},
     {"kernels/attend-block", test_attend_block},
+    {"kernels/attend-amx", test_attend_amx},
     {"kernels/vector-ops", test_vector_ops},
     {NULL, NULL},
 };

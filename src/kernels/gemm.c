@@ -658,6 +658,24 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
     ftz_off(csr);
 }
 
+int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
+                            int64_t ldsc, float *acc, float *out, int64_t os, void *scratch) {
+#if defined(__x86_64__)
+    if (!dg_path_available(DG_PATH_AMX) || d % 32 || nq * nh > DG_ATT_ROWS || nq * nh < 1) return 0;
+    const unsigned csr = ftz_on();
+    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, scratch);
+    ftz_off(csr);
+    return 1;
+#else
+    (void)q; (void)qs; (void)nq; (void)nh; (void)d; (void)seg; (void)nseg; (void)sc; (void)ldsc; (void)acc; (void)out; (void)os; (void)scratch;
+    return 0;
+#endif
+}
+
+#if !defined(__x86_64__)
+size_t dg_attend_amx_scratch(int d) { (void)d; return 0; }
+#endif
+
 void dg_attend_f32(const float *q, int d, const dg_kseg *seg, int nseg, float *sc, float *acc, float *out, dg_dtype act) {
     dg_attend_block_f32(q, 0, 1, 1, d, seg, nseg, sc, 0, acc, out, 0, act);
 }

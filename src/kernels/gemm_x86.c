@@ -831,6 +831,152 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
 #endif /* __x86_64__ */
 
 #if defined(__x86_64__)
+/* ===== AMX: attention for a block of rows (queries x heads of one KV group, bf16 activations) =====
+ * The same rule as dg_attend_block_avx512 (scores q.k in float32, p = exp(s - max) rounded to bf16,
+ * out = sum p v / sum e) with both products on the tiles: Q as A tiles [16 rows x 32 d], K^T as B tiles
+ * (16 keys, pairs of d down the rows, transposed in registers), the scores stored straight into the
+ * rows' score buffer; then P as A tiles [16 rows x 32 keys] and V as B tiles (pairs of keys interleaved,
+ * 16 columns of d), the C tiles of two column tiles kept over DG_ATT_KG keys. Every input is bf16-exact
+ * (the activations of a bf16 model are), so only the float32 summation order differs from the FMA
+ * kernel. Scratch (dg_attend_amx_scratch bytes): Q tiles, one K group, P and V tiles of DG_ATT_KG keys. */
+enum { DG_ATT_KG = 128 };   /* keys per P.V group */
+
+size_t dg_attend_amx_scratch(int d) {
+    return (size_t)2 * d * 32 * 2 + (size_t)d * 16 * 2 + (size_t)DG_ATT_KG * 32 * 2 + (size_t)DG_ATT_KG * d * 2 + 1024 + 64;
+}
+
+/* the pointer of key j (NULL past the last): segments walked in order */
+static inline const float *seg_row(const dg_kseg *seg, int nseg, int j, int v) {
+    for (int g = 0; g < nseg; g++) {
+        if (j < seg[g].n) return (v ? seg[g].v : seg[g].k) + (int64_t)j * seg[g].stride;
+        j -= seg[g].n;
+    }
+    return NULL;
+}
+
+T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
+                               int64_t ldsc, float *acc, float *out, int64_t os, void *scratch) {
+    const int R = nq * nh, nkc = d / 32;
+    int nk = 0;
+    for (int g = 0; g < nseg; g++) nk += seg[g].n;
+    uint16_t *qt = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);   /* [2 row tiles][nkc][16][32] */
+    uint16_t *kt = qt + (size_t)2 * nkc * 512;                                   /* [nkc] B tiles of 16 keys */
+    uint16_t *pt = kt + (size_t)nkc * 512;                                       /* [KG/32][2][16][32] */
+    uint16_t *vt = pt + (size_t)DG_ATT_KG / 32 * 2 * 512;                        /* [KG/32][d/16] */
+    float *tail = (float *)(vt + (size_t)DG_ATT_KG / 32 * (d / 16) * 512);       /* [16][16] */
+    /* Q rows as bf16 A tiles (rows past R zero) */
+    for (int r = 0; r < 32; r++) {
+        const float *qr = r < R ? q + (r / nh) * qs + (r % nh) * d : NULL;
+        for (int c = 0; c < nkc; c++) {
+            uint16_t *dst = qt + ((size_t)(r / 16) * nkc + c) * 512 + (r % 16) * 32;
+            const __m512i v = qr ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(qr + c * 32 + 16), _mm512_loadu_ps(qr + c * 32)) : _mm512_setzero_si512();
+            _mm512_storeu_si512((void *)dst, v);
+        }
+    }
+    __attribute__((aligned(64))) tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    _tile_loadconfig(&cfg);
+    const int two = R > 16;
+    /* scores: 16 keys at a time */
+    for (int j0 = 0; j0 < nk; j0 += 16) {
+        const float *kr[16];
+        for (int t = 0; t < 16; t++) kr[t] = j0 + t < nk ? seg_row(seg, nseg, j0 + t, 0) : NULL;
+        for (int c = 0; c < nkc; c++) {
+            __m512i r[16];
+            for (int t = 0; t < 16; t++)
+                r[t] = kr[t] ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(kr[t] + c * 32 + 16), _mm512_loadu_ps(kr[t] + c * 32)) : _mm512_setzero_si512();
+            transpose16_epi32(r);
+            for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(kt + (size_t)c * 512 + p * 32), r[p]);
+        }
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int c = 0; c < nkc; c++) {
+            _tile_loadd(6, kt + (size_t)c * 512, 64);
+            _tile_loadd(4, qt + (size_t)c * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two) { _tile_loadd(5, qt + ((size_t)nkc + c) * 512, 64); _tile_dpbf16ps(1, 5, 6); }
+        }
+        if (j0 + 16 <= nk) {
+            _tile_stored(0, sc + j0, ldsc * 4);
+            if (two) _tile_stored(1, sc + 16 * ldsc + j0, ldsc * 4);
+        } else {   /* the last keys: only the valid columns (the rows' buffers end at ldsc) */
+            for (int h = 0; h < 1 + two; h++) {
+                if (h) _tile_stored(1, tail, 64);   /* the tile number must be a constant */
+                else _tile_stored(0, tail, 64);
+                for (int r = 0; r < 16 && h * 16 + r < R; r++)
+                    memcpy(sc + (int64_t)(h * 16 + r) * ldsc + j0, tail + r * 16, sizeof(float) * (size_t)(nk - j0));
+            }
+        }
+    }
+    float sum[DG_ATT_ROWS];
+    for (int r = 0; r < R; r++) sum[r] = att_weights(sc + (int64_t)r * ldsc, nk, DG_BF16);
+    /* P.V over groups of DG_ATT_KG keys: P and V packed, then per pair of 16-column tiles the C tiles of
+     * both row tiles carried over the group and kept in acc between groups */
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const int nct = d / 16;
+    for (int g0 = 0; g0 < nk; g0 += DG_ATT_KG) {
+        const int gn = nk - g0 < DG_ATT_KG ? nk - g0 : DG_ATT_KG, nch = (gn + 31) / 32;
+        for (int ch = 0; ch < nch; ch++) {
+            /* P: rows' 32 weights of this chunk (zero past nk) */
+            const int kb = g0 + ch * 32, m = nk - kb < 32 ? nk - kb : 32;
+            const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+            const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+            for (int r = 0; r < 32; r++) {
+                uint16_t *dst = pt + ((size_t)ch * 2 + r / 16) * 512 + (r % 16) * 32;
+                const float *pr = sc + (int64_t)r * ldsc + kb;
+                const __m512i v = r < R ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, pr + 16), _mm512_maskz_loadu_ps(lo, pr)) : _mm512_setzero_si512();
+                _mm512_storeu_si512((void *)dst, v);
+            }
+            /* V: pairs of keys interleaved, 16 columns per tile */
+            for (int p = 0; p < 16; p++) {
+                const float *va = 2 * p < m ? seg_row(seg, nseg, kb + 2 * p, 1) : NULL;
+                const float *vb = 2 * p + 1 < m ? seg_row(seg, nseg, kb + 2 * p + 1, 1) : NULL;
+                for (int ct = 0; ct < nct; ct++) {
+                    const __m256i a = va ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(va + ct * 16)) : _mm256_setzero_si256();
+                    const __m256i b = vb ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(vb + ct * 16)) : _mm256_setzero_si256();
+                    const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+                    _mm512_storeu_si512((void *)(vt + ((size_t)ch * nct + ct) * 512 + p * 32), _mm512_permutexvar_epi16(idx, ab));
+                }
+            }
+        }
+        for (int ct = 0; ct < nct; ct += 2) {
+            float *c0 = acc + ct * 16, *c1 = acc + (int64_t)16 * d + ct * 16;   /* acc [32 rows][d] */
+            if (g0 == 0) { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
+            else {
+                _tile_loadd(0, c0, d * 4);
+                _tile_loadd(1, c0 + 16, d * 4);
+                if (two) { _tile_loadd(2, c1, d * 4); _tile_loadd(3, c1 + 16, d * 4); }
+            }
+            for (int ch = 0; ch < nch; ch++) {
+                _tile_loadd(6, vt + ((size_t)ch * nct + ct) * 512, 64);
+                _tile_loadd(7, vt + ((size_t)ch * nct + ct + 1) * 512, 64);
+                _tile_loadd(4, pt + (size_t)ch * 2 * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                if (two) {
+                    _tile_loadd(5, pt + ((size_t)ch * 2 + 1) * 512, 64);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c0, d * 4);
+            _tile_stored(1, c0 + 16, d * 4);
+            if (two) { _tile_stored(2, c1, d * 4); _tile_stored(3, c1 + 16, d * 4); }
+        }
+    }
+    _tile_release();
+    if (!nk)
+        for (int r = 0; r < R; r++) memset(acc + (int64_t)r * d, 0, sizeof(float) * (size_t)d);
+    for (int r = 0; r < R; r++) {
+        float *o = out + (r / nh) * os + (r % nh) * d;
+        const __m512 inv = _mm512_set1_ps(sum[r]);
+        for (int c = 0; c < d; c += 16) _mm512_storeu_ps(o + c, _mm512_div_ps(_mm512_loadu_ps(acc + (int64_t)r * d + c), inv));
+    }
+}
+
 /* ===== AMX: probabilities times the embedding (self-conditioning) =====
  * y[t][h] = sum_v P[t][v] E[v][h]. A tiles: P as bf16 [16 tokens x 32 v] (packed once per call
  * into k->pbuf, each tile one contiguous KB); B tiles: E[32 v x 16 h] in the pair-interleaved layout, packed per task from the

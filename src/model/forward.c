@@ -56,6 +56,8 @@ struct dg_session {
     int x_bf16;                 /* activations are bf16-exact (act == BF16): bf16 dot / AMX paths */
     float *scores_t;            /* [n_threads, DG_ATT_ROWS, n_ctx + T] attention scores */
     float *attacc;              /* [n_threads, DG_ATT_ROWS, dmax] a block's P.V partial sums */
+    uint8_t *attamx;            /* AMX attention (bf16 activations): [n_threads] scratch of attamx_bytes */
+    size_t attamx_bytes;
     double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the oracle) */
     /* experts: the routings sorted by expert, each expert one product of a grouped call */
     int *moe_cnt, *moe_off;     /* [E] routings per expert, their first position */
@@ -166,6 +168,10 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     const size_t att_rows = s->fast ? DG_ATT_ROWS : 1;
     s->scores_t = xcalloc((size_t)nth * att_rows * ((size_t)s->n_ctx + T), sizeof(float), &oom);
     s->attacc = xcalloc((size_t)nth * att_rows * dmax, sizeof(float), &oom);
+    if (want == DG_PATH_AMX && dg_path_available(DG_PATH_AMX) && e->act == DG_BF16) {
+        s->attamx_bytes = (dg_attend_amx_scratch((int)dmax) + 63) / 64 * 64;
+        s->attamx = xcalloc((size_t)nth, s->attamx_bytes, &oom);
+    }
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
         s->topk_i = xcalloc((size_t)nth * (size_t)p.sc_top_k, sizeof(int), &oom);
@@ -208,6 +214,7 @@ void dg_session_free(dg_session *s) {
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
     free(s->pv_t);
+    free(s->attamx);
     free(s->topk_i);
     free(s->topk_row);
     float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_gu, s->moe_act, s->moe_y};
@@ -500,6 +507,11 @@ static void attend_block(void *ctx, int task, int tid) {
     visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     dg_kseg seg[3];
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
+    /* more than one tile of rows with bf16 activations: the products on AMX tiles */
+    if (s->attamx && nqr * nhr > 16 &&
+        dg_attend_block_amx_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
+                                s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, s->attamx + (size_t)tid * s->attamx_bytes))
+        return;
     dg_attend_block_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
                         s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, e->act);
 }
