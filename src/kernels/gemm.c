@@ -659,15 +659,16 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
 }
 
 int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                            int64_t ldsc, float *acc, float *out, int64_t os, void *scratch) {
+                            int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
 #if defined(__x86_64__)
     if (!dg_path_available(DG_PATH_AMX) || d % 32 || nq * nh > DG_ATT_ROWS || nq * nh < 1) return 0;
     const unsigned csr = ftz_on();
-    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, scratch);
+    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch);
     ftz_off(csr);
     return 1;
 #else
-    (void)q; (void)qs; (void)nq; (void)nh; (void)d; (void)seg; (void)nseg; (void)sc; (void)ldsc; (void)acc; (void)out; (void)os; (void)scratch;
+    (void)q; (void)qs; (void)nq; (void)nh; (void)d; (void)seg; (void)nseg; (void)sc; (void)ldsc; (void)acc; (void)out; (void)os; (void)valid;
+    (void)scratch;
     return 0;
 #endif
 }

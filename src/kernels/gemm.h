@@ -129,10 +129,12 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
 /* The block on AMX tiles, for bf16 activations (q, k, v and the rounded weights bf16-exact), d a
  * multiple of 32 and more than 16 rows: the same rule with the float32 sums in the tiles' order (not
  * bit-identical to dg_attend_block_f32; tests/test_kernels.c bounds it against the exact rule). acc:
- * 32 * d floats; scratch: dg_attend_amx_scratch(d) bytes. Returns 0 (nothing done) where AMX is not
- * available. */
+ * 32 * d floats; scratch: dg_attend_amx_scratch(d) bytes. valid (NULL: every row sees every key):
+ * row r sees the keys [valid[4r], valid[4r+1]) and [valid[4r+2], valid[4r+3]) of the segments' order
+ * (a causal block: its queries' views of the cache and of the new rows), the others weigh 0. Returns 0
+ * (nothing done) where AMX is not available. */
 int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                            int64_t ldsc, float *acc, float *out, int64_t os, void *scratch);
+                            int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch);
 size_t dg_attend_amx_scratch(int d);
 
 /* out[i] = R(R(gelu_tanh(g[i])) * u[i]) with R the rounding to act: the gated activation of the MLPs

@@ -855,7 +855,7 @@ static inline const float *seg_row(const dg_kseg *seg, int nseg, int j, int v) {
 }
 
 T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                               int64_t ldsc, float *acc, float *out, int64_t os, void *scratch) {
+                               int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
     const int R = nq * nh, nkc = d / 32;
     int nk = 0;
     for (int g = 0; g < nseg; g++) nk += seg[g].n;
@@ -910,6 +910,13 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
             }
         }
     }
+    if (valid)   /* rows that see part of the keys (a causal block): the others' scores to -inf, weight 0 */
+        for (int r = 0; r < R; r++) {
+            float *sr = sc + (int64_t)r * ldsc;
+            const int *v = valid + 4 * r;
+            for (int j = 0; j < nk; j++)
+                if (!((j >= v[0] && j < v[1]) || (j >= v[2] && j < v[3]))) sr[j] = -INFINITY;
+        }
     float sum[DG_ATT_ROWS];
     for (int r = 0; r < R; r++) sum[r] = att_weights(sc + (int64_t)r * ldsc, nk, DG_BF16);
     /* P.V over groups of DG_ATT_KG keys: P and V packed, then per pair of 16-column tiles the C tiles of

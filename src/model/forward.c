@@ -483,10 +483,13 @@ static int kv_segments(const att_job *a, int g, int c0, int j0, int n1, dg_kseg 
  * query sees its own range, so a block is one query's heads. Tasks are numbered KV group first, then
  * query block, then head chunk: consecutive tasks read the same group's keys and values, which stay in
  * L2. Each thread has its own score and partial-sum rows. */
-static void att_block_shape(const dg_engine *e, int li, int T, int causal, int *nh, int *qb, int *nhc, int *nqb) {
+static void att_block_shape(const dg_engine *e, const dg_session *s, int li, int T, int causal, int *nh, int *qb, int *nhc, int *nqb) {
     const int hpg = e->cfg.n_heads / e->layers[li].n_kv;
     *nh = hpg < DG_ATT_ROWS ? hpg : DG_ATT_ROWS;
-    *qb = causal ? 1 : DG_ATT_ROWS / *nh;
+    /* causal queries see different keys: several per block only for the AMX kernel, which weighs each
+     * row's invisible keys 0 */
+    const int amx = s->attamx && e->layers[li].d % 32 == 0 && DG_ATT_ROWS / *nh * *nh > 16;
+    *qb = causal && !amx ? 1 : DG_ATT_ROWS / *nh;
     *nhc = (hpg + *nh - 1) / *nh;
     *nqb = (T + *qb - 1) / *qb;
 }
@@ -498,22 +501,49 @@ static void attend_block(void *ctx, int task, int tid) {
     const dg_layer *L = &e->layers[a->li];
     const int d = L->d, nq = e->cfg.n_heads, hpg = nq / L->n_kv;
     int nh, qb, nhc, nqb;
-    att_block_shape(e, a->li, a->T, a->causal, &nh, &qb, &nhc, &nqb);
+    att_block_shape(e, s, a->li, a->T, a->causal, &nh, &qb, &nhc, &nqb);
     const int g = task / (nqb * nhc), rem = task % (nqb * nhc), t0 = (rem / nhc) * qb, hc = rem % nhc;
     const int h = g * hpg + hc * nh, nhr = hpg - hc * nh < nh ? hpg - hc * nh : nh, nqr = a->T - t0 < qb ? a->T - t0 : qb;
     const int64_t ldsc = (int64_t)s->n_ctx + s->T;
     float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
+    uint8_t *scratch = s->attamx ? s->attamx + (size_t)tid * s->attamx_bytes : NULL;
+    float *q = s->q + ((size_t)t0 * nq + h) * d, *out = s->att + ((size_t)t0 * nq + h) * d;
     int c0, j0, n1;
-    visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     dg_kseg seg[3];
+    if (a->causal && qb > 1) {
+        /* a causal block: the union of its queries' views (the first query's start, the last one's end),
+         * each row's own part given as two ranges (cache, new rows) in that order */
+        int c0b, j0b, n1b;
+        visible(a, t0, &c0, &j0, &n1);
+        visible(a, t0 + nqr - 1, &c0b, &j0b, &n1b);
+        const int ns = kv_segments(a, g, c0, j0, n1b, seg), nc = c0 < s->n_past ? s->n_past - c0 : 0;
+        int valid[4 * DG_ATT_ROWS] = {0};
+        for (int i = 0; i < nqr; i++) {
+            int ci, ji, ni;
+            visible(a, t0 + i, &ci, &ji, &ni);
+            for (int hh = 0; hh < nhr; hh++) {
+                int *v = valid + 4 * (i * nhr + hh);
+                v[0] = ci - c0; v[1] = nc; v[2] = nc + ji - j0; v[3] = nc + ni - j0;
+            }
+        }
+        if (nqr * nhr > 16 &&
+            dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, valid, scratch))
+            return;
+        for (int i = 0; i < nqr; i++) {   /* a few rows: one query at a time */
+            visible(a, t0 + i, &c0, &j0, &n1);
+            const int nsi = kv_segments(a, g, c0, j0, n1, seg);
+            dg_attend_block_f32(q + (size_t)i * nq * d, (int64_t)nq * d, 1, nhr, d, seg, nsi, sc, ldsc, acc, out + (size_t)i * nq * d,
+                                (int64_t)nq * d, e->act);
+        }
+        return;
+    }
+    visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
     /* more than one tile of rows with bf16 activations: the products on AMX tiles */
-    if (s->attamx && nqr * nhr > 16 &&
-        dg_attend_block_amx_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
-                                s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, s->attamx + (size_t)tid * s->attamx_bytes))
+    if (scratch && d % 32 == 0 && nqr * nhr > 16 &&
+        dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, NULL, scratch))
         return;
-    dg_attend_block_f32(s->q + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc,
-                        s->att + ((size_t)t0 * nq + h) * d, (int64_t)nq * d, e->act);
+    dg_attend_block_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, e->act);
 }
 
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
@@ -528,7 +558,7 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
                 memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
             }
         int nh, qb, nhc, nqb;
-        att_block_shape(e, li, T, causal, &nh, &qb, &nhc, &nqb);
+        att_block_shape(e, s, li, T, causal, &nh, &qb, &nhc, &nqb);
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
     } else {
         dg_pool_run(s->pool, T * nq, attend_exact, &a);
