@@ -699,11 +699,11 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
     const int64_t K = w->cols, nkc = j->kp / DG_KC;
     uint16_t *pb = (uint16_t *)(panel + (size_t)DG_RB * j->kp);   /* after the f32 area */
     /* the weights stream from memory once per step: for one token block (an expert's rows) of a type of
-     * 8 bits or more per weight (Q8_0, bf16), whose conversion outruns memory, ask for the rows ahead of
-     * the one being converted. In-process A/B, a layer's 128 experts: Q8_0 down 7-9 % faster; Q4_K
-     * gate_up 4-7 % slower with it; neutral to 3 % slower for the bf16 LM head (256 tokens), as was a
-     * prefetch of the next task's rows into L2 during the tile products (13 % slower). */
-    const int pfw = w->row_bytes >= (size_t)K && j->n <= 16 ? PFW : 0;
+     * 5 bits or more per weight (Q5_0, Q8_0, bf16), whose conversion outruns memory, ask for the rows
+     * ahead of the one being converted. In-process A/B, a layer's 128 experts: Q8_0 down 7-9 % faster,
+     * Q5_0 down 3-4 %; Q4_K gate_up 4-7 % slower with it; neutral to 3 % slower for the bf16 LM head
+     * (256 tokens), as was a prefetch of the next task's rows into L2 during the tile products (13 %). */
+    const int pfw = w->row_bytes * 8 >= (size_t)K * 5 && j->n <= 16 ? PFW : 0;   /* 5 bits per weight or more */
     if (pfw) {
         const char *b0 = (const char *)w->data + (size_t)r0 * w->row_bytes;
         const size_t ahead = (size_t)PFW * w->row_bytes, tot = (size_t)nr * w->row_bytes;
