@@ -336,17 +336,6 @@ static void gated_mlp(const dg_engine *e, dg_session *s, float *out, const float
     linear(e, s, out, s->mg, n, down);
 }
 
-/* cos/sin tables [T, d/2] for positions pos0.., rounded to the activation dtype like the reference */
-static void rope_tables(const dg_engine *e, dg_session *s, const dg_layer *L, int pos0, int T) {
-    int half = L->d / 2;
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            float th = (float)(pos0 + t) * L->inv_freq[i];   /* float32 product, as the reference */
-            s->cosb[t * half + i] = dg_round1((float)cos((double)th), e->act);   /* correctly rounded */
-            s->sinb[t * half + i] = dg_round1((float)sin((double)th), e->act);
-        }
-}
-
 /* ===== attention ===== */
 
 /* q.k accumulated in double and rounded once: the float32 result no longer depends on summation
@@ -361,8 +350,34 @@ static float dot_exact(const float *a, const float *b, int d) {
  * Q, K, V for T rows at positions pos0..: q/k norm per head, RoPE on q and k; V = v_norm(v_proj x)
  * on sliding layers and v_norm(raw k_proj x) on full layers (K=V). Results in s->q, s->k, s->v.
  */
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    const dg_layer *L;
+    int pos0;
+} rope_job;
+
+/* token t's cos / sin row (position pos0 + t, rounded to the activation dtype like the reference) and
+ * its q and k heads rotated; one task per token */
+static void rope_row(void *ctx, int t, int tid) {
+    (void)tid;
+    const rope_job *j = ctx;
+    const dg_engine *e = j->e;
+    dg_session *s = j->s;
+    const dg_layer *L = j->L;
+    const int d = L->d, half = d / 2, nq = e->cfg.n_heads, nkv = L->n_kv;
+    float *cb = s->cosb + (size_t)t * half, *sb = s->sinb + (size_t)t * half;
+    for (int i = 0; i < half; i++) {
+        const float th = (float)(j->pos0 + t) * L->inv_freq[i];   /* float32 product, as the reference */
+        cb[i] = dg_round1((float)cos((double)th), e->act);        /* correctly rounded */
+        sb[i] = dg_round1((float)sin((double)th), e->act);
+    }
+    for (int h = 0; h < nq; h++) dg_rope_ref(s->q + ((size_t)t * nq + h) * d, d, cb, sb, e->act);
+    for (int h = 0; h < nkv; h++) dg_rope_ref(s->k + ((size_t)t * nkv + h) * d, d, cb, sb, e->act);
+}
+
 static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
-    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv, half = d / 2;
+    const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv;
     linear(e, s, s->q, hn, T, &L->q);
     linear(e, s, s->k, hn, T, &L->k);
     if (L->v.data) linear(e, s, s->v, hn, T, &L->v);
@@ -370,11 +385,8 @@ static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const floa
     norm(e, s, s->q, s->q, T * nq, d, &L->q_norm);
     norm(e, s, s->k, s->k, T * nkv, d, &L->k_norm);
     norm(e, s, s->v, s->v, T * nkv, d, NULL);
-    rope_tables(e, s, L, pos0, T);
-    for (int t = 0; t < T; t++) {
-        for (int h = 0; h < nq; h++) dg_rope_ref(s->q + ((size_t)t * nq + h) * d, d, s->cosb + t * half, s->sinb + t * half, e->act);
-        for (int h = 0; h < nkv; h++) dg_rope_ref(s->k + ((size_t)t * nkv + h) * d, d, s->cosb + t * half, s->sinb + t * half, e->act);
-    }
+    rope_job rj = {e, s, L, pos0};
+    dg_pool_run(s->pool, T, rope_row, &rj);   /* per token: its cos / sin row, then its q and k heads */
 }
 
 /*
