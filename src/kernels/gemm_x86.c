@@ -642,30 +642,43 @@ T_AMX static inline void transpose16_epi32(__m512i r[16]) {
     }
 }
 
-/* one token block: each token's 32 values of a K chunk become 16 bf16 pairs (one dword each), and the
- * 16 tokens' dwords are transposed in registers so that tile row p holds pair p of every token (the
- * "VNNI" B layout); one contiguous 1 KB tile per chunk (in-process A/B against a scatter per token
- * and chunk: a layer's gate_up experts 3 % faster) */
+/* m (<= 32) floats at src as 32 bf16 (vcvtne2ps2bf16: nearest even, denormals as zero), zero past m:
+ * one tile row */
+T_AMX static inline __m512i ld32_bf16(const float *src, int64_t m) {
+    const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+    const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
+}
+
+/* A B tile of 16 rows (tokens, keys; NULL: zero) and the 32 values k .. k+m of each: every row's values
+ * become 16 bf16 pairs (one dword each), transposed in registers so that tile row p holds pair p of every
+ * row (the "VNNI" B layout), stored as one contiguous KB (in-process A/B against a scatter per row: a
+ * layer's gate_up experts 3 % faster) */
+T_AMX static inline void pack_btile(const float *const x[16], int64_t k, int64_t m, uint16_t *tile) {
+    __m512i r[16];
+    for (int t = 0; t < 16; t++) r[t] = x[t] ? ld32_bf16(x[t] + k, m) : _mm512_setzero_si512();
+    transpose16_epi32(r);
+    for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(tile + p * 32), r[p]);
+}
+
+/* 16 bf16 values of two rows interleaved (a0 b0 a1 b1 ...): one row of a B tile whose K pairs are the
+ * two rows */
+T_AMX static inline __m512i pair16(__m256i a, __m256i b) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
+}
+
+/* one token block: a B tile per K chunk */
 T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
     const int64_t K = j->w->cols, nkc = j->kp / DG_KC;
-    uint16_t *xb = j->xp;
     const float *x[16];
     for (int t = 0; t < 16; t++) {
         const int tok = tb * 16 + t;
         x[t] = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
     }
-    for (int64_t kc = 0; kc < nkc; kc++) {
-        const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
-        const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
-        const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
-        __m512i r[16];
-        for (int t = 0; t < 16; t++)
-            r[t] = x[t] ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x[t] + k + 16), _mm512_maskz_loadu_ps(lo, x[t] + k))
-                        : _mm512_setzero_si512();
-        transpose16_epi32(r);
-        uint32_t *tile = (uint32_t *)(xb + ((size_t)tb * nkc + kc) * 512);
-        for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(tile + p * 16), r[p]);
-    }
+    for (int64_t kc = 0; kc < nkc; kc++)
+        pack_btile(x, kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, j->xp + ((size_t)tb * nkc + kc) * 512);
 }
 
 static void pack_amx_block(void *ctx, int tb, int tid) {
@@ -684,15 +697,6 @@ void dg_pack_amx(dg_job *j) {
  * half*16 .. +16 and K values kc*32 .. +32 at panel-bf16 + (kc * 2 + half) * 512, each tile one
  * contiguous KB (tile loads with a 64-byte stride: no page walks across 16 weight rows), zero padded.
  * bf16 weights are copied as they are; other types are dequantized to float32 and rounded to bf16. */
-/* 32 float values (m <= 32 valid) as one bf16 tile row (zero padded) */
-T_AMX static inline void bf16_row32(const float *src, int64_t m, uint16_t *dst) {
-    const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
-    const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
-    const __m256i a = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lo, src));
-    const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(hi, src + 16));
-    _mm512_storeu_si512((void *)dst, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
-}
-
 #define PFW 4   /* rows ahead */
 T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel) {
     const dg_mat *w = j->w;
@@ -735,7 +739,8 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
             /* otherwise the whole row dequantized into the first row of the float area (one dispatch
              * per row, the row in L1), then each 32-value piece rounded to bf16 into its tile row */
             dg_panel_f32(w, r0 + r, 1, panel);
-            for (int64_t kc = 0; kc < nkc; kc++) bf16_row32(panel + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, dst + kc * 1024);
+            for (int64_t kc = 0; kc < nkc; kc++)
+                _mm512_storeu_si512((void *)(dst + kc * 1024), ld32_bf16(panel + kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32));
         }
     }
     return pb;
@@ -869,8 +874,7 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
         const float *qr = r < R ? q + (r / nh) * qs + (r % nh) * d : NULL;
         for (int c = 0; c < nkc; c++) {
             uint16_t *dst = qt + ((size_t)(r / 16) * nkc + c) * 512 + (r % 16) * 32;
-            const __m512i v = qr ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(qr + c * 32 + 16), _mm512_loadu_ps(qr + c * 32)) : _mm512_setzero_si512();
-            _mm512_storeu_si512((void *)dst, v);
+            _mm512_storeu_si512((void *)dst, qr ? ld32_bf16(qr + c * 32, 32) : _mm512_setzero_si512());
         }
     }
     __attribute__((aligned(64))) tilecfg cfg;
@@ -883,13 +887,7 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
     for (int j0 = 0; j0 < nk; j0 += 16) {
         const float *kr[16];
         for (int t = 0; t < 16; t++) kr[t] = j0 + t < nk ? seg_row(seg, nseg, j0 + t, 0) : NULL;
-        for (int c = 0; c < nkc; c++) {
-            __m512i r[16];
-            for (int t = 0; t < 16; t++)
-                r[t] = kr[t] ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(kr[t] + c * 32 + 16), _mm512_loadu_ps(kr[t] + c * 32)) : _mm512_setzero_si512();
-            transpose16_epi32(r);
-            for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(kt + (size_t)c * 512 + p * 32), r[p]);
-        }
+        for (int c = 0; c < nkc; c++) pack_btile(kr, c * 32, 32, kt + (size_t)c * 512);
         _tile_zero(0);
         _tile_zero(1);
         for (int c = 0; c < nkc; c++) {
@@ -921,22 +919,15 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
     for (int r = 0; r < R; r++) sum[r] = att_weights(sc + (int64_t)r * ldsc, nk, DG_BF16);
     /* P.V over groups of DG_ATT_KG keys: P and V packed, then per pair of 16-column tiles the C tiles of
      * both row tiles carried over the group and kept in acc between groups */
-    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const int nct = d / 16;
     for (int g0 = 0; g0 < nk; g0 += DG_ATT_KG) {
         const int gn = nk - g0 < DG_ATT_KG ? nk - g0 : DG_ATT_KG, nch = (gn + 31) / 32;
         for (int ch = 0; ch < nch; ch++) {
             /* P: rows' 32 weights of this chunk (zero past nk) */
             const int kb = g0 + ch * 32, m = nk - kb < 32 ? nk - kb : 32;
-            const __mmask16 lo = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
-            const __mmask16 hi = m >= 32 ? (__mmask16)0xffff : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
-            for (int r = 0; r < 32; r++) {
-                uint16_t *dst = pt + ((size_t)ch * 2 + r / 16) * 512 + (r % 16) * 32;
-                const float *pr = sc + (int64_t)r * ldsc + kb;
-                const __m512i v = r < R ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, pr + 16), _mm512_maskz_loadu_ps(lo, pr)) : _mm512_setzero_si512();
-                _mm512_storeu_si512((void *)dst, v);
-            }
+            for (int r = 0; r < 32; r++)
+                _mm512_storeu_si512((void *)(pt + ((size_t)ch * 2 + r / 16) * 512 + (r % 16) * 32),
+                                    r < R ? ld32_bf16(sc + (int64_t)r * ldsc + kb, m) : _mm512_setzero_si512());
             /* V: pairs of keys interleaved, 16 columns per tile */
             for (int p = 0; p < 16; p++) {
                 const float *va = 2 * p < m ? seg_row(seg, nseg, kb + 2 * p, 1) : NULL;
@@ -944,8 +935,7 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
                 for (int ct = 0; ct < nct; ct++) {
                     const __m256i a = va ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(va + ct * 16)) : _mm256_setzero_si256();
                     const __m256i b = vb ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(vb + ct * 16)) : _mm256_setzero_si256();
-                    const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-                    _mm512_storeu_si512((void *)(vt + ((size_t)ch * nct + ct) * 512 + p * 32), _mm512_permutexvar_epi16(idx, ab));
+                    _mm512_storeu_si512((void *)(vt + ((size_t)ch * nct + ct) * 512 + p * 32), pair16(a, b));
                 }
             }
         }
@@ -1015,8 +1005,7 @@ T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
     const float *src = j->p + (int64_t)t * j->ldp;
     int64_t kc = 0;
     for (; (kc + 1) * 32 <= V; kc++)
-        _mm512_storeu_si512((void *)(dst + kc * 512),
-                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + kc * 32 + 16), _mm512_loadu_ps(src + kc * 32)));
+        _mm512_storeu_si512((void *)(dst + kc * 512), ld32_bf16(src + kc * 32, 32));
     for (; kc < nkc; kc++)
         for (int i = 0; i < 32; i++) dst[kc * 512 + i] = kc * 32 + i < V ? dg_f32_to_bf16(src[kc * 32 + i]) : 0;
 }
@@ -1037,8 +1026,6 @@ T_AMX static void nn_row_bf16(const dg_mat *e, int64_t v, int64_t h0, int hb, fl
 enum { NN_PF = 16 };   /* embedding rows ahead */
 T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b, float *tmp) {
     const int nht = (hb + 15) / 16;
-    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     __attribute__((aligned(64))) uint16_t ra[DG_NN_HB + 16], rb[DG_NN_HB + 16];
     memset(ra + hb, 0, 32);
     memset(rb + hb, 0, 32);
@@ -1063,8 +1050,7 @@ T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int
                 uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
                 const __m256i a = _mm256_loadu_si256((const __m256i *)(pa + ht * 16));
                 const __m256i bb = _mm256_loadu_si256((const __m256i *)(pb + ht * 16));
-                const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), bb, 1);
-                _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, ab));
+                _mm512_storeu_si512((void *)(tile + q * 32), pair16(a, bb));
             }
         }
 }

@@ -495,12 +495,16 @@ static int kv_segments(const att_job *a, int g, int c0, int j0, int n1, dg_kseg 
  * query sees its own range, so a block is one query's heads. Tasks are numbered KV group first, then
  * query block, then head chunk: consecutive tasks read the same group's keys and values, which stay in
  * L2. Each thread has its own score and partial-sum rows. */
+/* the AMX attention kernel applies to this layer (bf16 activations on AMX, head dim a multiple of 32);
+ * it takes blocks of more than 16 rows */
+static int att_amx(const dg_session *s, const dg_layer *L) { return s->attamx && L->d % 32 == 0; }
+
 static void att_block_shape(const dg_engine *e, const dg_session *s, int li, int T, int causal, int *nh, int *qb, int *nhc, int *nqb) {
     const int hpg = e->cfg.n_heads / e->layers[li].n_kv;
     *nh = hpg < DG_ATT_ROWS ? hpg : DG_ATT_ROWS;
     /* causal queries see different keys: several per block only for the AMX kernel, which weighs each
      * row's invisible keys 0 */
-    const int amx = s->attamx && e->layers[li].d % 32 == 0 && DG_ATT_ROWS / *nh * *nh > 16;
+    const int amx = att_amx(s, &e->layers[li]) && DG_ATT_ROWS / *nh * *nh > 16;
     *qb = causal && !amx ? 1 : DG_ATT_ROWS / *nh;
     *nhc = (hpg + *nh - 1) / *nh;
     *nqb = (T + *qb - 1) / *qb;
@@ -518,7 +522,7 @@ static void attend_block(void *ctx, int task, int tid) {
     const int h = g * hpg + hc * nh, nhr = hpg - hc * nh < nh ? hpg - hc * nh : nh, nqr = a->T - t0 < qb ? a->T - t0 : qb;
     const int64_t ldsc = (int64_t)s->n_ctx + s->T;
     float *sc = s->scores_t + (size_t)tid * DG_ATT_ROWS * (size_t)ldsc, *acc = s->attacc + (size_t)tid * DG_ATT_ROWS * s->dmax;
-    uint8_t *scratch = s->attamx ? s->attamx + (size_t)tid * s->attamx_bytes : NULL;
+    uint8_t *scratch = att_amx(s, L) ? s->attamx + (size_t)tid * s->attamx_bytes : NULL;
     float *q = s->q + ((size_t)t0 * nq + h) * d, *out = s->att + ((size_t)t0 * nq + h) * d;
     int c0, j0, n1;
     dg_kseg seg[3];
@@ -552,7 +556,7 @@ static void attend_block(void *ctx, int task, int tid) {
     visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
     /* more than one tile of rows with bf16 activations: the products on AMX tiles */
-    if (scratch && d % 32 == 0 && nqr * nhr > 16 &&
+    if (scratch && nqr * nhr > 16 &&
         dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, NULL, scratch))
         return;
     dg_attend_block_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, e->act);
