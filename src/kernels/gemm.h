@@ -143,7 +143,8 @@ void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype
 
 /* y = R(rmsnorm(x) * w) for n rows of dim (w NULL: no weight), threaded over rows: the oracle's
  * arithmetic (the sum of squares in double, 1 / sqrt, then (x * r) * w in float32, then the rounding to
- * act) with the double sum vectorized; the same results as dg_rmsnorm_ref + dg_round_act (tested). */
+ * act) with the double sum vectorized in another order: the same results as dg_rmsnorm_ref +
+ * dg_round_act unless the two double sums round to different floats (not seen in the tests). */
 void dg_rmsnorm_fast(dg_pool *pool, float *y, const float *x, int n, int dim, const dg_vec *w, float eps, dg_dtype act);
 
 /* x[i] = x[i] / d, vectorized (IEEE division: bit-identical to the scalar loop) */
