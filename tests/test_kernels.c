@@ -101,10 +101,11 @@ static void test_matmul_paths(void) {
 
 /* the soft-embedding product P . E on every path against the exact oracle */
 static void test_matmul_nn(void) {
-    const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}};   /* n, V, H */
+    /* H 600: three column blocks of the AMX path, the last 88 wide (no multiple of 16) */
+    const int shapes[][3] = {{1, 40, 16}, {3, 700, 48}, {16, 1500, 64}, {9, 2048, 100}, {33, 1030, 32}, {17, 1100, 600}};   /* n, V, H */
     dg_pool *pool = dg_pool_create(2);
     dg_kctx k;
-    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 128, 2048, 64) == 0, "kctx");
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 640, 2048, 64) == 0, "kctx");
     for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
         if (!dg_path_available((dg_path)p)) continue;
         k.path = (dg_path)p;
