@@ -99,6 +99,56 @@ static void test_matmul_paths(void) {
     printf("  %d products checked against the oracle\n", runs);
 }
 
+/* the LM head's fused softcap: dg_matmul_softcap_path gives exactly dg_matmul_act_path followed by
+ * dg_softcap_f32, on every path and output type, quantized weights included (the AMX path applies it
+ * as it stores its tiles) */
+static void test_matmul_softcap(void) {
+    const int shapes[][3] = {{1, 7, 64}, {16, 32, 64}, {17, 33, 96}, {40, 70, 256}, {33, 40, 100}};   /* n, rows, cols */
+    const dg_dtype types[] = {DG_BF16, DG_F32, DG_Q8_0};
+    const dg_dtype acts[] = {DG_BF16, DG_F32, DG_F16};
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 64, 256, 0, 0) == 0, "kctx");
+    int runs = 0, bad = 0;
+    for (int p = DG_PATH_REF; p < DG_N_PATHS; p++) {
+        if (!dg_path_available((dg_path)p)) continue;
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+            const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+            float *x = malloc(sizeof(float) * (size_t)n * K), *y = malloc(sizeof(float) * (size_t)n * R),
+                  *ref = malloc(sizeof(float) * (size_t)n * R), *wf = malloc(sizeof(float) * (size_t)R * K);
+            void *wd = malloc(sizeof(float) * (size_t)R * K);
+            for (int i = 0; i < n * K; i++) x[i] = dg_round_bf16(frand());
+            for (size_t ti = 0; ti < 3; ti++) {
+                if (types[ti] == DG_Q8_0 && K % 32) continue;
+                if (types[ti] == DG_Q8_0) {
+                    for (int i = 0; i < R * K; i++) wf[i] = frand();
+                    for (int r = 0; r < R; r++) dg_quantize_gguf(DG_Q8_0, wf + (size_t)r * K, (uint8_t *)wd + (size_t)r * dg_row_bytes(DG_Q8_0, K), K, NULL);
+                } else
+                    fill_weights(wd, types[ti], (size_t)R * K);
+                dg_mat w = dg_mat_init(wd, types[ti], R, K);
+                for (size_t ai = 0; ai < 3; ai++) {
+                    /* outputs large enough to reach the tanh's saturated and polynomial ranges */
+                    const float cap = 0.75f;
+                    dg_matmul_act_path(&k, (dg_path)p, ref, x, n, &w, 1, acts[ai]);
+                    for (int t = 0; t < n; t++) dg_softcap_f32(ref + (size_t)t * R, R, cap);
+                    for (int i = 0; i < n * R; i++) y[i] = NAN;
+                    dg_matmul_softcap_path(&k, (dg_path)p, y, x, n, &w, 1, acts[ai], cap);
+                    if (memcmp(y, ref, sizeof(float) * (size_t)n * R)) {
+                        bad++;
+                        CHECK(0, "path %s %s act %s n=%d R=%d K=%d: fused softcap differs", dg_path_name((dg_path)p), dg_dtype_name(types[ti]),
+                              dg_dtype_name(acts[ai]), n, R, K);
+                    }
+                    runs++;
+                }
+            }
+            free(x); free(y); free(ref); free(wf); free(wd);
+        }
+    }
+    printf("  %d fused products bit-identical to the product then dg_softcap_f32 (%d differ)\n", runs, bad);
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
 /* the soft-embedding product P . E on every path against the exact oracle */
 static void test_matmul_nn(void) {
     /* H 600: three column blocks of the AMX path, the last 88 wide (no multiple of 16) */
@@ -781,6 +831,7 @@ const dg_test kernel_tests[] = {
     {"kernels/round-pool", test_round_pool},
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
+    {"kernels/matmul-softcap", test_matmul_softcap},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/matmul-grouped", test_matmul_grouped},
     {"kernels/rmsnorm-fast", test_rmsnorm_fast},

@@ -266,7 +266,28 @@ static int use_int8(const dg_kctx *k, dg_path p, int n, const dg_mat *w) {
 }
 
 /* act: the type the outputs are rounded to (DG_F32: none) */
+typedef struct {
+    float *y;
+    int64_t cols;
+    float cap;
+} cap_job;
+
+static void softcap_row(void *ctx, int t, int tid) {
+    (void)tid;
+    const cap_job *j = ctx;
+    dg_softcap_f32(j->y + (size_t)t * (size_t)j->cols, (int)j->cols, j->cap);
+}
+
+/* act: the type the outputs are rounded to (DG_F32: none); cap > 0: then the fast path's softcap */
+static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act,
+                            float cap);
+
 static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
+    matmul_impl_cap(k, p, y, x, n, w, x_bf16, act, 0.0f);
+}
+
+static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act,
+                            float cap) {
     if (n <= 0 || w->rows <= 0) return;
     if (n > k->max_n || w->cols > k->max_k) p = DG_PATH_REF;   /* beyond the scratch sized at creation */
     if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
@@ -275,6 +296,10 @@ static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, i
         j.k = k; j.y = y; j.x = x; j.n = n; j.w = w; j.rb = DG_RB / 2; j.kind = DG_KIND_REF;
         dg_pool_run(k->pool, (int)((w->rows + j.rb - 1) / j.rb), task, &j);
         if (act != DG_F32) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
+        if (cap > 0.0f) {
+            cap_job cj = {y, w->rows, cap};
+            dg_pool_run(k->pool, n, softcap_row, &cj);
+        }
         return;
     }
     if (!dg_path_available(p)) p = DG_PATH_GENERIC;
@@ -303,6 +328,7 @@ static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, i
             j.kind = DG_KIND_AMX;
             j.rb = DG_RB;
             j.round_bf16 = act == DG_BF16;
+            j.cap = act == DG_BF16 || act == DG_F32 ? cap : 0.0f;   /* fused into the store after the rounding */
             dg_pack_amx(&j);
             break;
         }
@@ -325,6 +351,10 @@ static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, i
     const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
     dg_pool_run(k->pool, n_tasks, task, &j);
     if (act != DG_F32 && !j.round_bf16) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
+    if (cap > 0.0f && j.cap == 0.0f) {   /* not fused into the store */
+        cap_job cj = {y, w->rows, cap};
+        dg_pool_run(k->pool, n, softcap_row, &cj);
+    }
 }
 
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
@@ -337,6 +367,14 @@ void dg_matmul_act_path(const dg_kctx *k, dg_path p, float *y, const float *x, i
 
 void dg_matmul_act(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
     matmul_impl(k, k->path, y, x, n, w, x_bf16, act);
+}
+
+void dg_matmul_softcap(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap) {
+    matmul_impl_cap(k, k->path, y, x, n, w, x_bf16, act, cap);
+}
+
+void dg_matmul_softcap_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap) {
+    matmul_impl_cap(k, p, y, x, n, w, x_bf16, act, cap);
 }
 
 /* ===== grouped products ===== */

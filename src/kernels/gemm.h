@@ -93,6 +93,11 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
  * stores, the others in a pass after (the same values either way) */
 void dg_matmul_act(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act);
 void dg_matmul_act_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act);
+/* dg_matmul_act, then y = cap * tanh(y / cap) with dg_softcap_f32's function (cap > 0): the same
+ * results as the two calls (tests/test_kernels.c matmul-softcap), the softcap applied as the AMX path
+ * stores its tiles (the LM head: no second pass over the logits) */
+void dg_matmul_softcap(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap);
+void dg_matmul_softcap_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap);
 
 /* Path-specific entry (tests): the same product with path p (falls back to GENERIC when p cannot
  * run here). */

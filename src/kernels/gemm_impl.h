@@ -28,6 +28,7 @@ typedef struct {
     const int *xrows;        /* AMX packing: row i of x is x + xrows[i] * K (NULL: row i) */
     uint16_t *xp;            /* AMX: the packed activations (k->xpack, or a group's part of k->gpack) */
     int round_bf16;          /* AMX: outputs rounded to bf16 as they are stored (as dg_round_act_fast) */
+    float cap;               /* AMX: > 0: then cap * tanh(y / cap) as dg_softcap_f32 computes it */
 } dg_job;
 
 /* cpu features (x86) */

@@ -265,7 +265,8 @@ T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
  * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n (gradually underflowing
  * below -87.3); below -103.97 the result is 0 like expf's; NaN stays NaN (max_ps returns its second
  * operand when either is NaN) */
-T_512 static inline __m512 exp512(__m512 x) {
+#define T_V512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))   /* inlined into T_512 and T_AMX code */
+T_V512 static inline __m512 exp512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-103.97f);
     const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
     x = _mm512_max_ps(lo, x);
@@ -296,12 +297,10 @@ T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
 
 /* cap * tanh(x / cap) = cap * sign(x) * (1 - 2 / (exp(2|x|/cap) + 1)); for tiny |x| the 1 - ... form
  * loses bits, so there tanh(u) ~ u - u^3/3 + 2u^5/15 */
-T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
-    const __m512 c = _mm512_set1_ps(cap), one = _mm512_set1_ps(1.0f);
+T_V512 static inline __m512 softcap512(__m512 v, __m512 c) {
+    const __m512 one = _mm512_set1_ps(1.0f);
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    {
         const __m512 u = _mm512_div_ps(v, c);
         const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(sign), _mm512_castps_si512(u)));
         const __m512 e = exp512(_mm512_min_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, _mm512_set1_ps(-2.0f))));   /* NaN kept */
@@ -311,7 +310,15 @@ T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
         const __m512 small = _mm512_mul_ps(a, _mm512_fmadd_ps(a2, _mm512_fmadd_ps(a2, _mm512_set1_ps(2.0f / 15.0f), _mm512_set1_ps(-1.0f / 3.0f)), one));
         t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(0.0625f), _CMP_LT_OQ), t, small);
         t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(u), _mm512_castps_si512(sign))));
-        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(t, c));
+        return _mm512_mul_ps(t, c);
+    }
+}
+
+T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
+    const __m512 c = _mm512_set1_ps(cap);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, k, softcap512(_mm512_maskz_loadu_ps(k, x + i), c));
     }
 }
 
@@ -750,7 +757,8 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
 
 /* C tile [16 weight rows][16 tokens] into y[token][row]: one gathered column per token, stored as a
  * contiguous run of the token's outputs */
-T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy, int rbf) {
+T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy, int rbf, float cap) {
+    const __m512 capv = _mm512_set1_ps(cap);
     const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
     const __mmask16 m = (__mmask16)((1u << nrow) - 1);
     for (int t = 0; t < ntok; t++) {
@@ -761,6 +769,7 @@ T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy,
             const __m512i q = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi);
             v = _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q));
         }
+        if (cap > 0.0f) v = softcap512(v, capv);   /* dg_softcap_f32's function, on the rounded value */
         _mm512_mask_storeu_ps(y + t * ldy, m, v);
     }
 }
@@ -840,8 +849,8 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     const int nr0 = nr < 16 ? nr : 16, nr1 = nr - 16;
     for (int tb = 0; tb < ntb; tb++) {
         const int nt = j->n - tb * 16 < 16 ? j->n - tb * 16 : 16;
-        amx_store(cb + (size_t)tb * 512, nr0, nt, y + (int64_t)tb * 16 * ldy, ldy, j->round_bf16);
-        if (two_a) amx_store(cb + (size_t)tb * 512 + 256, nr1, nt, y + (int64_t)tb * 16 * ldy + 16, ldy, j->round_bf16);
+        amx_store(cb + (size_t)tb * 512, nr0, nt, y + (int64_t)tb * 16 * ldy, ldy, j->round_bf16, j->cap);
+        if (two_a) amx_store(cb + (size_t)tb * 512 + 256, nr1, nt, y + (int64_t)tb * 16 * ldy + 16, ldy, j->round_bf16, j->cap);
     }
 }
 

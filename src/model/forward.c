@@ -918,9 +918,13 @@ int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logit
     const double t2 = now_ms();
     norm(e, s, s->x, s->x, n, H, &e->final_norm);
     tap(s, "norm", s->x, n, H);
-    linear(e, s, logits, s->x, n, &e->lm_head);
-    cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
-    dg_pool_run(s->pool, n, softcap_rows, &cj);
+    if (s->fast)   /* the LM head with the softcap applied as its outputs are stored */
+        dg_matmul_softcap(&s->kc, logits, s->x, n, &e->lm_head, s->x_bf16, e->act, (float)e->cfg.final_logit_softcap);
+    else {
+        linear(e, s, logits, s->x, n, &e->lm_head);
+        cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
+        dg_pool_run(s->pool, n, softcap_rows, &cj);
+    }
     tap(s, "logits", logits, n, V);
     const double t3 = now_ms();
     s->prof.self_cond += t1 - t0;
