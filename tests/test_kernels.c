@@ -239,6 +239,43 @@ static void test_matmul_nn(void) {
     dg_pool_free(pool);
 }
 
+/* the sampler's fused row passes against the passes they replace, bit for bit */
+static void test_fused_rows(void) {
+    const int ns[] = {1, 15, 16, 17, 1003, 40000};
+    const dg_dtype acts[] = {DG_BF16, DG_F32, DG_F16};
+    int runs = 0;
+    for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+        const int n = ns[ni];
+        float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+        float *wa = malloc(sizeof(float) * (size_t)n), *wb = malloc(sizeof(float) * (size_t)n);
+        for (size_t ai = 0; ai < 3; ai++) {
+            for (int i = 0; i < n; i++) a[i] = 30.0f * frand();
+            if (n > 20) { a[7] = a[n - 3] = 40.0f; a[11] = -INFINITY; }   /* a tie for the max: the first index wins */
+            memcpy(b, a, sizeof(float) * (size_t)n);
+            const float T = 0.7f;
+            int arg_a, arg_b;
+            dg_div_f32(a, (size_t)n, T);
+            const float mx_a = dg_max_f32(a, n, &arg_a);
+            const float mx_b = dg_div_max_f32(b, n, T, &arg_b);
+            CHECK(mx_a == mx_b && arg_a == arg_b && memcmp(a, b, sizeof(float) * (size_t)n) == 0, "div+max n=%d: %g@%d vs %g@%d", n, mx_a, arg_a,
+                  mx_b, arg_b);
+            memcpy(wa, a, sizeof(float) * (size_t)n);
+            const float sa = dg_expsum_f32(wa, n, mx_a);
+            const float da = dg_dotdiff_f32(wa, a, n, mx_a);
+            dg_round_act_fast(a, (size_t)n, acts[ai]);
+            float db;
+            const float sb = dg_expsum_dd_f32(b, wb, n, mx_b, &db, acts[ai]);
+            CHECK(memcmp(&sa, &sb, sizeof sa) == 0 && memcmp(&da, &db, sizeof da) == 0, "expsum+dotdiff n=%d %s: %.9g %.9g vs %.9g %.9g", n,
+                  dg_dtype_name(acts[ai]), sa, da, sb, db);
+            CHECK(memcmp(wa, wb, sizeof(float) * (size_t)n) == 0 && memcmp(a, b, sizeof(float) * (size_t)n) == 0, "exp / rounding n=%d %s", n,
+                  dg_dtype_name(acts[ai]));
+            runs++;
+        }
+        free(a); free(b); free(wa); free(wb);
+    }
+    printf("  %d rows: fused passes bit-identical to the separate ones\n", runs);
+}
+
 /* the fast path's vector helpers against double-precision references */
 static void test_vector_ops(void) {
     enum { N = 1003 };
@@ -832,6 +869,7 @@ const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-softcap", test_matmul_softcap},
+    {"kernels/fused-rows", test_fused_rows},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/matmul-grouped", test_matmul_grouped},
     {"kernels/rmsnorm-fast", test_rmsnorm_fast},

@@ -102,17 +102,6 @@ int dg_stop_rule(const int32_t *argmax, const float *H, int n, int stability, do
     return stable && mean < (float)confidence;
 }
 
-/* The fast path's row statistics: float32 exp and sums in the kernels' order. */
-static float row_stats_fast(const float *z, int V, float *w, float *entropy, int32_t *argmax) {
-    int best;
-    const float mx = dg_max_f32(z, V, &best);
-    memcpy(w, z, sizeof(float) * (size_t)V);
-    const float sum = dg_expsum_f32(w, V, mx);
-    *argmax = best;
-    *entropy = logf(sum) + dg_dotdiff_f32(w, z, V, mx) / sum;
-    return sum;
-}
-
 static int32_t row_sample_fast(const float *w, int V, float wsum, double u) {
     const double target = u * wsum;
     double acc = 0.0;
@@ -149,20 +138,26 @@ static void step_rows(void *ctx, int i, int tid) {
     const step_job *j = ctx;
     dg_gen_buf *b = j->b;
     float *z = b->logits + (size_t)i * j->V;
-    if (j->fast) dg_div_f32(z, (size_t)j->V, j->T);
-    else
-        for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
     double *w = b->w + (size_t)tid * j->V;
     if (j->fast) {
-        const float wsum = row_stats_fast(z, j->V, (float *)w, &b->H[i], &b->argmax[i]);
+        /* three passes over the row: z = l / T with its max and argmax; w = exp(z - max) with the sums
+         * of the softmax and the entropy, z cast to the compute dtype for the next step's
+         * self-conditioning; the sample. Float32 exp and sums in the kernels' order: the same values as
+         * the separate passes (dg_div_f32, dg_max_f32, dg_expsum_f32, dg_dotdiff_f32, dg_round_act_fast). */
+        int best;
+        float dd;
+        const float mx = dg_div_max_f32(z, j->V, j->T, &best);
+        const float wsum = dg_expsum_dd_f32(z, (float *)w, j->V, mx, &dd, j->wdt);
+        b->argmax[i] = best;
+        b->H[i] = logf(wsum) + dd / wsum;
         b->sample[i] = row_sample_fast((const float *)w, j->V, wsum, b->u[i]);
-    } else {
-        const double wsum = dg_row_stats(z, j->V, w, &b->H[i], &b->argmax[i]);
-        b->sample[i] = dg_row_sample(w, j->V, wsum, b->u[i]);
+        return;
     }
+    for (int v = 0; v < j->V; v++) z[v] = z[v] / j->T;
+    const double wsum = dg_row_stats(z, j->V, w, &b->H[i], &b->argmax[i]);
+    b->sample[i] = dg_row_sample(w, j->V, wsum, b->u[i]);
     /* the next step self-conditions on z as the reference passes it: cast to its compute dtype */
-    if (j->fast) dg_round_act_fast(z, (size_t)j->V, j->wdt);   /* bit-identical, vectorized */
-    else dg_round_act(z, (size_t)j->V, j->wdt);
+    dg_round_act(z, (size_t)j->V, j->wdt);
 }
 
 /* ===== parameters ===== */

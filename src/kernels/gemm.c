@@ -608,6 +608,31 @@ void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
     else dg_round_act(x, n, act);
 }
 
+float dg_div_max_f32(float *x, int n, float d, int *arg) {
+#if defined(__x86_64__)
+    pick_vec();
+    if (g_max == dg_max_f32_avx512) return dg_div_max_f32_avx512(x, n, d, arg);
+#endif
+    dg_div_f32(x, (size_t)n, d);
+    return dg_max_f32(x, n, arg);
+}
+
+float dg_expsum_dd_f32(float *z, float *w, int n, float mx, float *dd, dg_dtype act) {
+#if defined(__x86_64__)
+    pick_vec();
+    if (g_expsum == dg_expsum_f32_avx512 && g_dotdiff == dg_dotdiff_f32_avx512) {
+        const float s = dg_expsum_dd_f32_avx512(z, w, n, mx, dd, act == DG_BF16);
+        if (act != DG_BF16) dg_round_act_fast(z, (size_t)n, act);
+        return s;
+    }
+#endif
+    memcpy(w, z, sizeof(float) * (size_t)n);
+    const float s = dg_expsum_f32(w, n, mx);
+    *dd = dg_dotdiff_f32(w, z, n, mx);
+    dg_round_act_fast(z, (size_t)n, act);
+    return s;
+}
+
 typedef struct {
     float *x;
     size_t n;

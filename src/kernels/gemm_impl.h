@@ -68,6 +68,8 @@ void dg_axpy_f32_avx512(float *y, float a, const float *x, int n);
 float dg_max_f32_avx512(const float *x, int n, int *arg);
 float dg_expsum_f32_avx512(float *x, int n, float mx);
 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx);
+float dg_div_max_f32_avx512(float *x, int n, float d, int *arg);
+float dg_expsum_dd_f32_avx512(float *z, float *w, int n, float mx, float *dd, int rbf);
 void dg_softcap_f32_avx512(float *x, int n, float cap);
 float dg_dot_f32_avx2(const float *a, const float *b, int n);
 void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);

@@ -322,6 +322,55 @@ T_512 void dg_softcap_f32_avx512(float *x, int n, float cap) {
     }
 }
 
+/* dg_div_f32 then dg_max_f32_avx512 in one pass over the row (the division is IEEE, the max and the
+ * scan for its first index the same) */
+T_512 float dg_div_max_f32_avx512(float *x, int n, float d, int *arg) {
+    const __m512 dv = _mm512_set1_ps(d);
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), dv);
+        _mm512_storeu_ps(x + i, v);
+        m = _mm512_max_ps(m, v);
+    }
+    float mx = _mm512_reduce_max_ps(m);
+    for (; i < n; i++) {
+        x[i] = x[i] / d;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    for (i = 0; i < n; i++)
+        if (x[i] == mx) break;
+    *arg = i < n ? i : 0;
+    return mx;
+}
+
+/* bf16, nearest even, a NaN made quiet (round_bf16_block's rule) */
+T_V512 static inline __m512 round_bf16_512(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))), hi);
+    const __m512i q = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi);
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q));
+}
+
+/* w = exp(z - mx) and its sum (dg_expsum_f32_avx512 on a copy of z), *dd = sum w (mx - z)
+ * (dg_dotdiff_f32_avx512), then z rounded to bf16 in place when rbf: one pass, the same lanes and
+ * order as the three */
+T_512 float dg_expsum_dd_f32_avx512(float *z, float *w, int n, float mx, float *dd, int rbf) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps(), t = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 zv = _mm512_maskz_loadu_ps(k, z + i);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(zv, m)));
+        _mm512_mask_storeu_ps(w + i, k, e);
+        s = _mm512_add_ps(s, e);
+        t = _mm512_fmadd_ps(e, _mm512_sub_ps(m, zv), t);
+        if (rbf) _mm512_mask_storeu_ps(z + i, k, round_bf16_512(zv));
+    }
+    *dd = _mm512_reduce_add_ps(t);
+    return _mm512_reduce_add_ps(s);
+}
+
 T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
     __m512 s = _mm512_setzero_ps();
