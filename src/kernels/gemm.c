@@ -637,6 +637,9 @@ typedef struct {
     float *x;
     size_t n;
     dg_dtype act;
+    const float *a;   /* dg_add_round_pool: added first */
+    float scale;      /* dg_scale_round_pool: multiplied first (when a is NULL) */
+    int op;           /* 0: round only, 1: add, 2: scale */
 } round_job;
 
 enum { ROUND_CHUNK = 1 << 16 };
@@ -645,14 +648,33 @@ static void round_task(void *ctx, int i, int tid) {
     (void)tid;
     const round_job *j = ctx;
     const size_t a = (size_t)i * ROUND_CHUNK, m = j->n - a < ROUND_CHUNK ? j->n - a : ROUND_CHUNK;
-    dg_round_act_fast(j->x + a, m, j->act);
+    float *x = j->x + a;
+    if (j->op == 1)
+        for (size_t k = 0; k < m; k++) x[k] = x[k] + j->a[a + k];
+    else if (j->op == 2)
+        for (size_t k = 0; k < m; k++) x[k] = x[k] * j->scale;
+    if (j->act == DG_BF16 || j->act == DG_F16) dg_round_act_fast(x, m, j->act);
+}
+
+static void round_pool(dg_pool *pool, round_job *j) {
+    if (j->n <= ROUND_CHUNK) { round_task(j, 0, 0); return; }
+    dg_pool_run(pool, (int)((j->n + ROUND_CHUNK - 1) / ROUND_CHUNK), round_task, j);
 }
 
 void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act) {
     if (act != DG_BF16 && act != DG_F16) return;
-    round_job j = {x, n, act};
-    if (n <= ROUND_CHUNK) { round_task(&j, 0, 0); return; }
-    dg_pool_run(pool, (int)((n + ROUND_CHUNK - 1) / ROUND_CHUNK), round_task, &j);
+    round_job j = {x, n, act, NULL, 1.0f, 0};
+    round_pool(pool, &j);
+}
+
+void dg_add_round_pool(dg_pool *pool, float *x, const float *a, size_t n, dg_dtype act) {
+    round_job j = {x, n, act, a, 1.0f, 1};
+    round_pool(pool, &j);
+}
+
+void dg_scale_round_pool(dg_pool *pool, float *x, float scale, size_t n, dg_dtype act) {
+    round_job j = {x, n, act, NULL, scale, 2};
+    round_pool(pool, &j);
 }
 
 void dg_softcap_f32(float *x, int n, float cap) {

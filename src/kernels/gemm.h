@@ -169,6 +169,10 @@ float dg_expsum_f32(float *x, int n, float mx);
 /* dg_round_act over the pool in chunks (a branchless bf16 rounding the compiler vectorizes):
  * bit-identical to dg_round_act, for the large arrays (the LM head's logits) */
 void dg_round_act_pool(dg_pool *pool, float *x, size_t n, dg_dtype act);
+/* x[i] = R(x[i] + a[i]) and x[i] = R(x[i] * scale) (float32 operations, then dg_round_act_fast), over
+ * the pool in chunks: bit-identical to the loop and the rounding */
+void dg_add_round_pool(dg_pool *pool, float *x, const float *a, size_t n, dg_dtype act);
+void dg_scale_round_pool(dg_pool *pool, float *x, float scale, size_t n, dg_dtype act);
 /* x[i] = cap * tanh(x[i] / cap) (vectorized; within a few ulp of tanhf) */
 void dg_softcap_f32(float *x, int n, float cap);
 /* sum of x[i] * (mx - z[i]) (the entropy numerator of a softmax) */

@@ -725,8 +725,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     linear(e, s, s->a, s->att, T, &L->o);
     if (!causal) { t1 = now_ms(); s->prof.attention += t1 - t0; t0 = t1; }
     norm(e, s, s->a, s->a, T, H, &L->post_attn_norm);
-    for (size_t i = 0; i < TH; i++) x[i] += s->a[i];
-    R(x, TH);
+    dg_add_round_pool(s->pool, x, s->a, TH, e->act);   /* x = R(x + a) */
 
     /* feed-forward: dense MLP and routed experts in parallel from the same residual */
     norm(e, s, s->hn, x, T, H, &L->pre_ff_norm);
@@ -740,15 +739,12 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     if (!causal) { t1 = now_ms(); s->prof.moe += t1 - t0; }
     norm(e, s, s->h2, s->h2, T, H, &L->post_ff2_norm);
 
-    for (size_t i = 0; i < TH; i++) s->h1[i] += s->h2[i];
-    R(s->h1, TH);
+    dg_add_round_pool(s->pool, s->h1, s->h2, TH, e->act);
     norm(e, s, s->h1, s->h1, T, H, &L->post_ff_norm);
-    for (size_t i = 0; i < TH; i++) x[i] += s->h1[i];
-    R(x, TH);
+    dg_add_round_pool(s->pool, x, s->h1, TH, e->act);
 
     const float scalar = causal ? L->enc_scalar : L->dec_scalar;
-    for (size_t i = 0; i < TH; i++) x[i] *= scalar;
-    R(x, TH);
+    dg_scale_round_pool(s->pool, x, scalar, TH, e->act);
 
     if (s->tap) {
         char name[64];
@@ -872,15 +868,13 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
         dg_pool_run(s->pool, T, s->sc_top_k ? softmax_topk_rows : softmax_rows, &sj);
         if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
         R(S, TH);
-        for (size_t i = 0; i < TH; i++) S[i] *= e->embed_scale;
-        R(S, TH);
+        dg_scale_round_pool(s->pool, S, e->embed_scale, TH, e->act);
     }
     tap(s, "sc_embed", S, T, H);
     if (sc) {
         norm(e, s, s->hn, S, T, H, &e->sc_pre_norm);
         gated_mlp(e, s, s->h1, s->hn, T, &e->sc_gate, &e->sc_up, &e->sc_down);
-        for (size_t i = 0; i < TH; i++) s->x[i] += s->h1[i];
-        R(s->x, TH);
+        dg_add_round_pool(s->pool, s->x, s->h1, TH, e->act);
     }
     norm(e, s, s->x, s->x, T, H, NULL);
     tap(s, "input", s->x, T, H);
