@@ -276,6 +276,30 @@ static void test_fused_rows(void) {
     printf("  %d rows: fused passes bit-identical to the separate ones\n", runs);
 }
 
+/* the vectorized rotary embedding against the scalar one, bit for bit */
+static void test_rope_fast(void) {
+    const int ds[] = {8, 32, 40, 64, 256, 512};
+    const dg_dtype acts[] = {DG_BF16, DG_F32, DG_F16};
+    int runs = 0;
+    for (size_t di = 0; di < sizeof(ds) / sizeof(ds[0]); di++)
+        for (size_t ai = 0; ai < 3; ai++) {
+            const int d = ds[di], half = d / 2;
+            float x[512], y[512], c[256], sn[256];
+            for (int i = 0; i < d; i++) x[i] = y[i] = dg_round1(8.0f * frand(), acts[ai]);
+            for (int i = 0; i < half; i++) {
+                const float th = (float)(37 + di) * powf(10000.0f, -(float)i / half);
+                c[i] = dg_round1(cosf(th), acts[ai]);
+                sn[i] = dg_round1(sinf(th), acts[ai]);
+            }
+            if (d >= 32) { x[3] = y[3] = NAN; x[half + 5] = y[half + 5] = INFINITY; }
+            dg_rope_ref(x, d, c, sn, acts[ai]);
+            dg_rope_fast(y, d, c, sn, acts[ai]);
+            CHECK(memcmp(x, y, sizeof(float) * (size_t)d) == 0, "rope d=%d %s differs", d, dg_dtype_name(acts[ai]));
+            runs++;
+        }
+    printf("  %d heads rotated bit-identically to dg_rope_ref\n", runs);
+}
+
 /* the fast path's vector helpers against double-precision references */
 static void test_vector_ops(void) {
     enum { N = 1003 };
@@ -870,6 +894,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-softcap", test_matmul_softcap},
     {"kernels/fused-rows", test_fused_rows},
+    {"kernels/rope-fast", test_rope_fast},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/matmul-grouped", test_matmul_grouped},
     {"kernels/rmsnorm-fast", test_rmsnorm_fast},

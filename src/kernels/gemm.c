@@ -608,6 +608,16 @@ void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
     else dg_round_act(x, n, act);
 }
 
+void dg_rope_fast(float *x, int d, const float *cos, const float *sin, dg_dtype act) {
+#if defined(__x86_64__)
+    if ((act == DG_BF16 || act == DG_F32) && dg_cpu_has_avx512()) {
+        dg_rope_avx512(x, d, cos, sin, act == DG_BF16);
+        return;
+    }
+#endif
+    dg_rope_ref(x, d, cos, sin, act);
+}
+
 float dg_div_max_f32(float *x, int n, float d, int *arg) {
 #if defined(__x86_64__)
     pick_vec();

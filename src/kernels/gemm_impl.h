@@ -69,6 +69,7 @@ float dg_max_f32_avx512(const float *x, int n, int *arg);
 float dg_expsum_f32_avx512(float *x, int n, float mx);
 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx);
 float dg_div_max_f32_avx512(float *x, int n, float d, int *arg);
+void dg_rope_avx512(float *x, int d, const float *cos, const float *sin, int rbf);
 float dg_expsum_dd_f32_avx512(float *z, float *w, int n, float mx, float *dd, int rbf);
 void dg_softcap_f32_avx512(float *x, int n, float cap);
 float dg_dot_f32_avx2(const float *a, const float *b, int n);

@@ -371,6 +371,25 @@ T_512 float dg_expsum_dd_f32_avx512(float *z, float *w, int n, float mx, float *
     return _mm512_reduce_add_ps(s);
 }
 
+/* dg_rope_ref for bf16 (rbf) or float32 activations: the same products, sums and roundings, 16
+ * pairs at a time */
+T_512 void dg_rope_avx512(float *x, int d, const float *cos, const float *sin, int rbf) {
+    const int half = d / 2;
+    const __m512i neg = _mm512_set1_epi32((int)0x80000000u);
+    for (int i = 0; i < half; i += 16) {
+        const __mmask16 k = half - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (half - i)) - 1);
+        const __m512 a = _mm512_maskz_loadu_ps(k, x + i), b = _mm512_maskz_loadu_ps(k, x + half + i);
+        const __m512 c = _mm512_maskz_loadu_ps(k, cos + i), s = _mm512_maskz_loadu_ps(k, sin + i);
+        __m512 ac = _mm512_mul_ps(a, c), nbs = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(b), neg)), s);
+        __m512 bc = _mm512_mul_ps(b, c), as = _mm512_mul_ps(a, s);
+        if (rbf) { ac = round_bf16_512(ac); nbs = round_bf16_512(nbs); bc = round_bf16_512(bc); as = round_bf16_512(as); }
+        __m512 lo = _mm512_add_ps(ac, nbs), hi = _mm512_add_ps(bc, as);
+        if (rbf) { lo = round_bf16_512(lo); hi = round_bf16_512(hi); }
+        _mm512_mask_storeu_ps(x + i, k, lo);
+        _mm512_mask_storeu_ps(x + half + i, k, hi);
+    }
+}
+
 T_512 float dg_dotdiff_f32_avx512(const float *x, const float *z, int n, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
     __m512 s = _mm512_setzero_ps();

@@ -372,8 +372,9 @@ static void rope_row(void *ctx, int t, int tid) {
         cb[i] = dg_round1((float)cos((double)th), e->act);        /* correctly rounded */
         sb[i] = dg_round1((float)sin((double)th), e->act);
     }
-    for (int h = 0; h < nq; h++) dg_rope_ref(s->q + ((size_t)t * nq + h) * d, d, cb, sb, e->act);
-    for (int h = 0; h < nkv; h++) dg_rope_ref(s->k + ((size_t)t * nkv + h) * d, d, cb, sb, e->act);
+    void (*rope)(float *, int, const float *, const float *, dg_dtype) = s->fast ? dg_rope_fast : dg_rope_ref;
+    for (int h = 0; h < nq; h++) rope(s->q + ((size_t)t * nq + h) * d, d, cb, sb, e->act);
+    for (int h = 0; h < nkv; h++) rope(s->k + ((size_t)t * nkv + h) * d, d, cb, sb, e->act);
 }
 
 static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
