@@ -880,6 +880,38 @@ static void nn_task(void *ctx, int i, int tid) {
     for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * NN_HB, sizeof(float) * (size_t)hb);
 }
 
+/* AMX: bf16-exact probabilities and a bf16 embedding (nothing rounded on the way in), or a quantized
+ * one dequantized and rounded to bf16 (as dg_matmul does with quantized weights) */
+static int nn_amx_ok(const dg_kctx *k, int n, const dg_mat *e, int p_bf16) {
+#if defined(__x86_64__)
+    const int quant_e = !dg_dtype_size(e->dt) && (dg_gguf_block_elems(e->dt) ? DG_NN_HB % dg_gguf_block_elems(e->dt) == 0 && e->cols % dg_gguf_block_elems(e->dt) == 0
+                                                                            : DG_NN_HB % e->mlx.group == 0);
+    return k->path == DG_PATH_AMX && p_bf16 && (e->dt == DG_BF16 || quant_e) && k->pbuf && e->rows <= k->max_v && n >= 1 && n <= k->max_nn &&
+           n <= k->max_n;
+#else
+    (void)k; (void)n; (void)e; (void)p_bf16;
+    return 0;
+#endif
+}
+
+int dg_matmul_nn_can_prepack(const dg_kctx *k, int n, const dg_mat *e, int p_bf16) { return nn_amx_ok(k, n, e, p_bf16); }
+
+void dg_nn_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) {
+#if defined(__x86_64__)
+    dg_nn_amx_pack_row(k, t, p, V);
+#else
+    (void)k; (void)t; (void)p; (void)V;
+#endif
+}
+
+void dg_matmul_nn_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e) {
+#if defined(__x86_64__)
+    dg_nn_amx_prepacked(k, y, n, e);
+#else
+    (void)k; (void)y; (void)n; (void)e;
+#endif
+}
+
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16) {
     if (n <= 0) return;
     if (n > k->max_n) {   /* the per-thread sums hold max_n rows: beyond that, one call per block of rows */
@@ -889,11 +921,7 @@ void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n
     }
     const dg_path path = k->path;
 #if defined(__x86_64__)
-    /* AMX: bf16-exact probabilities and a bf16 embedding (nothing rounded on the way in), or a quantized
-     * one dequantized and rounded to bf16 (as dg_matmul does with quantized weights) */
-    const int quant_e = !dg_dtype_size(e->dt) && (dg_gguf_block_elems(e->dt) ? DG_NN_HB % dg_gguf_block_elems(e->dt) == 0 && e->cols % dg_gguf_block_elems(e->dt) == 0
-                                                                            : DG_NN_HB % e->mlx.group == 0);
-    if (path == DG_PATH_AMX && p_bf16 && (e->dt == DG_BF16 || quant_e) && k->pbuf && e->rows <= k->max_v && n <= k->max_nn) {
+    if (nn_amx_ok(k, n, e, p_bf16)) {
         dg_nn_amx(k, y, p, ldp, n, e);
         return;
     }

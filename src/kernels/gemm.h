@@ -110,6 +110,13 @@ void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n
  * column blocks of E; with path REF every output is the exact sum rounded once.
  */
 void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e, int p_bf16);
+/* The AMX path of dg_matmul_nn packs P as bf16 tiles first. A caller that computes P a row at a time
+ * can pack each row as it is made (dg_nn_pack_row, row t < n, bf16-exact values) and then run the
+ * product on the packed rows (dg_matmul_nn_prepacked): the same results as dg_matmul_nn, without the
+ * float32 P in memory. Only when dg_matmul_nn_can_prepack says that path applies. */
+int dg_matmul_nn_can_prepack(const dg_kctx *k, int n, const dg_mat *e, int p_bf16);
+void dg_nn_pack_row(const dg_kctx *k, int t, const float *p, int64_t V);
+void dg_matmul_nn_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e);
 
 /* One attention row of the fast path: the keys (and values) of up to 3 segments, rows `stride` floats
  * apart; sc has room for every key. out[d] = sum_j p_j v_j / sum_j e_j with e_j = exp(q.k_j - max) in

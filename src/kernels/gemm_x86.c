@@ -1082,22 +1082,27 @@ typedef struct {
 /* P row t as bf16 into the A tiles of its token block: tile (tb, kc) is one contiguous KB at
  * pbuf + (tb * vp / 32 + kc) * 512, row t % 16 (rows past n are zero). Contiguous tiles: the rows of a
  * row-major P are vp * 2 bytes (512 KB) apart, so a strided tile load touched 16 pages. */
-T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
-    (void)tid;
-    const amx_nn_job *j = ctx;
-    const int64_t V = j->e->rows, nkc = j->vp / 32;
-    uint16_t *dst = j->k->pbuf + (int64_t)(t / 16) * nkc * 512 + (t % 16) * 32;
-    if (t >= j->n) {
+T_AMX static void nn_pack_prow(const dg_kctx *k, int t, const float *src, int64_t V) {
+    const int64_t nkc = (V + 31) / 32;
+    uint16_t *dst = k->pbuf + (int64_t)(t / 16) * nkc * 512 + (t % 16) * 32;
+    if (!src) {
         for (int64_t kc = 0; kc < nkc; kc++) memset(dst + kc * 512, 0, 64);
         return;
     }
-    const float *src = j->p + (int64_t)t * j->ldp;
     int64_t kc = 0;
     for (; (kc + 1) * 32 <= V; kc++)
         _mm512_storeu_si512((void *)(dst + kc * 512), ld32_bf16(src + kc * 32, 32));
     for (; kc < nkc; kc++)
         for (int i = 0; i < 32; i++) dst[kc * 512 + i] = kc * 32 + i < V ? dg_f32_to_bf16(src[kc * 32 + i]) : 0;
 }
+
+T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
+    (void)tid;
+    const amx_nn_job *j = ctx;
+    nn_pack_prow(j->k, t, t < j->n ? j->p + (int64_t)t * j->ldp : NULL, j->e->rows);
+}
+
+void dg_nn_amx_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) { nn_pack_prow(k, t, p, V); }
 
 /* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
  * tile (kc, ht) at b + (kc * nht + ht) * 512, row q = pairs (E[v0+32kc+2q][h], E[...+1][h]) */
@@ -1203,6 +1208,13 @@ void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, c
     const int ntb = (n + 15) / 16;
     /* token rows past n in the last 16-block read as zero probabilities */
     dg_pool_run(k->pool, ntb * 16, nn_pack_p, &j);
+    dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
+}
+
+/* the rows 0..n-1 already packed (dg_nn_amx_pack_row) */
+void dg_nn_amx_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e) {
+    amx_nn_job j = {k, y, NULL, 0, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
+    for (int t = n; t < (n + 15) / 16 * 16; t++) nn_pack_prow(k, t, NULL, e->rows);
     dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
 }
 #endif

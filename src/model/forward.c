@@ -45,6 +45,7 @@ struct dg_session {
     float *top_w;               /* [T, K] */
     float *cosb, *sinb;         /* [T, dmax/2] */
     float *probs;               /* [C, V] self-conditioning probabilities */
+    float *prow;                /* AMX: [threads, V] one row of them per thread, packed as it is made */
     float *tapbuf;              /* [T, max(K, ...)] for tapping ids as floats */
     dg_tap_fn tap;
     void *tap_user;
@@ -168,6 +169,7 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     const size_t att_rows = s->fast ? DG_ATT_ROWS : 1;
     s->scores_t = xcalloc((size_t)nth * att_rows * ((size_t)s->n_ctx + T), sizeof(float), &oom);
     s->attacc = xcalloc((size_t)nth * att_rows * dmax, sizeof(float), &oom);
+    if (want == DG_PATH_AMX) s->prow = xcalloc((size_t)nth * (size_t)c->vocab_size, sizeof(float), &oom);
     if (want == DG_PATH_AMX && dg_path_available(DG_PATH_AMX) && e->act == DG_BF16) {
         s->attamx_bytes = (dg_attend_amx_scratch((int)dmax) + 63) / 64 * 64;
         s->attamx = xcalloc((size_t)nth, s->attamx_bytes, &oom);
@@ -210,7 +212,7 @@ void dg_session_free(dg_session *s) {
     free(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
                      s->top_w, s->tapbuf, s->cosb,
-                     s->sinb, s->probs, s->kh, s->vh};
+                     s->sinb, s->probs, s->prow, s->kh, s->vh};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(s->top_i);
     free(s->pv_t);
@@ -803,18 +805,19 @@ typedef struct {
     const float *sc;
     int V;
     float *S;
+    int pack;   /* each row packed for the AMX P.E as it is made (in a per-thread row, not in probs) */
 } sm_job;
 
 /* probabilities of one row of self-conditioning logits, rounded to the compute dtype */
 static void softmax_rows(void *ctx, int t, int tid) {
-    (void)tid;
     const sm_job *j = ctx;
-    float *p = j->s->probs + (size_t)t * j->V;
+    float *p = j->pack ? j->s->prow + (size_t)tid * j->V : j->s->probs + (size_t)t * j->V;
     memcpy(p, j->sc + (size_t)t * j->V, (size_t)j->V * sizeof(float));
     if (j->s->fast) dg_softmax_fast(p, j->V);
     else dg_softmax_ref(p, j->V);
     if (j->s->fast) dg_round_act_fast(p, (size_t)j->V, j->e->wdt);   /* bit-identical, vectorized */
     else dg_round_act(p, (size_t)j->V, j->e->wdt);
+    if (j->pack) dg_nn_pack_row(&j->s->kc, t, p, j->V);
 }
 
 /* sift the heap h[0..n) (a min-heap by probability) down from i */
@@ -865,9 +868,11 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
     if (sc) {
         /* P = softmax(sc) in float32, cast to the compute dtype, then S = P . E (a V-long reduction per
          * element: exact and rounded once in the oracle) */
-        sm_job sj = {e, s, sc, V, S};
+        const int pack = s->fast && s->prow && !s->sc_top_k && dg_matmul_nn_can_prepack(&s->kc, T, &e->embed, e->wdt == DG_BF16);
+        sm_job sj = {e, s, sc, V, S, pack};
         dg_pool_run(s->pool, T, s->sc_top_k ? softmax_topk_rows : softmax_rows, &sj);
-        if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
+        if (pack) dg_matmul_nn_prepacked(&s->kc, S, T, &e->embed);
+        else if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
         R(S, TH);
         dg_scale_round_pool(s->pool, S, e->embed_scale, TH, e->act);
     }
