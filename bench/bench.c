@@ -65,6 +65,7 @@ static void usage(FILE *f) {
         "  -p, --prompt-len P   prompt tokens (default 100)\n"
         "  -s, --steps S        denoising steps (default 8)\n"
         "  -t, --threads N      threads (default: every CPU)\n"
+        "  -b, --n-batch N      prompt tokens encoded per chunk (default: the canvas length)\n"
         "  --kernels K          auto, ref, generic, avx2, avx512, amx, neon (default auto)\n"
         "  --label TEXT         a label for the row (default: the model directory)\n"
         "  --csv FILE           also append the row to FILE (header when the file is new)\n"
@@ -124,6 +125,7 @@ int dg_bench_main(int argc, char **argv) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt-len")) bad = arg_int(a, v, 1, 1 << 20, &prompt_len);
         else if (!strcmp(a, "-s") || !strcmp(a, "--steps")) bad = arg_int(a, v, 1, 10000, &steps);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = arg_int(a, v, 1, 1024, &sp.n_threads);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--n-batch")) bad = arg_int(a, v, 1, 1 << 16, &sp.n_batch);
         else if (!strcmp(a, "--kernels")) {
             bad = 1;
             for (int k = 0; k < 7; k++)
