@@ -265,7 +265,7 @@ static int use_int8(const dg_kctx *k, dg_path p, int n, const dg_mat *w) {
 #endif
 }
 
-/* act: the type the outputs are rounded to (DG_F32: none) */
+/* the softcap of the rows of y, where the product's store did not apply it */
 typedef struct {
     float *y;
     int64_t cols;

@@ -890,19 +890,15 @@ typedef struct {
     float *logits;
     int V;
     float cap;
-    int fast;
 } cap_job;
 
-/* cap * tanh(x / cap) on one row: torch's tanh is correctly rounded (a double tanh rounded once);
- * glibc's tanhf is not, which the fast path accepts */
+/* the oracle's cap * tanh(x / cap) on one row: torch's tanh is correctly rounded (a double tanh rounded
+ * once). The fast path applies dg_softcap_f32 inside dg_matmul_softcap. */
 static void softcap_rows(void *ctx, int t, int tid) {
     (void)tid;
     const cap_job *j = ctx;
     float *l = j->logits + (size_t)t * j->V;
-    if (j->fast)
-        dg_softcap_f32(l, j->V, j->cap);
-    else
-        for (int v = 0; v < j->V; v++) l[v] = (float)tanh((double)(l[v] / j->cap)) * j->cap;
+    for (int v = 0; v < j->V; v++) l[v] = (float)tanh((double)(l[v] / j->cap)) * j->cap;
 }
 
 int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logits, float *logits, char *err, size_t errlen) {
@@ -922,7 +918,7 @@ int dg_decode(dg_session *s, const int32_t *canvas, int n, const float *sc_logit
         dg_matmul_softcap(&s->kc, logits, s->x, n, &e->lm_head, s->x_bf16, e->act, (float)e->cfg.final_logit_softcap);
     else {
         linear(e, s, logits, s->x, n, &e->lm_head);
-        cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap, s->fast};
+        cap_job cj = {logits, V, (float)e->cfg.final_logit_softcap};
         dg_pool_run(s->pool, n, softcap_rows, &cj);
     }
     tap(s, "logits", logits, n, V);
