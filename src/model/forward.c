@@ -607,36 +607,61 @@ static void cache_append(const dg_engine *e, dg_session *s, int li, int T) {
  * float32 softmax over all experts, top-k by probability, renormalised to sum 1, then multiplied by
  * per_expert_scale. Writes s->top_i / s->top_w [T, K] in descending-probability order.
  */
-static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const float *x, int T) {
-    const int H = e->cfg.hidden_size, E = e->cfg.n_experts, K = e->cfg.top_k;
-    const float root = (float)pow((double)H, -0.5);
-    norm(e, s, s->a, x, T, H, NULL);
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < H; i++) {
-            float v = dg_round1(s->a[(size_t)t * H + i] * dg_wget(L->router_scale.data, L->router_scale.dt, i), e->act);
-            s->a[(size_t)t * H + i] = dg_round1(v * root, e->act);
-        }
-    linear(e, s, s->rl, s->a, T, &L->router);
-    for (int t = 0; t < T; t++) {
-        float *p = s->rl + (size_t)t * E;
-        dg_softmax_ref(p, E);
-        int *ti = s->top_i + (size_t)t * K;
-        float *tw = s->top_w + (size_t)t * K;
-        for (int k = 0; k < K; k++) {   /* selection: largest first, lower index on ties */
-            int best = -1;
-            for (int ex = 0; ex < E; ex++) {
-                int used = 0;
-                for (int j = 0; j < k; j++) used |= ti[j] == ex;
-                if (!used && (best < 0 || p[ex] > p[best])) best = ex;
-            }
-            ti[k] = best;
-            tw[k] = p[best];
-        }
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++) sum += tw[k];
-        for (int k = 0; k < K; k++) tw[k] = tw[k] / sum;
-        for (int k = 0; k < K; k++) tw[k] = tw[k] * dg_wget(L->per_expert_scale.data, L->per_expert_scale.dt, ti[k]);
+typedef struct {
+    const dg_engine *e;
+    dg_session *s;
+    const dg_layer *L;
+    float root;
+} route_job;
+
+/* the router's input row t: R(R(a * scale) * H^-0.5) in place */
+static void route_in_row(void *ctx, int t, int tid) {
+    (void)tid;
+    const route_job *j = ctx;
+    const int H = j->e->cfg.hidden_size;
+    const dg_dtype act = j->e->act;
+    float *a = j->s->a + (size_t)t * H;
+    for (int i = 0; i < H; i++) {
+        const float v = dg_round1(a[i] * dg_wget(j->L->router_scale.data, j->L->router_scale.dt, i), act);
+        a[i] = dg_round1(v * j->root, act);
     }
+}
+
+/* token t's softmax over the experts, its top-k (largest first, lower index on ties) and weights */
+static void route_top_row(void *ctx, int t, int tid) {
+    (void)tid;
+    const route_job *j = ctx;
+    const dg_engine *e = j->e;
+    dg_session *s = j->s;
+    const int E = e->cfg.n_experts, K = e->cfg.top_k;
+    float *p = s->rl + (size_t)t * E;
+    dg_softmax_ref(p, E);
+    int *ti = s->top_i + (size_t)t * K;
+    float *tw = s->top_w + (size_t)t * K;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int ex = 0; ex < E; ex++) {
+            int used = 0;
+            for (int q = 0; q < k; q++) used |= ti[q] == ex;
+            if (!used && (best < 0 || p[ex] > p[best])) best = ex;
+        }
+        ti[k] = best;
+        tw[k] = p[best];
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < K; k++) sum += tw[k];
+    for (int k = 0; k < K; k++) tw[k] = tw[k] / sum;
+    for (int k = 0; k < K; k++) tw[k] = tw[k] * dg_wget(j->L->per_expert_scale.data, j->L->per_expert_scale.dt, ti[k]);
+}
+
+/* one task per token for the element-wise parts (each token's values computed as before) */
+static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const float *x, int T) {
+    const int H = e->cfg.hidden_size;
+    route_job rj = {e, s, L, (float)pow((double)H, -0.5)};
+    norm(e, s, s->a, x, T, H, NULL);
+    dg_pool_run(s->pool, T, route_in_row, &rj);
+    linear(e, s, s->rl, s->a, T, &L->router);
+    dg_pool_run(s->pool, T, route_top_row, &rj);
 }
 
 /*
