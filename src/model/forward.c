@@ -565,24 +565,31 @@ static void attend_block(void *ctx, int task, int tid) {
     dg_attend_block_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, e->act);
 }
 
+/* KV group g's new K and V rows head-major, as the cache holds them (one task per group) */
+static void head_major(void *ctx, int g, int tid) {
+    (void)tid;
+    const att_job *a = ctx;
+    dg_session *s = a->s;
+    const dg_layer *L = &a->e->layers[a->li];
+    const size_t d = (size_t)L->d, kw = (size_t)L->n_kv * d;
+    for (int t = 0; t < a->T; t++) {
+        memcpy(s->kh + ((size_t)g * a->T + t) * d, s->k + (size_t)t * kw + g * d, d * sizeof(float));
+        memcpy(s->vh + ((size_t)g * a->T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
+    }
+}
+
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
     att_job a = {e, s, li, T, pos0, causal};
-    if (s->fast) {   /* the new rows head-major, as the cache holds them */
-        const dg_layer *L = &e->layers[li];
-        const size_t d = (size_t)L->d, kw = (size_t)L->n_kv * d;
-        for (int g = 0; g < L->n_kv; g++)
-            for (int t = 0; t < T; t++) {
-                memcpy(s->kh + ((size_t)g * T + t) * d, s->k + (size_t)t * kw + g * d, d * sizeof(float));
-                memcpy(s->vh + ((size_t)g * T + t) * d, s->v + (size_t)t * kw + g * d, d * sizeof(float));
-            }
+    if (s->fast) {
+        dg_pool_run(s->pool, e->layers[li].n_kv, head_major, &a);
         int nh, qb, nhc, nqb;
         att_block_shape(e, s, li, T, causal, &nh, &qb, &nhc, &nqb);
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
     } else {
         dg_pool_run(s->pool, T * nq, attend_exact, &a);
     }
-    R(s->att, (size_t)T * nq * e->layers[li].d);
+    dg_round_act_pool(s->pool, s->att, (size_t)T * nq * e->layers[li].d, e->act);
 }
 
 /* Append the T new K/V rows (positions n_past..) of layer li to its cache. */
