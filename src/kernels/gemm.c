@@ -278,16 +278,14 @@ static void softcap_row(void *ctx, int t, int tid) {
     dg_softcap_f32(j->y + (size_t)t * (size_t)j->cols, (int)j->cols, j->cap);
 }
 
-/* act: the type the outputs are rounded to (DG_F32: none); cap > 0: then the fast path's softcap */
-static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act,
-                            float cap);
-
-static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
-    matmul_impl_cap(k, p, y, x, n, w, x_bf16, act, 0.0f);
+static void softcap_pool(dg_pool *pool, float *y, int n, int64_t cols, float cap) {
+    cap_job cj = {y, cols, cap};
+    dg_pool_run(pool, n, softcap_row, &cj);
 }
 
-static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act,
-                            float cap) {
+/* act: the type the outputs are rounded to (DG_F32: none); cap > 0: then the fast path's softcap */
+static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act,
+                        float cap) {
     if (n <= 0 || w->rows <= 0) return;
     if (n > k->max_n || w->cols > k->max_k) p = DG_PATH_REF;   /* beyond the scratch sized at creation */
     if (p == DG_PATH_REF) {   /* the oracle, threaded over rows (each output computed the same way) */
@@ -296,10 +294,7 @@ static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *
         j.k = k; j.y = y; j.x = x; j.n = n; j.w = w; j.rb = DG_RB / 2; j.kind = DG_KIND_REF;
         dg_pool_run(k->pool, (int)((w->rows + j.rb - 1) / j.rb), task, &j);
         if (act != DG_F32) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
-        if (cap > 0.0f) {
-            cap_job cj = {y, w->rows, cap};
-            dg_pool_run(k->pool, n, softcap_row, &cj);
-        }
+        if (cap > 0.0f) softcap_pool(k->pool, y, n, w->rows, cap);
         return;
     }
     if (!dg_path_available(p)) p = DG_PATH_GENERIC;
@@ -351,30 +346,27 @@ static void matmul_impl_cap(const dg_kctx *k, dg_path p, float *y, const float *
     const int n_tasks = (int)((w->rows + j.rb - 1) / j.rb);
     dg_pool_run(k->pool, n_tasks, task, &j);
     if (act != DG_F32 && !j.round_bf16) dg_round_act_pool(k->pool, y, (size_t)n * (size_t)w->rows, act);
-    if (cap > 0.0f && j.cap == 0.0f) {   /* not fused into the store */
-        cap_job cj = {y, w->rows, cap};
-        dg_pool_run(k->pool, n, softcap_row, &cj);
-    }
+    if (cap > 0.0f && j.cap == 0.0f) softcap_pool(k->pool, y, n, w->rows, cap);   /* not fused into the store */
 }
 
 void dg_matmul_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16) {
-    matmul_impl(k, p, y, x, n, w, x_bf16, DG_F32);
+    matmul_impl(k, p, y, x, n, w, x_bf16, DG_F32, 0.0f);
 }
 
 void dg_matmul_act_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
-    matmul_impl(k, p, y, x, n, w, x_bf16, act);
+    matmul_impl(k, p, y, x, n, w, x_bf16, act, 0.0f);
 }
 
 void dg_matmul_act(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act) {
-    matmul_impl(k, k->path, y, x, n, w, x_bf16, act);
+    matmul_impl(k, k->path, y, x, n, w, x_bf16, act, 0.0f);
 }
 
 void dg_matmul_softcap(const dg_kctx *k, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap) {
-    matmul_impl_cap(k, k->path, y, x, n, w, x_bf16, act, cap);
+    matmul_impl(k, k->path, y, x, n, w, x_bf16, act, cap);
 }
 
 void dg_matmul_softcap_path(const dg_kctx *k, dg_path p, float *y, const float *x, int n, const dg_mat *w, int x_bf16, dg_dtype act, float cap) {
-    matmul_impl_cap(k, p, y, x, n, w, x_bf16, act, cap);
+    matmul_impl(k, p, y, x, n, w, x_bf16, act, cap);
 }
 
 /* ===== grouped products ===== */
@@ -443,10 +435,10 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
             x = k->gather;
         } else if (g[i].xrows) {   /* no scratch: row by row */
             for (int r = 0; r < g[i].n; r++)
-                matmul_impl(k, p, g[i].y + (size_t)r * g[i].w.rows, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, 1, &g[i].w, x_bf16, act);
+                matmul_impl(k, p, g[i].y + (size_t)r * g[i].w.rows, g[i].x + (size_t)g[i].xrows[r] * g[i].w.cols, 1, &g[i].w, x_bf16, act, 0.0f);
             continue;
         }
-        matmul_impl(k, p, g[i].y, x, g[i].n, &g[i].w, x_bf16, act);
+        matmul_impl(k, p, g[i].y, x, g[i].n, &g[i].w, x_bf16, act, 0.0f);
     }
 }
 

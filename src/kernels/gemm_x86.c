@@ -831,12 +831,7 @@ T_AMX static void amx_store(float *c, int nrow, int ntok, float *y, int64_t ldy,
     const __mmask16 m = (__mmask16)((1u << nrow) - 1);
     for (int t = 0; t < ntok; t++) {
         __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, col, c + t, 4);
-        if (rbf) {   /* bf16, nearest even; a NaN made quiet: round_bf16_block's rule */
-            const __m512i u = _mm512_castps_si512(v), hi = _mm512_set1_epi32((int)0xffff0000u);
-            const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)))), hi);
-            const __m512i q = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi);
-            v = _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q));
-        }
+        if (rbf) v = round_bf16_512(v);
         if (cap > 0.0f) v = softcap512(v, capv);   /* dg_softcap_f32's function, on the rounded value */
         _mm512_mask_storeu_ps(y + t * ldy, m, v);
     }
@@ -1099,7 +1094,7 @@ T_AMX static void nn_pack_prow(const dg_kctx *k, int t, const float *src, int64_
 T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
     (void)tid;
     const amx_nn_job *j = ctx;
-    nn_pack_prow(j->k, t, t < j->n ? j->p + (int64_t)t * j->ldp : NULL, j->e->rows);
+    nn_pack_prow(j->k, t, j->p + (int64_t)t * j->ldp, j->e->rows);
 }
 
 void dg_nn_amx_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) { nn_pack_prow(k, t, p, V); }
@@ -1203,18 +1198,16 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
     for (int t = 0; t < j->n; t++) memcpy(j->y + (int64_t)t * H + h0, acc + (int64_t)t * lda, sizeof(float) * (size_t)hb);
 }
 
-void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e) {
-    amx_nn_job j = {k, y, p, ldp, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
-    const int ntb = (n + 15) / 16;
-    /* token rows past n in the last 16-block read as zero probabilities */
-    dg_pool_run(k->pool, ntb * 16, nn_pack_p, &j);
-    dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
-}
-
-/* the rows 0..n-1 already packed (dg_nn_amx_pack_row) */
+/* the rows 0..n-1 already packed (dg_nn_amx_pack_row); the rest of the last 16-row block zeroed here */
 void dg_nn_amx_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e) {
     amx_nn_job j = {k, y, NULL, 0, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
     for (int t = n; t < (n + 15) / 16 * 16; t++) nn_pack_prow(k, t, NULL, e->rows);
     dg_pool_run(k->pool, (int)((e->cols + DG_NN_HB - 1) / DG_NN_HB), nn_amx_task, &j);
+}
+
+void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e) {
+    amx_nn_job j = {k, y, p, ldp, (e->rows + DG_KC - 1) / DG_KC * DG_KC, n, e};
+    dg_pool_run(k->pool, n, nn_pack_p, &j);
+    dg_nn_amx_prepacked(k, y, n, e);
 }
 #endif
