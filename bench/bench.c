@@ -32,17 +32,19 @@ static double now_ms(void) {
 
 /* FLOPs of one decoder step over a canvas of C tokens after n_ctx cached tokens (multiply-add = 2) */
 /* FLOPs of one step; *moe and *lm_head: those of the router + experts and of the LM head alone */
-static double step_flops(const dg_engine *e, int n_cached, double *moe, double *lm_head) {
+static double step_flops(const dg_engine *e, int n_cached, double *moe, double *lm_head, double *proj, double *experts) {
     const dg_config *c = &e->cfg;
     const double H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, C = c->canvas_length;
     const double nq = c->n_heads, E = c->n_experts, K = c->top_k, Ie = c->expert_size;
-    double per_tok = 0, attn = 0, moe_tok = 0;
+    double per_tok = 0, attn = 0, moe_tok = 0, proj_tok = 0, exp_tok = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const double d = c->layer_head_dim[l], nkv = c->layer_n_kv[l];
         const double kv = c->layer_full[l] ? 1 : 2;   /* full layers: V = K, no v_proj */
         per_tok += 2 * H * nq * d + 2 * kv * H * nkv * d + 2 * nq * d * H;   /* q, k(, v), o */
         per_tok += 2 * 3 * H * I + 2 * H * E + 2 * K * 3 * H * Ie;            /* dense MLP, router, experts */
         moe_tok += 2 * H * E + 2 * K * 3 * H * Ie;
+        exp_tok += 2 * K * 3 * H * Ie;
+        proj_tok += 2 * H * nq * d + 2 * kv * H * nkv * d + 2 * nq * d * H + 2 * 3 * H * I;
         const double keys = (c->layer_full[l] ? n_cached : fmin(n_cached, c->sliding_window - 1)) + C;
         attn += 2 * 2 * nq * d * keys;                                         /* q.k and p.v per query */
     }
@@ -50,6 +52,8 @@ static double step_flops(const dg_engine *e, int n_cached, double *moe, double *
     per_tok += 2 * V * H + 2 * 3 * H * I;      /* self-conditioning: P.E and its MLP */
     *moe = C * moe_tok;
     *lm_head = C * 2 * H * V;
+    *proj = C * proj_tok;
+    *experts = C * exp_tok;
     return C * (per_tok + attn);
 }
 
@@ -91,7 +95,9 @@ static int arg_int(const char *flag, const char *v, int lo, int hi, int *out) {
 static const char *k_header =
     "label,kernels,threads,weights,act,prompt_len,canvas,steps,ms_per_step,attention_ms,mlp_ms,moe_ms,"
     "lm_head_ms,sample_ms,self_cond_ms,encode_ms_per_token,canvas_tok_s,emitted_tok_s,ttfc_ms,"
-    "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults";
+    "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,"
+    "proj_ms,proj_gflops,proj_pct_of_int8,experts_ms,experts_gflops,experts_pct_of_int8,"
+    "peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults";
 
 /* CPU time of the whole machine from /proc/stat: *steal (taken by the hypervisor) and *total, in
  * ticks; 0 when unavailable (not Linux) */
@@ -201,20 +207,25 @@ int dg_bench_main(int argc, char **argv) {
     const char *peak_kind = "fp32";
     if (!strcmp(kern, "amx") && bf16) { peak = pk.amx_bf16; peak_kind = "amx_bf16"; }
     else if (!strcmp(kern, "avx512") && bf16 && pk.bf16 > 0) { peak = pk.bf16; peak_kind = "bf16"; }
-    double moe_flop, lm_flop;
-    const double flop = step_flops(e, prompt_len, &moe_flop, &lm_flop), gflops = flop / (st.ms_per_step * 1e-3) / 1e9;
+    double moe_flop, lm_flop, proj_flop, exp_flop;
+    const double flop = step_flops(e, prompt_len, &moe_flop, &lm_flop, &proj_flop, &exp_flop), gflops = flop / (st.ms_per_step * 1e-3) / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double n = pr.n_decode ? pr.n_decode : 1;
     const double moe_gf = pr.moe > 0 ? moe_flop / (pr.moe / n * 1e-3) / 1e9 : 0, lm_gf = pr.lm_head > 0 ? lm_flop / (pr.lm_head / n * 1e-3) / 1e9 : 0;
+    /* the products alone, against the int8 peak (issue 6's measure for the quantized models) */
+    const double proj_gf = pr.proj > 0 ? proj_flop / (pr.proj / n * 1e-3) / 1e9 : 0, exp_gf = pr.experts > 0 ? exp_flop / (pr.experts / n * 1e-3) / 1e9 : 0;
     char row[2048];
     snprintf(row, sizeof(row),
-             "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld",
+             "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,"
+             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld",
              label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
              st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
              enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
              peak > 0 ? 100.0 * gflops / peak : 0.0, moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf,
-             peak > 0 ? 100.0 * lm_gf / peak : 0.0, pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, ru.ru_maxrss / 1024.0, steal_pct, majflt);
+             peak > 0 ? 100.0 * lm_gf / peak : 0.0, pr.proj / n, proj_gf, pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0,
+             pr.experts / n, exp_gf, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0,
+             pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, ru.ru_maxrss / 1024.0, steal_pct, majflt);
     printf("%s\n%s\n", k_header, row);
     if (csv) {
         FILE *f = fopen(csv, "a+");
@@ -225,10 +236,11 @@ int dg_bench_main(int argc, char **argv) {
         fclose(f);
     }
     fprintf(stderr, "bench: %s kernels, %d threads: %.1f ms/step (%.1f GFLOP/step, %.1f GFLOP/s = %.1f%% of the %s peak %.0f), "
-            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
+            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), projections %.1f GFLOP/s and experts %.1f (%.1f%% and %.1f%% of the int8 peak %.0f), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
             "%.1f%% of the CPU stolen, %ld major faults\n", kern,
             dg_session_threads(s), st.ms_per_step, flop / 1e9, gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak_kind, peak,
-            moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, st.ms_first_canvas, enc_per_tok, ru.ru_maxrss / 1024.0,
+            moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, proj_gf, exp_gf,
+            pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0, pk.int8, st.ms_first_canvas, enc_per_tok, ru.ru_maxrss / 1024.0,
             steal_pct, majflt);
     rc = 0;
 done:

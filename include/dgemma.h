@@ -124,6 +124,8 @@ typedef struct {
     double sample;         /* temperature, softmax statistics, sampling, acceptance (dg_generate) */
     double encode;         /* encoder passes (prompt and committed canvases) */
     double decode;         /* decoder steps in all */
+    double proj;           /* within attention and mlp: the q/k/v/o and dense MLP products alone */
+    double experts;        /* within moe: the expert products alone (gate_up and down) */
     int n_decode, n_encode_tokens;
 } dg_profile;
 void dg_session_profile(const dg_session *session, dg_profile *out);

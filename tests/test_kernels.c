@@ -842,15 +842,18 @@ static void test_pool(void) {
     for (int th = 1; th <= 4; th++) {
         dg_pool *p = dg_pool_create(th);
         CHECK(p && dg_pool_size(p) == th, "pool size %d", th);
-        enum { N = 1000 };
-        int hits[N], tids[N];
+        /* tasks are handed out in shrinking chunks: counts around the chunk divisor and large ones */
+        enum { NMAX = 11264 };
+        static int hits[NMAX], tids[NMAX];
+        const int ns[] = {1, 2, 7, 8, 9, 15, 16, 17, 33, 1000, NMAX};
         for (int rep = 0; rep < 50; rep++) {
+            const int N = ns[rep % (int)(sizeof(ns) / sizeof(ns[0]))];
             memset(hits, 0, sizeof(hits));
             pool_ctx c = {hits, tids};
             dg_pool_run(p, N, pool_task, &c);
             int bad = 0;
-            for (int i = 0; i < N; i++) bad += hits[i] != 1 || tids[i] < 0 || tids[i] >= th;
-            CHECK(bad == 0, "threads %d rep %d: %d tasks not run exactly once", th, rep, bad);
+            for (int i = 0; i < NMAX; i++) bad += i < N ? hits[i] != 1 || tids[i] < 0 || tids[i] >= th : hits[i] != 0;
+            CHECK(bad == 0, "threads %d rep %d (%d tasks): %d tasks not run exactly once", th, rep, N, bad);
         }
         dg_pool_run(p, 0, pool_task, NULL);
         dg_pool_free(p);

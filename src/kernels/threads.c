@@ -3,7 +3,7 @@
  * threads.c - the persistent pool. A run publishes (fn, ctx, n) under the mutex and bumps a
  * generation counter; workers wake, pull task indices from an atomic counter until it passes n, and
  * the last one to finish signals the caller, who pulls tasks too. Dynamic scheduling (the atomic
- * counter) balances uneven tasks such as experts with different token counts.
+ * counter, in shrinking chunks) balances uneven tasks such as experts with different token counts.
  */
 #include "threads.h"
 
@@ -32,11 +32,23 @@ typedef struct {
     int tid;
 } worker_arg;
 
+/* Tasks are handed out in chunks of a quarter of the remaining tasks per thread (guided
+ * self-scheduling): a run of n tasks takes about 4 * threads * ln(n) atomic operations instead of n,
+ * and the chunks shrink towards the end, so uneven tasks still balance. Each fetch of the shared
+ * counter moves its cache line between cores, which on this VM cost about 1 us: with one task per fetch
+ * a layer's 11,264 expert down-projection tasks (about 8 us each) spent 11 % of their time there.
+ * In-process A/B, same results: a layer's 128 experts, down 0.76-0.86x the time, gate_up 0.89-0.95x;
+ * the 26B-shape MoE stage 0.88x (median of 8 pairs). */
 static void drain(dg_pool *p, dg_task_fn fn, void *ctx, int n, int tid) {
+    const int div = 4 * p->n_threads;
     for (;;) {
-        const int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (i >= n) break;
-        fn(ctx, i, tid);
+        int i = atomic_load_explicit(&p->next, memory_order_relaxed), c;
+        do {
+            if (i >= n) return;
+            c = (n - i) / div;
+            if (c < 1) c = 1;
+        } while (!atomic_compare_exchange_weak_explicit(&p->next, &i, i + c, memory_order_relaxed, memory_order_relaxed));
+        for (const int e = i + c; i < e; i++) fn(ctx, i, tid);
     }
 }
 

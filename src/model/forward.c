@@ -67,6 +67,7 @@ struct dg_session {
     float *moe_gu, *moe_act;    /* [T*K, 2Ie] gate and up, [T*K, Ie] activations, by position */
     float *moe_y;               /* [T*K, H] every routed expert output, rounded, by position */
     dg_profile prof;
+    int timing;                 /* 1 within a decoder layer: products also timed alone (prof.proj, prof.experts) */
 }; 
 
 #define R(ptr, n) dg_round_act_fast((ptr), (size_t)(n), e->act)
@@ -299,7 +300,9 @@ static void norm(const dg_engine *e, const dg_session *s, float *y, const float 
 }
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
+    const double t0 = s->timing ? now_ms() : 0;
     dg_matmul_act(&s->kc, y, x, n, w, s->x_bf16, e->act);   /* rounded to the activation type */
+    if (s->timing) s->prof.proj += now_ms() - t0;
 }
 
 /* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
@@ -716,14 +719,18 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
         if (!cnt[ex]) continue;
         s->moe_g[ng++] = (dg_gemm){dg_expert_gate_up(e, L, ex), u, tok + o, s->moe_gu + (size_t)o * 2 * Ie, cnt[ex]};
     }
+    double t0 = s->timing ? now_ms() : 0;
     dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
+    if (s->timing) s->prof.experts += now_ms() - t0;
     gated_act(e, s, TK, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
     ng = 0;
     for (int ex = 0, o = 0; ex < E; o += cnt[ex], ex++) {
         if (!cnt[ex]) continue;
         s->moe_g[ng++] = (dg_gemm){dg_expert_down(e, L, ex), s->moe_act + (size_t)o * Ie, NULL, s->moe_y + (size_t)o * H, cnt[ex]};
     }
+    t0 = s->timing ? now_ms() : 0;
     dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
+    if (s->timing) s->prof.experts += now_ms() - t0;
     combine_job cj = {s, out, H, K};
     dg_pool_run(s->pool, T, combine_row, &cj);
     R(out, (size_t)T * H);
@@ -740,6 +747,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     /* attention block */
     /* stage timers count decoder steps only (encoder passes are timed whole) */
     double t0 = causal ? 0 : now_ms(), t1;
+    s->timing = !causal;   /* the decoder's products timed alone too (prof.proj, prof.experts) */
     norm(e, s, s->hn, x, T, H, &L->in_norm);
     qkv(e, s, L, s->hn, T, pos0);
     if (s->tap) {
@@ -768,9 +776,12 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     if (!causal) { t1 = now_ms(); s->prof.mlp += t1 - t0; t0 = t1; }
     norm(e, s, s->h1, s->h1, T, H, &L->post_ff1_norm);
 
+    s->timing = 0;
     route(e, s, L, x, T);                       /* the router reads the raw residual */
+    s->timing = !causal;
     norm(e, s, s->hn, x, T, H, &L->pre_ff2_norm);
     experts(e, s, L, s->h2, s->hn, T);
+    s->timing = 0;
     if (!causal) { t1 = now_ms(); s->prof.moe += t1 - t0; }
     norm(e, s, s->h2, s->h2, T, H, &L->post_ff2_norm);
 
