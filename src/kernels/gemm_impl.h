@@ -46,6 +46,9 @@ int dg_vnni_row(dg_dtype dt, const uint8_t *w, int64_t K, const void *aq, size_t
 /* AVX-512 dequantization of Q8_0, Q5_0, Q4_K, Q5_K, Q6_K (bit-exact with the scalar); 0 = no kernel */
 int dg_dequant_gguf_avx512(dg_dtype dt, const void *blocks, float *out, int64_t n);
 int dg_dequant_gguf_bf16tiles_avx512(dg_dtype dt, const void *blocks, uint16_t *out, int64_t n);
+/* the row loop behind it for dt (nb blocks), resolved once per task; NULL = no kernel here */
+typedef void (*dg_bf16tiles_fn)(const uint8_t *blocks, uint16_t *out, int64_t nb);
+dg_bf16tiles_fn dg_bf16tiles_row_fn(dg_dtype dt);
 /* Dequantize [c0, c0+n) of row r with the fastest exact kernel available (same values as
  * dg_dequant_range). */
 void dg_dequant_fast(const dg_mat *w, int64_t r, int64_t c0, int64_t n, float *out);

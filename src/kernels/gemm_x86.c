@@ -790,6 +790,9 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
         const size_t ahead = (size_t)PFW * w->row_bytes, tot = (size_t)nr * w->row_bytes;
         for (size_t o = 0; o < ahead && o < tot; o += 64) _mm_prefetch(b0 + o, _MM_HINT_T0);
     }
+    /* the GGUF block types straight into the tile rows: the row loop resolved once per task */
+    const int blk = w->dt == DG_BF16 ? 0 : dg_gguf_block_elems(w->dt);
+    const dg_bf16tiles_fn bq = blk && K % blk == 0 ? dg_bf16tiles_row_fn(w->dt) : NULL;
     for (int r = 0; r < DG_RB; r++) {
         uint16_t *dst = pb + (size_t)(r / 16) * 512 + (size_t)(r % 16) * 32;
         if (pfw && r + PFW < nr) {
@@ -809,10 +812,10 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
             }
         } else {
             /* the GGUF block types straight into the tile rows (the same bf16 values as below) */
-            const int blk = dg_gguf_block_elems(w->dt);
-            if (blk && K % blk == 0 && dg_cpu_has_avx512bf16() &&
-                dg_dequant_gguf_bf16tiles_avx512(w->dt, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, dst, K))
+            if (bq) {
+                bq((const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes, dst, K / blk);
                 continue;
+            }
             /* otherwise the whole row dequantized into the first row of the float area (one dispatch
              * per row, the row in L1), then each 32-value piece rounded to bf16 into its tile row */
             dg_panel_f32(w, r0 + r, 1, panel);

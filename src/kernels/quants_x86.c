@@ -12,6 +12,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/quants.h"
+#include "kernels/gemm_impl.h"
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
 
@@ -167,16 +168,21 @@ BQ_ROW(bq_row_q5_K, bq_q5_K, 256, 176)
 BQ_ROW(bq_row_q6_K, bq_q6_K, 256, 210)
 #undef BQ_ROW
 
-T_BF16 int dg_dequant_gguf_bf16tiles_avx512(dg_dtype dt, const void *blocks, uint16_t *out, int64_t n) {
-    void (*fn)(const uint8_t *, uint16_t *, int64_t);
+dg_bf16tiles_fn dg_bf16tiles_row_fn(dg_dtype dt) {
+    if (!dg_cpu_has_avx512bf16()) return NULL;
     switch (dt) {
-    case DG_Q8_0: fn = bq_row_q8_0; break;
-    case DG_Q5_0: fn = bq_row_q5_0; break;
-    case DG_Q4_K: fn = bq_row_q4_K; break;
-    case DG_Q5_K: fn = bq_row_q5_K; break;
-    case DG_Q6_K: fn = bq_row_q6_K; break;
-    default: return 0;
+    case DG_Q8_0: return bq_row_q8_0;
+    case DG_Q5_0: return bq_row_q5_0;
+    case DG_Q4_K: return bq_row_q4_K;
+    case DG_Q5_K: return bq_row_q5_K;
+    case DG_Q6_K: return bq_row_q6_K;
+    default: return NULL;
     }
+}
+
+T_BF16 int dg_dequant_gguf_bf16tiles_avx512(dg_dtype dt, const void *blocks, uint16_t *out, int64_t n) {
+    const dg_bf16tiles_fn fn = dg_bf16tiles_row_fn(dt);
+    if (!fn) return 0;
     fn(blocks, out, n / dg_gguf_block_elems(dt));
     return 1;
 }
