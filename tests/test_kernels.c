@@ -237,6 +237,18 @@ static void test_matmul_nn(void) {
                 }
                 dg_matmul_nn(&k, y, pr, V, n, &em, 1);
                 for (int i = 0; i < n * H; i++) w2 = fmax(w2, fabs((double)y[i] - ref[i]));
+                if (p == DG_PATH_AMX) {   /* exactly the product with the bf16-rounded dequantized embedding */
+                    uint16_t *e16 = malloc(sizeof(uint16_t) * (size_t)V * H);
+                    float *y16 = malloc(sizeof(float) * (size_t)n * H);
+                    for (int v = 0; v < V; v++) {
+                        dg_dequant_range(&em, v, 0, H, row);
+                        for (int c = 0; c < H; c++) e16[(size_t)v * H + c] = dg_f32_to_bf16(row[c]);
+                    }
+                    dg_mat e16m = dg_mat_init(e16, DG_BF16, V, H);
+                    dg_matmul_nn(&k, y16, pr, V, n, &e16m, 1);
+                    CHECK(memcmp(y, y16, sizeof(float) * (size_t)n * H) == 0, "amx %s embedding: P.E differs from the bf16-rounded one", dg_dtype_name(qts[qi]));
+                    free(e16); free(y16);
+                }
                 /* scale: sum_v p |e| ~ max|e| */
                 CHECK(w2 < 2e-2, "path %s %s embedding: P.E error %.3g", dg_path_name((dg_path)p), dg_dtype_name(qts[qi]), w2);
             }

@@ -67,7 +67,8 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     const size_t nn = sizeof(float) * (512 * 32 + 1024) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
     /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
-    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)(round_up(k->max_n, 16) + 1) * DG_NN_HB * sizeof(float) + 64;
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)(round_up(k->max_n, 16) + 1) * DG_NN_HB * sizeof(float) +
+                          2 * (DG_NN_HB / 32) * 1024 * sizeof(uint16_t) + 64;
     if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     k->max_v = max_v;
     k->max_nn = max_nn < k->max_n ? max_nn : k->max_n;

@@ -1116,11 +1116,21 @@ T_AMX static void nn_row_bf16(const dg_mat *e, int64_t v, int64_t h0, int hb, fl
 }
 
 enum { NN_PF = 16 };   /* embedding rows ahead */
-T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b, float *tmp) {
+/* qt: scratch for two rows' pieces in the tile-row layout of the GGUF bf16 dequantizers (piece p of
+ * 32 values at qt + p * 1024, the second row at qt + DG_NN_HB / 32 * 1024) */
+T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int hb, uint16_t *b, float *tmp, uint16_t *qt) {
     const int nht = (hb + 15) / 16;
     __attribute__((aligned(64))) uint16_t ra[DG_NN_HB + 16], rb[DG_NN_HB + 16];
     memset(ra + hb, 0, 32);
     memset(rb + hb, 0, 32);
+    /* block-quantized rows whose blocks this column range holds whole: straight to bf16 pieces, the row
+     * loop resolved once (was: a float32 dequantization through three dispatching calls per row piece,
+     * then a conversion pass). In-process A/B, 32,768 x 2,816 embedding, 256 tokens, same results:
+     * Q6_K 0.95x the time, Q8_0 0.84x. */
+    const int blk = e->dt == DG_BF16 ? 0 : dg_gguf_block_elems(e->dt);
+    const dg_bf16tiles_fn bq = blk && h0 % blk == 0 && hb % blk == 0 ? dg_bf16tiles_row_fn(e->dt) : NULL;
+    const size_t boff = bq ? (size_t)(h0 / blk) * dg_gguf_block_bytes(e->dt) : 0;
+    uint16_t *qa = qt, *qb = qt + DG_NN_HB / 32 * 1024;
     for (int kc = 0; kc < nv / 32; kc++)
         for (int q = 0; q < 16; q++) {
             const int64_t va = v0 + kc * 32 + 2 * q;
@@ -1131,17 +1141,26 @@ T_AMX static void nn_pack_e(const dg_mat *e, int64_t v0, int nv, int64_t h0, int
                 for (int o = 0; o < hb * 2; o += 64) { _mm_prefetch(p0 + o, _MM_HINT_T0); _mm_prefetch(p0 + e->row_bytes + o, _MM_HINT_T0); }
             }
             const uint16_t *pa = ra, *pb = rb;
+            int64_t ps = 32;   /* elements between 32-value pieces */
             if (e->dt == DG_BF16 && hb % 16 == 0 && va + 1 < e->rows) {   /* bf16 rows read in place (A/B: 3 % faster) */
                 pa = (const uint16_t *)((const uint8_t *)e->data + (size_t)va * e->row_bytes) + h0;
                 pb = (const uint16_t *)((const uint8_t *)pa + e->row_bytes);
+            } else if (bq && va + 1 < e->rows) {
+                const uint8_t *q0 = (const uint8_t *)e->data + (size_t)va * e->row_bytes + boff;
+                bq(q0, qa, hb / blk);
+                bq(q0 + e->row_bytes, qb, hb / blk);
+                pa = qa;
+                pb = qb;
+                ps = 1024;
             } else {
                 nn_row_bf16(e, va, h0, hb, tmp, ra);
                 nn_row_bf16(e, va + 1, h0, hb, tmp, rb);
             }
             for (int ht = 0; ht < nht; ht++) {
                 uint16_t *tile = b + ((size_t)kc * nht + ht) * 512;
-                const __m256i a = _mm256_loadu_si256((const __m256i *)(pa + ht * 16));
-                const __m256i bb = _mm256_loadu_si256((const __m256i *)(pb + ht * 16));
+                const int64_t o = (ht >> 1) * ps + (ht & 1) * 16;
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(pa + o));
+                const __m256i bb = _mm256_loadu_si256((const __m256i *)(pb + o));
                 _mm512_storeu_si512((void *)(tile + q * 32), pair16(a, bb));
             }
         }
@@ -1154,6 +1173,7 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
     uint16_t *b = (uint16_t *)j->k->panel[tid];
     float *acc = (float *)(b + (size_t)DG_NN_VB * DG_NN_HB);   /* [ntb*16 tokens][nht*16 columns] */
     float *tmp = acc + (size_t)ntb * 16 * DG_NN_HB;            /* one dequantized row piece */
+    uint16_t *qt = (uint16_t *)(tmp + DG_NN_HB);               /* two rows' bf16 pieces (nn_pack_e) */
     const int64_t lda = nht * 16;
     memset(acc, 0, sizeof(float) * (size_t)ntb * 16 * lda);
     __attribute__((aligned(64))) tilecfg cfg;
@@ -1163,7 +1183,7 @@ T_AMX static void nn_amx_task(void *ctx, int i, int tid) {
     _tile_loadconfig(&cfg);
     for (int64_t v0 = 0; v0 < V; v0 += DG_NN_VB) {
         const int nv = (int)((V - v0 < DG_NN_VB ? V - v0 : DG_NN_VB) + 31) / 32 * 32;
-        nn_pack_e(j->e, v0, nv, h0, hb, b, tmp);
+        nn_pack_e(j->e, v0, nv, h0, hb, b, tmp, qt);
         const int nkc = nv / 32;
         for (int ht = 0; ht < nht; ht += 2) {
             const int two_h = ht + 1 < nht;
