@@ -69,7 +69,7 @@ static void usage(FILE *f) {
         "  -p, --prompt-len P   prompt tokens (default 100)\n"
         "  -s, --steps S        denoising steps (default 8)\n"
         "  -t, --threads N      threads (default: every CPU)\n"
-        "  -b, --n-batch N      prompt tokens encoded per chunk (default: the canvas length)\n"
+        "  -b, --n-batch N      prompt tokens encoded per chunk (default: the session's, 1024)\n"
         "  --kernels K          auto, ref, generic, avx2, avx512, amx, neon (default auto)\n"
         "  --label TEXT         a label for the row (default: the model directory)\n"
         "  --csv FILE           also append the row to FILE (header when the file is new)\n"

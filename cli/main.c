@@ -93,7 +93,7 @@ static void usage_forward(FILE *f) {
         "  --sc-logits F         self-conditioning logits, float32 .npy [canvas, vocab]\n"
         "  --out F               where to write the logits (.npy)\n"
         "  --act auto|f32|bf16|f16  activation precision (auto: the checkpoint dtype, like the reference)\n"
-        "  --n-batch N           tokens per encoder chunk (default: canvas_length)\n"
+        "  --n-batch N           tokens per encoder chunk (default: 1024, at most n_ctx, at least canvas_length)\n"
         KERNEL_OPTIONS_HELP
         "  -h, --help            this help\n");
 }

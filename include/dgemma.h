@@ -94,7 +94,7 @@ typedef enum {
 
 typedef struct {
     int n_ctx;          /* most tokens the KV cache can hold (prompt + committed canvases); 0 = 4096 */
-    int n_batch;        /* most tokens encoded per chunk; 0 = canvas_length */
+    int n_batch;        /* most tokens encoded per chunk; 0 = 1024, at most n_ctx, at least canvas_length */
     int n_threads;      /* threads (the caller included); 0 = every online CPU */
     dg_kernels kernels; /* default DG_KERNELS_AUTO */
     int sc_top_k;       /* 0: the self-conditioning soft embedding over the whole vocabulary (the

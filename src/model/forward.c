@@ -70,6 +70,8 @@ struct dg_session {
     int timing;                 /* 1 within a decoder layer: products also timed alone (prof.proj, prof.experts) */
 }; 
 
+enum { DG_N_BATCH_DEFAULT = 1024 };
+
 #define R(ptr, n) dg_round_act_fast((ptr), (size_t)(n), e->act)
 
 static void tap(dg_session *s, const char *name, const float *data, int rows, int cols) {
@@ -117,7 +119,12 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     if (!s) return dg_fail(err, errlen, "out of memory");
     s->e = e;
     s->n_ctx = p.n_ctx ? p.n_ctx : 4096;
-    s->n_batch = p.n_batch ? p.n_batch : c->canvas_length;
+    /* default chunk: 1,024 prompt tokens (no more than the cache holds, no fewer than a canvas). Each
+     * chunk dequantizes every expert it routes to once, so longer chunks spread that over more tokens:
+     * 26B-shape encoder, 2,048-token prompt, 1,024 against 256: 0.63-0.75x the time per token (six
+     * alternating pairs), for about 290 MB more scratch. */
+    const int nb_default = s->n_ctx < DG_N_BATCH_DEFAULT ? s->n_ctx : DG_N_BATCH_DEFAULT;
+    s->n_batch = p.n_batch ? p.n_batch : nb_default > c->canvas_length ? nb_default : c->canvas_length;
     s->T = s->n_batch > c->canvas_length ? s->n_batch : c->canvas_length;
     const size_t T = (size_t)s->T, H = (size_t)c->hidden_size, nq = (size_t)c->n_heads;
     size_t qw = 0, kw = 0, dmax = 0;
