@@ -839,6 +839,31 @@ static void test_matmul_oversize(void) {
     dg_pool_free(pool);
 }
 
+/* the experts' weighted sum: dg_wsum_f32 against the scalar loop, bit for bit (signed zeros,
+ * tails, 1-13 rows) */
+static void test_wsum(void) {
+    const int ns[] = {1, 15, 16, 17, 100, 2816}, ks[] = {1, 2, 8, 13};
+    int bad = 0, cases = 0;
+    for (size_t a = 0; a < sizeof(ns) / sizeof(ns[0]); a++)
+        for (size_t b = 0; b < sizeof(ks) / sizeof(ks[0]); b++) {
+            const int n = ns[a], K = ks[b];
+            float *buf = malloc(sizeof(float) * (size_t)n * K), *o = malloc(sizeof(float) * (size_t)n), *r = malloc(sizeof(float) * (size_t)n);
+            const float *y[13];
+            float w[13];
+            for (int i = 0; i < n * K; i++) buf[i] = i % 7 == 3 ? -0.0f : frand() * (i % 5 == 0 ? 1e-30f : 3.0f);
+            for (int k = 0; k < K; k++) { y[k] = buf + (size_t)k * n; w[k] = k == 1 ? -0.0f : frand(); }
+            for (int i = 0; i < n; i++) r[i] = 0.0f;
+            for (int k = 0; k < K; k++)
+                for (int i = 0; i < n; i++) r[i] += y[k][i] * w[k];
+            dg_wsum_f32(o, y, w, K, n);
+            bad += memcmp(o, r, sizeof(float) * (size_t)n) != 0;
+            cases++;
+            free(buf); free(o); free(r);
+        }
+    CHECK(bad == 0, "dg_wsum_f32 differs from the scalar loop in %d of %d cases", bad, cases);
+    printf("  %d cases bit-identical to the scalar loop\n", cases);
+}
+
 typedef struct {
     int *hits;
     int *tids;
@@ -918,6 +943,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-softcap", test_matmul_softcap},
     {"kernels/fused-rows", test_fused_rows},
+    {"kernels/wsum", test_wsum},
     {"kernels/rope-fast", test_rope_fast},
     {"kernels/matmul-nn", test_matmul_nn},
     {"kernels/matmul-grouped", test_matmul_grouped},

@@ -491,7 +491,14 @@ static void softcap_generic(float *x, int n, float cap) {
     for (int i = 0; i < n; i++) x[i] = tanhf(x[i] / cap) * cap;
 }
 
+static void wsum_generic(float *o, const float *const *y, const float *w, int K, int n) {
+    for (int i = 0; i < n; i++) o[i] = 0.0f;
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < n; i++) o[i] += y[k][i] * w[k];
+}
+
 static float (*g_dot)(const float *, const float *, int);
+static void (*g_wsum)(float *, const float *const *, const float *, int, int);
 static void (*g_softcap)(float *, int, float);
 static void (*g_axpy)(float *, float, const float *, int);
 static float (*g_max)(const float *, int, int *);
@@ -502,6 +509,7 @@ static float (*g_dotdiff)(const float *, const float *, int, float);
  * which thread ran first */
 static void pick_vec_once(void) {
     g_dot = dot_generic;
+    g_wsum = wsum_generic;
     g_axpy = axpy_generic;
     g_max = max_generic;
     g_expsum = expsum_generic;
@@ -510,6 +518,7 @@ static void pick_vec_once(void) {
 #if defined(__x86_64__)
     if (dg_cpu_has_avx512()) {
         g_softcap = dg_softcap_f32_avx512;
+        g_wsum = dg_wsum_f32_avx512;
         g_dot = dg_dot_f32_avx512; g_axpy = dg_axpy_f32_avx512; g_max = dg_max_f32_avx512;
         g_expsum = dg_expsum_f32_avx512; g_dotdiff = dg_dotdiff_f32_avx512;
     } else if (dg_cpu_has_avx2()) {
@@ -520,6 +529,11 @@ static void pick_vec_once(void) {
 
 static pthread_once_t g_vec_once = PTHREAD_ONCE_INIT;
 static void pick_vec(void) { pthread_once(&g_vec_once, pick_vec_once); }
+
+void dg_wsum_f32(float *o, const float *const *y, const float *w, int K, int n) {
+    pick_vec();
+    g_wsum(o, y, w, K, n);
+}
 
 float dg_max_f32(const float *x, int n, int *arg) {
     pick_vec();

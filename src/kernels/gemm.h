@@ -169,6 +169,9 @@ void dg_round_act_fast(float *x, size_t n, dg_dtype act);
  * matmul). dg_dot_f32: sum a[i]*b[i]; dg_axpy_f32: y[i] += a*x[i]. */
 float dg_dot_f32(const float *a, const float *b, int n);
 void dg_axpy_f32(float *y, float a, const float *x, int n);
+/* o[i] = sum over k of y[k][i] * w[k]: each product and each sum rounded to float32, in k order from
+ * 0 (the scalar loop's own operations, no fused multiply-add: bit-identical), vectorized */
+void dg_wsum_f32(float *o, const float *const *y, const float *w, int K, int n);
 /* max of x[0..n) and its first index */
 float dg_max_f32(const float *x, int n, int *arg);
 /* x[i] = exp(x[i] - mx) (a vectorized float32 exp, within 2 ulp of expf) and the float32 sum */

@@ -249,6 +249,16 @@ T_512 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n) {
     }
 }
 
+/* 16 lanes at a time; per lane the scalar loop's operations in its order (mul, then add, from +0) */
+T_512 void dg_wsum_f32_avx512(float *o, const float *const *y, const float *w, int K, int n) {
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 acc = _mm512_setzero_ps();
+        for (int k = 0; k < K; k++) acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y[k] + i), _mm512_set1_ps(w[k])));
+        _mm512_mask_storeu_ps(o + i, m, acc);
+    }
+}
+
 T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
     __m512 m = _mm512_set1_ps(-INFINITY);
     int i = 0;

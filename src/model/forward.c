@@ -700,6 +700,12 @@ static void combine_row(void *ctx, int t, int tid) {
     const combine_job *j = ctx;
     const int H = j->H, K = j->K;
     float *o = j->out + (size_t)t * H;
+    if (j->s->fast && K <= 64) {   /* vectorized, the same operations per element (bit-identical) */
+        const float *y[64];
+        for (int k = 0; k < K; k++) y[k] = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
+        dg_wsum_f32(o, y, j->s->top_w + (size_t)t * K, K, H);
+        return;
+    }
     for (int i = 0; i < H; i++) o[i] = 0.0f;
     for (int k = 0; k < K; k++) {
         const float w = j->s->top_w[(size_t)t * K + k], *y = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
