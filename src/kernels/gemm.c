@@ -585,6 +585,12 @@ static void norm_task(void *ctx, int i, int tid) {
             for (int c = 0; c < j->dim; c++) ss += (double)xt[c] * xt[c];
         }
         const float r = 1.0f / sqrtf((float)(ss / j->dim) + j->eps);
+#if defined(__x86_64__)
+        if (v512 && dg_rms_scale_f32_avx512(yt, xt, r, j->w ? j->w->data : NULL, j->w ? j->w->dt : DG_F32, j->dim)) {
+            dg_round_act_fast(yt, (size_t)j->dim, j->act);
+            continue;
+        }
+#endif
         if (!j->w)
             for (int c = 0; c < j->dim; c++) yt[c] = xt[c] * r;
         else if (j->w->dt == DG_F32) {

@@ -249,6 +249,22 @@ T_512 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n) {
     }
 }
 
+/* y = (x * r) * w (w: float32, bf16 widened exactly, or none: y = x * r), the scalar loops' two
+ * products per element, 16 lanes at a time; 0 if w's type has no kernel here */
+T_512 int dg_rms_scale_f32_avx512(float *y, const float *x, float r, const void *w, dg_dtype wdt, int n) {
+    if (w && wdt != DG_F32 && wdt != DG_BF16) return 0;
+    const __m512 rv = _mm512_set1_ps(r);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), rv);
+        if (w && wdt == DG_F32) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, (const float *)w + i));
+        else if (w)
+            v = _mm512_mul_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i)), 16)));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+    return 1;
+}
+
 /* 16 lanes at a time; per lane the scalar loop's operations in its order (mul, then add, from +0) */
 T_512 void dg_wsum_f32_avx512(float *o, const float *const *y, const float *w, int K, int n) {
     for (int i = 0; i < n; i += 16) {
