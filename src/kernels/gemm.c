@@ -617,6 +617,10 @@ void dg_div_f32(float *x, size_t n, float d) {
 }
 
 void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
+#if defined(__x86_64__)
+    /* the portable loop is compiled for SSE2 (4 lanes); the same rule 16 lanes at a time */
+    if (act == DG_BF16 && dg_cpu_has_avx512()) { dg_round_bf16_avx512(x, n); return; }
+#endif
     if (act == DG_BF16) round_bf16_block(x, n);
     else dg_round_act(x, n, act);
 }

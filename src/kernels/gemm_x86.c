@@ -378,6 +378,16 @@ T_V512 static inline __m512 round_bf16_512(__m512 v) {
     return _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), q));
 }
 
+/* x rounded to bf16 in place (round_bf16_block's rule, 16 lanes at a time: bit-identical) */
+T_512 void dg_round_bf16_avx512(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, round_bf16_512(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, round_bf16_512(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
 /* w = exp(z - mx) and its sum (dg_expsum_f32_avx512 on a copy of z), *dd = sum w (mx - z)
  * (dg_dotdiff_f32_avx512), then z rounded to bf16 in place when rbf: one pass, the same lanes and
  * order as the three */
