@@ -275,7 +275,9 @@ static void test_fused_rows(void) {
             memcpy(b, a, sizeof(float) * (size_t)n);
             const float T = 0.7f;
             int arg_a, arg_b;
+            for (int i = 0; i < n; i++) wa[i] = a[i] / T;   /* the scalar loop */
             dg_div_f32(a, (size_t)n, T);
+            CHECK(memcmp(a, wa, sizeof(float) * (size_t)n) == 0, "dg_div_f32 n=%d differs from the scalar loop", n);
             const float mx_a = dg_max_f32(a, n, &arg_a);
             const float mx_b = dg_div_max_f32(b, n, T, &arg_b);
             CHECK(mx_a == mx_b && arg_a == arg_b && memcmp(a, b, sizeof(float) * (size_t)n) == 0, "div+max n=%d: %g@%d vs %g@%d", n, mx_a, arg_a,

@@ -613,7 +613,10 @@ void dg_rmsnorm_fast(dg_pool *pool, float *y, const float *x, int n, int dim, co
 }
 
 void dg_div_f32(float *x, size_t n, float d) {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / d;   /* vectorized at -O3; each quotient correctly rounded */
+#if defined(__x86_64__)
+    if (dg_cpu_has_avx512()) { dg_div_f32_avx512(x, n, d); return; }
+#endif
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / d;   /* vectorized at -O3 (SSE2); each quotient correctly rounded */
 }
 
 void dg_round_act_fast(float *x, size_t n, dg_dtype act) {
@@ -803,7 +806,7 @@ void dg_gelu_mul_f32(const float *g, const float *u, float *out, int n, dg_dtype
 void dg_softmax_fast(float *x, int n) {
     int arg;
     const float mx = dg_max_f32(x, n, &arg), sum = dg_expsum_f32(x, n, mx);
-    for (int i = 0; i < n; i++) x[i] = x[i] / sum;
+    dg_div_f32(x, (size_t)n, sum);
 }
 
 float dg_dot_f32(const float *a, const float *b, int n) {

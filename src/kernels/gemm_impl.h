@@ -69,6 +69,7 @@ float dg_dot_f32_avx512(const float *a, const float *b, int n);
 double dg_sumsq_f64_avx512(const float *x, int n);
 int dg_rms_scale_f32_avx512(float *y, const float *x, float r, const void *w, dg_dtype wdt, int n);
 void dg_round_bf16_avx512(float *x, size_t n);
+void dg_div_f32_avx512(float *x, size_t n, float d);
 void dg_axpy_f32_avx512(float *y, float a, const float *x, int n);
 void dg_wsum_f32_avx512(float *o, const float *const *y, const float *w, int K, int n);
 float dg_max_f32_avx512(const float *x, int n, int *arg);
