@@ -692,6 +692,7 @@ typedef struct {
     const dg_session *s;
     float *out;
     int H, K;
+    dg_dtype act;   /* each token's sum rounded to it as it is made */
 } combine_job;
 
 /* out[t] = sum_k w_k * y(t, k) in top-k order (float32), one token per task */
@@ -704,13 +705,14 @@ static void combine_row(void *ctx, int t, int tid) {
         const float *y[64];
         for (int k = 0; k < K; k++) y[k] = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
         dg_wsum_f32(o, y, j->s->top_w + (size_t)t * K, K, H);
-        return;
+    } else {
+        for (int i = 0; i < H; i++) o[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float w = j->s->top_w[(size_t)t * K + k], *y = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
+            for (int i = 0; i < H; i++) o[i] += y[i] * w;
+        }
     }
-    for (int i = 0; i < H; i++) o[i] = 0.0f;
-    for (int k = 0; k < K; k++) {
-        const float w = j->s->top_w[(size_t)t * K + k], *y = j->s->moe_y + (size_t)j->s->moe_pos[t * K + k] * H;
-        for (int i = 0; i < H; i++) o[i] += y[i] * w;
-    }
+    dg_round_act_fast(o, (size_t)H, j->act);
 }
 
 static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float *out, const float *u, int T) {
@@ -744,9 +746,8 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
     t0 = s->timing ? now_ms() : 0;
     dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
     if (s->timing) s->prof.experts += now_ms() - t0;
-    combine_job cj = {s, out, H, K};
+    combine_job cj = {s, out, H, K, e->act};
     dg_pool_run(s->pool, T, combine_row, &cj);
-    R(out, (size_t)T * H);
 }
 
 /* ===== one layer ===== */
@@ -929,7 +930,7 @@ static void self_condition(const dg_engine *e, dg_session *s, const int32_t *can
         dg_pool_run(s->pool, T, s->sc_top_k ? softmax_topk_rows : softmax_rows, &sj);
         if (pack) dg_matmul_nn_prepacked(&s->kc, S, T, &e->embed);
         else if (!s->sc_top_k) dg_matmul_nn(&s->kc, S, s->probs, V, T, &e->embed, e->wdt == DG_BF16);
-        R(S, TH);
+        dg_round_act_pool(s->pool, S, TH, e->act);
         dg_scale_round_pool(s->pool, S, e->embed_scale, TH, e->act);
     }
     tap(s, "sc_embed", S, T, H);
