@@ -191,9 +191,9 @@ float dg_dotdiff_f32(const float *x, const float *z, int n, float mx);
  * of a NaN where two NaNs meet; tests/test_kernels.c fused-rows): dg_div_max_f32 = dg_div_f32 then dg_max_f32; dg_expsum_dd_f32 = w = copy of z,
  * sum = dg_expsum_f32(w), *dd = dg_dotdiff_f32(w, z), then dg_round_act_fast(z, act). */
 float dg_div_max_f32(float *x, int n, float d, int *arg);
+float dg_expsum_dd_f32(float *z, float *w, int n, float mx, float *dd, dg_dtype act);
 /* dg_rope_ref, vectorized for bf16 and float32 activations (bit-identical, up to the sign and payload of
  * a NaN where two NaNs are added: kernels/rope-fast) */
 void dg_rope_fast(float *x, int d, const float *cos, const float *sin, dg_dtype act);
-float dg_expsum_dd_f32(float *z, float *w, int n, float mx, float *dd, dg_dtype act);
 
 #endif
