@@ -66,12 +66,13 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     /* dg_matmul_nn: a [512, 32] panel, one row of E (H <= max_k), [max_n, 32] float and double sums */
     const size_t nn = sizeof(float) * (512 * 32 + 1024) + (size_t)k->max_n * 32 * (sizeof(float) + sizeof(double)) + 64;
     if (nn > k->panel_bytes) k->panel_bytes = nn;
-    /* AMX dg_matmul_nn: B tiles of a [1024 x 256] block of E (512 KB) and the [n, 256] sums */
-    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)(round_up(k->max_n, 16) + 1) * DG_NN_HB * sizeof(float) +
-                          2 * (DG_NN_HB / 32) * 1024 * sizeof(uint16_t) + 64;
-    if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     k->max_v = max_v;
     k->max_nn = max_nn < k->max_n ? max_nn : k->max_n;
+    /* AMX dg_matmul_nn (at most max_nn rows): B tiles of a [1024 x 256] block of E (512 KB), the
+     * [n, 256] sums, one dequantized row piece and two rows of bf16 pieces */
+    const size_t amx_nn = (size_t)DG_NN_VB * DG_NN_HB * sizeof(uint16_t) + (size_t)(round_up(k->max_nn, 16) + 1) * DG_NN_HB * sizeof(float) +
+                          2 * (DG_NN_HB / 32) * 1024 * sizeof(uint16_t) + 64;
+    if (k->path == DG_PATH_AMX && amx_nn > k->panel_bytes) k->panel_bytes = amx_nn;
     /* int8 activations: Q8_K blocks are the largest per element (292 bytes per 256) */
     k->aq_bytes = (size_t)k->max_n * (size_t)(round_up(k->max_k, 256) / 256) * sizeof(dg_block_q8_K) + 64;
     k->aq = malloc(k->aq_bytes);
