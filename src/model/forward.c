@@ -677,7 +677,7 @@ static void route(const dg_engine *e, dg_session *s, const dg_layer *L, const fl
     route_job rj = {e, s, L, (float)pow((double)H, -0.5)};
     norm(e, s, s->a, x, T, H, NULL);
     dg_pool_run(s->pool, T, route_in_row, &rj);
-    linear(e, s, s->rl, s->a, T, &L->router);
+    dg_matmul_act(&s->kc, s->rl, s->a, T, &L->router, s->x_bf16, e->act);   /* not linear(): no projection time */
     dg_pool_run(s->pool, T, route_top_row, &rj);
 }
 
@@ -790,9 +790,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     if (!causal) { t1 = now_ms(); s->prof.mlp += t1 - t0; t0 = t1; }
     norm(e, s, s->h1, s->h1, T, H, &L->post_ff1_norm);
 
-    s->timing = 0;
     route(e, s, L, x, T);                       /* the router reads the raw residual */
-    s->timing = !causal;
     norm(e, s, s->hn, x, T, H, &L->pre_ff2_norm);
     experts(e, s, L, s->h2, s->hn, T);
     s->timing = 0;
