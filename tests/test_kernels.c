@@ -149,6 +149,48 @@ static void test_matmul_softcap(void) {
     dg_pool_free(pool);
 }
 
+/* dg_nn_pack_softmax_row (logits straight to packed bf16 probabilities) against the six passes it
+ * replaces (copy, dg_softmax_fast, dg_round_act_fast to bf16, dg_nn_pack_row), bit for bit: rows whose
+ * spread underflows exp (subnormal and zero probabilities), ties at the maximum, -inf, a row of one
+ * value, and lengths with and without a partial last piece */
+static void test_softmax_pack(void) {
+    const int Vs[] = {1, 15, 16, 31, 32, 33, 700, 1030, 4096, 262144};
+    dg_pool *pool = dg_pool_create(1);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, dg_path_best(), 32, 64, 262144, 32) == 0, "kctx");
+    uint16_t e[64 * 16];
+    for (int i = 0; i < 64 * 16; i++) e[i] = dg_f32_to_bf16(frand());
+    int rows = 0, bad = 0;
+    for (size_t vi = 0; vi < sizeof(Vs) / sizeof(Vs[0]); vi++) {
+        const int V = Vs[vi];
+        dg_mat em = dg_mat_init(e, DG_BF16, V, 16);
+        if (!dg_matmul_nn_can_prepack(&k, 2, &em, 1)) continue;
+        float *x = malloc(sizeof(float) * (size_t)V), *tmp = malloc(sizeof(float) * (size_t)V);
+        const int64_t nkc = (V + 31) / 32;
+        for (int kind = 0; kind < 5; kind++) {
+            for (int i = 0; i < V; i++) {
+                const float r = frand();
+                x[i] = kind == 0 ? 4.0f * r : kind == 1 ? 120.0f * r : kind == 2 ? (i % 7 ? 30.0f * r : 30.0f) : kind == 3 ? 0.5f : 60.0f * r;
+                if (kind == 4 && i % 11 == 3) x[i] = -INFINITY;
+            }
+            memcpy(tmp, x, sizeof(float) * (size_t)V);
+            dg_softmax_fast(tmp, V);
+            dg_round_act_fast(tmp, (size_t)V, DG_BF16);
+            dg_nn_pack_row(&k, 0, tmp, V);
+            dg_nn_pack_softmax_row(&k, 1, x, V, tmp);
+            for (int64_t kc = 0; kc < nkc; kc++)
+                if (memcmp(k.pbuf + kc * 512, k.pbuf + kc * 512 + 32, 64)) { bad++; break; }
+            rows++;
+        }
+        free(x); free(tmp);
+    }
+    CHECK(bad == 0, "%d of %d fused softmax rows differ from the separate passes", bad, rows);
+    if (rows && !bad) printf("  %d rows (V 1 .. 262,144): logits to packed bf16 probabilities in three passes, identical to the six\n", rows);
+    else if (!rows) printf("  skipped: the packed P.E path (AMX) is not available here\n");
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
 /* the soft-embedding product P . E on every path against the exact oracle */
 static void test_matmul_nn(void) {
     /* H 600: three column blocks of the AMX path, the last 88 wide (no multiple of 16) */
@@ -948,6 +990,7 @@ const dg_test kernel_tests[] = {
     {"kernels/wsum", test_wsum},
     {"kernels/rope-fast", test_rope_fast},
     {"kernels/matmul-nn", test_matmul_nn},
+    {"kernels/softmax-pack", test_softmax_pack},
     {"kernels/matmul-grouped", test_matmul_grouped},
     {"kernels/rmsnorm-fast", test_rmsnorm_fast},
     {"kernels/amx-token-blocks", test_amx_blockings},

@@ -925,6 +925,17 @@ void dg_nn_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) {
 #endif
 }
 
+void dg_nn_pack_softmax_row(const dg_kctx *k, int t, const float *x, int64_t V, float *tmp) {
+#if defined(__x86_64__)
+    /* the fused rows repeat the AVX-512 passes dg_softmax_fast and dg_round_act_fast take here */
+    if (dg_cpu_has_avx512()) { dg_nn_amx_softmax_pack_row(k, t, x, V, tmp); return; }
+#endif
+    memcpy(tmp, x, sizeof(float) * (size_t)V);
+    dg_softmax_fast(tmp, (int)V);
+    dg_round_act_fast(tmp, (size_t)V, DG_BF16);
+    dg_nn_pack_row(k, t, tmp, V);
+}
+
 void dg_matmul_nn_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e) {
 #if defined(__x86_64__)
     dg_nn_amx_prepacked(k, y, n, e);

@@ -116,6 +116,11 @@ void dg_matmul_nn(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n
  * float32 P in memory. Only when dg_matmul_nn_can_prepack says that path applies. */
 int dg_matmul_nn_can_prepack(const dg_kctx *k, int n, const dg_mat *e, int p_bf16);
 void dg_nn_pack_row(const dg_kctx *k, int t, const float *p, int64_t V);
+/* Row t packed as dg_nn_pack_row packs its probabilities, made from a row of logits x: p = softmax(x)
+ * (dg_softmax_fast) rounded to bf16 (dg_round_act_fast), bit for bit, in three passes over the row
+ * instead of six; tmp: V floats of scratch. Under the same condition (dg_matmul_nn_can_prepack with
+ * bf16 probabilities). */
+void dg_nn_pack_softmax_row(const dg_kctx *k, int t, const float *x, int64_t V, float *tmp);
 void dg_matmul_nn_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e);
 
 /* One attention row of the fast path: the keys (and values) of up to 3 segments, rows `stride` floats

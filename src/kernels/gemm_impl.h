@@ -85,6 +85,7 @@ void dg_axpy_f32_avx2(float *y, float a, const float *x, int n);
 void dg_nn_block_avx512(const float *p, int64_t ldp, int n, const float *pan, int nv, float *acc);
 void dg_nn_amx(const dg_kctx *k, float *y, const float *p, int64_t ldp, int n, const dg_mat *e);
 void dg_nn_amx_pack_row(const dg_kctx *k, int t, const float *p, int64_t V);
+void dg_nn_amx_softmax_pack_row(const dg_kctx *k, int t, const float *x, int64_t V, float *tmp);
 void dg_nn_amx_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e);
 void dg_attend_block_avx512(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                             int64_t ldsc, float *acc, float *out, int64_t os, dg_dtype act);

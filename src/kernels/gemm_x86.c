@@ -1149,6 +1149,45 @@ T_AMX static void nn_pack_p(void *ctx, int t, int tid) {
 
 void dg_nn_amx_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) { nn_pack_prow(k, t, p, V); }
 
+/* Row t of P straight from its logits x: the maximum (dg_max_f32_avx512's lanes), e = exp(x - max) and
+ * its sum into tmp (dg_expsum_f32_avx512's lanes and order, reading x instead of a copy), then
+ * p = e / sum (dg_div_f32_avx512), rounded to bf16 (dg_round_bf16_avx512) and converted into the tile
+ * rows (nn_pack_prow's instruction, which flushes subnormals): the values of dg_softmax_fast,
+ * dg_round_act_fast and nn_pack_prow bit for bit, in three passes over the row instead of six
+ * (copy, max, exp, divide, round, pack) */
+T_AMX void dg_nn_amx_softmax_pack_row(const dg_kctx *k, int t, const float *x, int64_t V, float *tmp) {
+    const int n = (int)V;
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
+    float mx = _mm512_reduce_max_ps(mv);
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 s = _mm512_setzero_ps();
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(km, x + i), m));
+        _mm512_mask_storeu_ps(tmp + i, km, e);
+        s = _mm512_add_ps(s, _mm512_maskz_mov_ps(km, e));
+    }
+    const __m512 dv = _mm512_set1_ps(_mm512_reduce_add_ps(s));
+    const int64_t nkc = (V + 31) / 32;
+    uint16_t *dst = k->pbuf + (int64_t)(t / 16) * nkc * 512 + (t % 16) * 32;
+    int64_t kc = 0;
+    for (; (kc + 1) * 32 <= V; kc++) {
+        const __m512 lo = round_bf16_512(_mm512_div_ps(_mm512_loadu_ps(tmp + kc * 32), dv));
+        const __m512 hi = round_bf16_512(_mm512_div_ps(_mm512_loadu_ps(tmp + kc * 32 + 16), dv));
+        _mm512_storeu_si512((void *)(dst + kc * 512), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    if (kc < nkc) {   /* the last piece as nn_pack_prow converts it: one value at a time, zero past V */
+        const float sum = _mm512_cvtss_f32(dv);
+        for (int q = 0; q < 32; q++) {
+            const int64_t v = kc * 32 + q;
+            dst[kc * 512 + q] = v < V ? dg_f32_to_bf16(dg_round_bf16(tmp[v] / sum)) : 0;
+        }
+    }
+}
+
 /* B tiles of E rows [v0, v0+nv) (nv a multiple of 32, rows past V zero) and columns [h0, h0+hb):
  * tile (kc, ht) at b + (kc * nht + ht) * 512, row q = pairs (E[v0+32kc+2q][h], E[...+1][h]) */
 /* row v's columns [h0, h0+hb) as bf16 (zero past the last row): bf16 rows as stored, other types

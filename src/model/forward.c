@@ -867,6 +867,10 @@ typedef struct {
 static void softmax_rows(void *ctx, int t, int tid) {
     const sm_job *j = ctx;
     float *p = j->pack ? j->s->prow + (size_t)tid * j->V : j->s->probs + (size_t)t * j->V;
+    if (j->pack) {   /* (the pack path's probabilities are bf16: the same values in three passes) */
+        dg_nn_pack_softmax_row(&j->s->kc, t, j->sc + (size_t)t * j->V, j->V, p);
+        return;
+    }
     memcpy(p, j->sc + (size_t)t * j->V, (size_t)j->V * sizeof(float));
     if (j->s->fast) dg_softmax_fast(p, j->V);
     else dg_softmax_ref(p, j->V);
