@@ -97,7 +97,8 @@ static const char *k_header =
     "lm_head_ms,sample_ms,self_cond_ms,encode_ms_per_token,canvas_tok_s,emitted_tok_s,ttfc_ms,"
     "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,"
     "proj_ms,proj_gflops,proj_pct_of_int8,experts_ms,experts_gflops,experts_pct_of_int8,"
-    "peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults";
+    "peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults,"
+    "peak_samples,peak_amx_bf16_min,peak_amx_bf16_max,peak_int8_min,peak_int8_max";
 
 /* This process's peak resident set in MB: VmHWM from /proc/self/status, which starts afresh at exec;
  * getrusage's ru_maxrss survives execve, so a bench started by a large parent (a Python script that
@@ -130,6 +131,38 @@ static int cpu_ticks(double *steal, double *total) {
     *total = 0;
     for (int i = 0; i < 8; i++) *total += v[i];
     return 1;
+}
+
+/* The peaks are sampled after every measured step (outside the step's timing) and once more, longer,
+ * after the run; the percentages are held against their mean, what the machine gave while the steps
+ * ran. On a shared VM one measurement taken a minute away from the steps was 3x off either way. */
+typedef struct {
+    dg_pool *pool;
+    int n;
+    dg_peaks sum, lo, hi;
+    double ms;   /* spent sampling: taken out of the time to first canvas and emitted tokens/s */
+} peak_log;
+
+static void peak_add(peak_log *l, const dg_peaks *p) {
+    double *s = &l->sum.fp32, *lo = &l->lo.fp32, *hi = &l->hi.fp32;
+    const double *v = &p->fp32;
+    for (int i = 0; i < 4; i++) {
+        s[i] += v[i];
+        if (!l->n || v[i] < lo[i]) lo[i] = v[i];
+        if (!l->n || v[i] > hi[i]) hi[i] = v[i];
+    }
+    l->n++;
+}
+
+static int peak_on_step(void *user, const dg_step_event *ev) {
+    (void)ev;
+    peak_log *l = user;
+    const double t0 = now_ms();
+    dg_peaks p;
+    dg_bench_peaks_for(l->pool, &p, 0.05);
+    peak_add(l, &p);
+    l->ms += now_ms() - t0;
+    return 0;
 }
 
 int dg_bench_main(int argc, char **argv) {
@@ -204,7 +237,15 @@ int dg_bench_main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru0);
     p.max_denoising_steps = steps;
     p.stability_threshold = steps;
-    if (dg_generate(s, prompt, prompt_len, &p, NULL, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    peak_log pl;
+    memset(&pl, 0, sizeof(pl));
+    pl.pool = dg_session_pool(s);
+    const dg_callbacks cbs = {peak_on_step, NULL, &pl};
+    if (dg_generate(s, prompt, prompt_len, &p, no_peak ? NULL : &cbs, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    /* one canvas: every sampling happened before it was committed */
+    st.ms_first_canvas -= pl.ms;
+    st.ms_total -= pl.ms;
+    st.emitted_tok_per_s = st.ms_total > 0 ? st.n_emitted / (st.ms_total * 1e-3) : 0.0;
     struct rusage ru1;
     getrusage(RUSAGE_SELF, &ru1);
     const double steal_pct = have_ticks && cpu_ticks(&steal1, &total1) && total1 > total0 ? 100.0 * (steal1 - steal0) / (total1 - total0) : -1.0;
@@ -218,7 +259,12 @@ int dg_bench_main(int argc, char **argv) {
 
     dg_peaks pk;
     memset(&pk, 0, sizeof(pk));
-    if (!no_peak) dg_bench_peaks(dg_session_pool(s), &pk);
+    if (!no_peak) {
+        dg_bench_peaks(dg_session_pool(s), &pk);
+        peak_add(&pl, &pk);
+        double *v = &pk.fp32;
+        for (int i = 0; i < 4; i++) v[i] = (&pl.sum.fp32)[i] / pl.n;
+    }
     const char *kern = dg_session_kernels(s);
     const int bf16 = !strcmp(in->act_dtype, "BF16");
     double peak = pk.fp32;
@@ -235,14 +281,15 @@ int dg_bench_main(int argc, char **argv) {
     char row[2048];
     snprintf(row, sizeof(row),
              "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,"
-             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld",
+             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld,%d,%.1f,%.1f,%.1f,%.1f",
              label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
              st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
              enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
              peak > 0 ? 100.0 * gflops / peak : 0.0, moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf,
              peak > 0 ? 100.0 * lm_gf / peak : 0.0, pr.proj / n, proj_gf, pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0,
              pr.experts / n, exp_gf, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0,
-             pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, rss_mb, steal_pct, majflt);
+             pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, rss_mb, steal_pct, majflt, pl.n, pl.lo.amx_bf16, pl.hi.amx_bf16, pl.lo.int8,
+             pl.hi.int8);
     printf("%s\n%s\n", k_header, row);
     if (csv) {
         FILE *f = fopen(csv, "a+");
@@ -253,11 +300,11 @@ int dg_bench_main(int argc, char **argv) {
         fclose(f);
     }
     fprintf(stderr, "bench: %s kernels, %d threads: %.1f ms/step (%.1f GFLOP/step, %.1f GFLOP/s = %.1f%% of the %s peak %.0f), "
-            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), projections %.1f GFLOP/s and experts %.1f (%.1f%% and %.1f%% of the int8 peak %.0f), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
+            "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), projections %.1f GFLOP/s and experts %.1f (%.1f%% and %.1f%% of the int8 peak %.0f, %d samples %.0f-%.0f), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
             "%.1f%% of the CPU stolen, %ld major faults\n", kern,
             dg_session_threads(s), st.ms_per_step, flop / 1e9, gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak_kind, peak,
             moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, proj_gf, exp_gf,
-            pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0, pk.int8, st.ms_first_canvas, enc_per_tok, rss_mb,
+            pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0, pk.int8, pl.n, pl.lo.int8, pl.hi.int8, st.ms_first_canvas, enc_per_tok, rss_mb,
             steal_pct, majflt);
     rc = 0;
 done:

@@ -13,7 +13,9 @@ typedef struct {
     double amx_bf16;   /* GFLOP/s, AMX-BF16 tiles */
 } dg_peaks;
 
+/* each peak measured for at least 0.2 s (dg_bench_peaks) or secs */
 void dg_bench_peaks(dg_pool *pool, dg_peaks *out);
+void dg_bench_peaks_for(dg_pool *pool, dg_peaks *out, double secs);
 int dg_bench_main(int argc, char **argv);
 /* `dgemma bench --gemm`: the step's matrix products timed alone (bench/gemm.c) */
 int dg_bench_gemm(dg_pool *pool, int reps, const char *only);

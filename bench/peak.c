@@ -115,8 +115,9 @@ static void peak_task(void *ctx, int i, int tid) {
     j->sink = (float)r;
 }
 
-/* one measurement: every thread runs the loop; GFLOP/s (GOP/s for int8) of the slowest */
-static double measure(dg_pool *pool, int kind, double flop_per_iter) {
+/* one measurement of at least `secs` seconds: every thread runs the loop; GFLOP/s (GOP/s for int8)
+ * of the slowest */
+static double measure(dg_pool *pool, int kind, double flop_per_iter, double secs) {
     peak_job j;
     memset(&j, 0, sizeof(j));
     j.kind = kind;
@@ -126,20 +127,23 @@ static double measure(dg_pool *pool, int kind, double flop_per_iter) {
         const double t0 = now_s();
         dg_pool_run(pool, nt, peak_task, &j);
         const double dt = now_s() - t0;
-        if (dt > 0.2) return flop_per_iter * (double)j.iters * nt / dt / 1e9;
-        j.iters *= dt < 0.02 ? 10 : 3;
+        if (dt > secs) return flop_per_iter * (double)j.iters * nt / dt / 1e9;
+        j.iters *= dt < secs / 10 ? 10 : 3;
     }
 }
 
-void dg_bench_peaks(dg_pool *pool, dg_peaks *out) {
+void dg_bench_peaks_for(dg_pool *pool, dg_peaks *out, double secs) {
     memset(out, 0, sizeof(*out));
 #if defined(__x86_64__)
-    if (dg_cpu_has_avx2()) out->fp32 = measure(pool, 0, 10 * 8 * 2);
-    if (dg_cpu_has_avx512()) out->fp32 = measure(pool, 1, 12 * 16 * 2);
-    if (dg_cpu_has_avx512bf16()) out->bf16 = measure(pool, 2, 12 * 32 * 2);
-    if (__builtin_cpu_supports("avx512vnni")) out->int8 = measure(pool, 3, 12 * 64 * 2);
-    if (dg_cpu_has_amx()) out->amx_bf16 = measure(pool, 4, 4 * 16 * 16 * 32 * 2);
+    if (dg_cpu_has_avx2()) out->fp32 = measure(pool, 0, 10 * 8 * 2, secs);
+    if (dg_cpu_has_avx512()) out->fp32 = measure(pool, 1, 12 * 16 * 2, secs);
+    if (dg_cpu_has_avx512bf16()) out->bf16 = measure(pool, 2, 12 * 32 * 2, secs);
+    if (__builtin_cpu_supports("avx512vnni")) out->int8 = measure(pool, 3, 12 * 64 * 2, secs);
+    if (dg_cpu_has_amx()) out->amx_bf16 = measure(pool, 4, 4 * 16 * 16 * 32 * 2, secs);
 #else
     (void)pool;
+    (void)secs;
 #endif
 }
+
+void dg_bench_peaks(dg_pool *pool, dg_peaks *out) { dg_bench_peaks_for(pool, out, 0.2); }
