@@ -785,7 +785,7 @@ static void test_attend_amx(void) {
     const int dims[] = {32, 64, 256, 512}, shapes[][2] = {{16, 2}, {4, 8}, {3, 8}, {1, 32}, {2, 5}, {1, 1}, {9, 2}};
     const int nks[][3] = {{150, 67, 3}, {16, 16, 1}, {0, 31, 0}, {1, 0, 0}, {300, 250, 33}};
     double worst = 0.0;
-    int cases = 0, csr_bad = 0, nonfinite = 0;
+    int cases = 0, csr_bad = 0, nonfinite = 0, packed = 0, packed_bad = 0;
     for (size_t di = 0; di < 4; di++)
         for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
             for (size_t ki = 0; ki < sizeof(nks) / sizeof(nks[0]); ki++) {
@@ -811,6 +811,16 @@ static void test_attend_amx(void) {
 #if defined(__x86_64__)
                 csr_bad += _mm_getcsr() != csr0;
 #endif
+                {   /* the keys and values packed once, in two calls (as threads split them): the same bits */
+                    const int nk = nks[ki][0] + nks[ki][1] + nks[ki][2], nch = (nk + 31) / 32;
+                    void *pk = malloc(dg_attend_amx_pack_bytes(nk, d) + 1);
+                    float *o3 = calloc((size_t)qs * nq, sizeof(float));
+                    CHECK(dg_attend_amx_pack_f32(seg, ns, d, pk, nch / 2, nch) && dg_attend_amx_pack_f32(seg, ns, d, pk, 0, nch / 2), "packed");
+                    CHECK(dg_attend_block_amx_packed_f32(q, qs, nq, nh, d, seg, ns, sc, ldsc, acc, o3, qs, scr, pk), "packed AMX attention ran");
+                    packed_bad += memcmp(o2, o3, sizeof(float) * (size_t)qs * nq) != 0;
+                    packed++;
+                    free(pk); free(o3);
+                }
                 double mean = 0.0, err = 0.0;
                 for (int i = 0; i < nq; i++)
                     for (int c = 0; c < nh * d; c++) {
@@ -862,6 +872,8 @@ static void test_attend_amx(void) {
     CHECK(!nonfinite, "AMX attention: %d outputs finite in one kernel and not the other", nonfinite);
     CHECK(!csr_bad, "the floating-point mode (MXCSR) was not restored after %d calls", csr_bad);
     printf("  %d rows (d 32..512, 1-32 rows, 0-583 keys in 3 segments): within %.2e of the mean |out| of the FMA kernel\n", cases, worst);
+    CHECK(!packed_bad, "%d of %d blocks on prepacked keys and values differ from the kernel packing its own", packed_bad, packed);
+    printf("  %d blocks on keys and values packed once (in two chunk ranges): bit-identical to the kernel packing its own\n", packed);
 }
 
 /* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */

@@ -774,19 +774,48 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
     ftz_off(csr);
 }
 
-int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                            int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
+static int attend_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc,
+                      float *acc, float *out, int64_t os, const int *valid, void *scratch, const void *pk) {
 #if defined(__x86_64__)
     if (!dg_path_available(DG_PATH_AMX) || d % 32 || nq * nh > DG_ATT_ROWS || nq * nh < 1) return 0;
     const unsigned csr = ftz_on();
-    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch);
+    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, pk);
     ftz_off(csr);
     return 1;
 #else
     (void)q; (void)qs; (void)nq; (void)nh; (void)d; (void)seg; (void)nseg; (void)sc; (void)ldsc; (void)acc; (void)out; (void)os; (void)valid;
-    (void)scratch;
+    (void)scratch; (void)pk;
     return 0;
 #endif
+}
+
+int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
+                            int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
+    return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, NULL);
+}
+
+size_t dg_attend_amx_pack_bytes(int nk, int d) {
+    return ((size_t)(nk + 15) / 16 * (size_t)(d / 32) + (size_t)(nk + 31) / 32 * (size_t)(d / 16)) * 1024;
+}
+
+int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1) {
+#if defined(__x86_64__)
+    if (!dg_path_available(DG_PATH_AMX) || d % 32) return 0;
+    int nk = 0;
+    for (int g = 0; g < nseg; g++) nk += seg[g].n;
+    const unsigned csr = ftz_on();
+    dg_attend_amx_pack(seg, nseg, nk, d, pk, c0, c1);
+    ftz_off(csr);
+    return 1;
+#else
+    (void)seg; (void)nseg; (void)d; (void)pk; (void)c0; (void)c1;
+    return 0;
+#endif
+}
+
+int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
+                                   int64_t ldsc, float *acc, float *out, int64_t os, void *scratch, const void *pk) {
+    return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, NULL, scratch, pk);
 }
 
 #if !defined(__x86_64__)

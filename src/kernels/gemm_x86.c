@@ -993,8 +993,40 @@ static inline const float *seg_row(const dg_kseg *seg, int nseg, int j, int v) {
     return NULL;
 }
 
+/* K^T B tiles of the keys [j0, j0 + 16) (keys past nk zero): d / 32 tiles of one KB at dst */
+T_AMX static void att_pack_k16(const dg_kseg *seg, int nseg, int j0, int nk, int d, uint16_t *dst) {
+    const float *kr[16];
+    for (int t = 0; t < 16; t++) kr[t] = j0 + t < nk ? seg_row(seg, nseg, j0 + t, 0) : NULL;
+    for (int c = 0; c < d / 32; c++) pack_btile(kr, c * 32, 32, dst + (size_t)c * 512);
+}
+
+/* V B tiles of the keys [kb, kb + 32): pairs of keys interleaved, 16 columns per tile (keys past nk
+ * zero): d / 16 tiles of one KB at dst */
+T_AMX static void att_pack_v32(const dg_kseg *seg, int nseg, int kb, int nk, int d, uint16_t *dst) {
+    const int m = nk - kb < 32 ? nk - kb : 32, nct = d / 16;
+    for (int p = 0; p < 16; p++) {
+        const float *va = 2 * p < m ? seg_row(seg, nseg, kb + 2 * p, 1) : NULL;
+        const float *vb = 2 * p + 1 < m ? seg_row(seg, nseg, kb + 2 * p + 1, 1) : NULL;
+        for (int ct = 0; ct < nct; ct++) {
+            const __m256i a = va ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(va + ct * 16)) : _mm256_setzero_si256();
+            const __m256i b = vb ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(vb + ct * 16)) : _mm256_setzero_si256();
+            _mm512_storeu_si512((void *)(dst + (size_t)ct * 512 + p * 32), pair16(a, b));
+        }
+    }
+}
+
+/* the keys' and values' tiles of nk keys packed once for all the blocks that see them (pk: the K tiles
+ * of every 16 keys, then the V tiles of every 32); chunks [c0, c1) of 32 keys */
+T_AMX void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1) {
+    uint16_t *kp = pk, *vp = kp + (size_t)(nk + 15) / 16 * (d / 32) * 512;
+    for (int c = c0; c < c1; c++) {
+        for (int j0 = 32 * c; j0 < 32 * c + 32 && j0 < nk; j0 += 16) att_pack_k16(seg, nseg, j0, nk, d, kp + (size_t)(j0 / 16) * (d / 32) * 512);
+        att_pack_v32(seg, nseg, 32 * c, nk, d, vp + (size_t)c * (d / 16) * 512);
+    }
+}
+
 T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                               int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
+                               int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const void *pk) {
     const int R = nq * nh, nkc = d / 32;
     int nk = 0;
     for (int g = 0; g < nseg; g++) nk += seg[g].n;
@@ -1018,14 +1050,16 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
     _tile_loadconfig(&cfg);
     const int two = R > 16;
     /* scores: 16 keys at a time */
+    /* prepacked tiles (pk): the keys' at kpk, the values' at vpk */
+    const uint16_t *kpk = pk, *vpk = pk ? kpk + (size_t)(nk + 15) / 16 * nkc * 512 : NULL;
     for (int j0 = 0; j0 < nk; j0 += 16) {
-        const float *kr[16];
-        for (int t = 0; t < 16; t++) kr[t] = j0 + t < nk ? seg_row(seg, nseg, j0 + t, 0) : NULL;
-        for (int c = 0; c < nkc; c++) pack_btile(kr, c * 32, 32, kt + (size_t)c * 512);
+        const uint16_t *kt16 = kt;
+        if (kpk) kt16 = kpk + (size_t)(j0 / 16) * nkc * 512;
+        else att_pack_k16(seg, nseg, j0, nk, d, kt);
         _tile_zero(0);
         _tile_zero(1);
         for (int c = 0; c < nkc; c++) {
-            _tile_loadd(6, kt + (size_t)c * 512, 64);
+            _tile_loadd(6, kt16 + (size_t)c * 512, 64);
             _tile_loadd(4, qt + (size_t)c * 512, 64);
             _tile_dpbf16ps(0, 4, 6);
             if (two) { _tile_loadd(5, qt + ((size_t)nkc + c) * 512, 64); _tile_dpbf16ps(1, 5, 6); }
@@ -1063,16 +1097,9 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
                 _mm512_storeu_si512((void *)(pt + ((size_t)ch * 2 + r / 16) * 512 + (r % 16) * 32),
                                     r < R ? ld32_bf16(sc + (int64_t)r * ldsc + kb, m) : _mm512_setzero_si512());
             /* V: pairs of keys interleaved, 16 columns per tile */
-            for (int p = 0; p < 16; p++) {
-                const float *va = 2 * p < m ? seg_row(seg, nseg, kb + 2 * p, 1) : NULL;
-                const float *vb = 2 * p + 1 < m ? seg_row(seg, nseg, kb + 2 * p + 1, 1) : NULL;
-                for (int ct = 0; ct < nct; ct++) {
-                    const __m256i a = va ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(va + ct * 16)) : _mm256_setzero_si256();
-                    const __m256i b = vb ? (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(vb + ct * 16)) : _mm256_setzero_si256();
-                    _mm512_storeu_si512((void *)(vt + ((size_t)ch * nct + ct) * 512 + p * 32), pair16(a, b));
-                }
-            }
+            if (!vpk) att_pack_v32(seg, nseg, kb, nk, d, vt + (size_t)ch * nct * 512);
         }
+        const uint16_t *vg = vpk ? vpk + (size_t)(g0 / 32) * nct * 512 : vt;
         for (int ct = 0; ct < nct; ct += 2) {
             float *c0 = acc + ct * 16, *c1 = acc + (int64_t)16 * d + ct * 16;   /* acc [32 rows][d] */
             if (g0 == 0) { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
@@ -1082,8 +1109,8 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
                 if (two) { _tile_loadd(2, c1, d * 4); _tile_loadd(3, c1 + 16, d * 4); }
             }
             for (int ch = 0; ch < nch; ch++) {
-                _tile_loadd(6, vt + ((size_t)ch * nct + ct) * 512, 64);
-                _tile_loadd(7, vt + ((size_t)ch * nct + ct + 1) * 512, 64);
+                _tile_loadd(6, vg + ((size_t)ch * nct + ct) * 512, 64);
+                _tile_loadd(7, vg + ((size_t)ch * nct + ct + 1) * 512, 64);
                 _tile_loadd(4, pt + (size_t)ch * 2 * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);

@@ -59,6 +59,7 @@ struct dg_session {
     float *attacc;              /* [n_threads, DG_ATT_ROWS, dmax] a block's P.V partial sums */
     uint8_t *attamx;            /* AMX attention (bf16 activations): [n_threads] scratch of attamx_bytes */
     size_t attamx_bytes;
+    uint8_t *attkv;             /* AMX decoder attention: a layer's keys and values as tiles, once per step */
     double *pv_t;               /* [n_threads, dmax] P.V accumulator of one query (the oracle) */
     /* experts: the routings sorted by expert, each expert one product of a grouped call */
     int *moe_cnt, *moe_off;     /* [E] routings per expert, their first position */
@@ -102,6 +103,9 @@ static void gen_buf_free(dg_gen_buf *g) {
     free(g->accepted); free(g->order); free(g->hist);
     memset(g, 0, sizeof(*g));
 }
+
+/* one KV group's packed keys and values (dg_attend_amx_pack_bytes), at a 64-byte aligned stride */
+static size_t att_group_bytes(int nk, int d) { return (dg_attend_amx_pack_bytes(nk, d) + 63) / 64 * 64; }
 
 int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_session **out, char *err, size_t errlen) {
     *out = NULL;
@@ -181,6 +185,15 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     if (want == DG_PATH_AMX && dg_path_available(DG_PATH_AMX) && e->act == DG_BF16) {
         s->attamx_bytes = (dg_attend_amx_scratch((int)dmax) + 63) / 64 * 64;
         s->attamx = xcalloc((size_t)nth, s->attamx_bytes, &oom);
+        /* the decoder's keys (the layer's view of the cache and the canvas) packed once per layer and
+         * step for all its query blocks, every KV group's at a 64-byte aligned stride */
+        size_t kvb = 0;
+        for (int i = 0; i < c->n_layers; i++) {
+            if (c->layer_head_dim[i] % 32) continue;
+            const size_t b = (size_t)c->layer_n_kv[i] * att_group_bytes(s->kv[i].cap + c->canvas_length, c->layer_head_dim[i]);
+            if (b > kvb) kvb = b;
+        }
+        if (kvb) s->attkv = xcalloc(1, kvb + 64, &oom);
     }
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
@@ -225,6 +238,7 @@ void dg_session_free(dg_session *s) {
     free(s->top_i);
     free(s->pv_t);
     free(s->attamx);
+    free(s->attkv);
     free(s->topk_i);
     free(s->topk_row);
     float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_gu, s->moe_act, s->moe_y};
@@ -412,6 +426,8 @@ typedef struct {
     const dg_engine *e;
     dg_session *s;
     int li, T, pos0, causal;
+    int nk;               /* > 0: the decoder's keys are packed (s->attkv, one group per gstride bytes) */
+    size_t gstride;
 } att_job;
 
 /* the visible keys of query t: cached positions [*c0, n_past) and new rows [*j0, *n1) */
@@ -568,6 +584,10 @@ static void attend_block(void *ctx, int task, int tid) {
     }
     visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
+    if (a->nk && nqr * nhr > 16) {
+        const uint8_t *pk = (const uint8_t *)(((uintptr_t)s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
+        if (dg_attend_block_amx_packed_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, scratch, pk)) return;
+    }
     /* more than one tile of rows with bf16 activations: the products on AMX tiles */
     if (scratch && nqr * nhr > 16 &&
         dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, NULL, scratch))
@@ -588,13 +608,40 @@ static void head_major(void *ctx, int g, int tid) {
     }
 }
 
+enum { ATT_PACK_CHUNKS = 4 };   /* 32-key chunks per packing task */
+
+/* task: chunks [ATT_PACK_CHUNKS * i ..) of one KV group's keys and values into its tiles */
+static void att_pack(void *ctx, int task, int tid) {
+    (void)tid;
+    const att_job *a = ctx;
+    const int nch = (a->nk + 31) / 32, ntask = (nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS;
+    const int g = task / ntask, c0 = task % ntask * ATT_PACK_CHUNKS, c1 = c0 + ATT_PACK_CHUNKS < nch ? c0 + ATT_PACK_CHUNKS : nch;
+    int k0, j0, n1;
+    dg_kseg seg[3];
+    visible(a, 0, &k0, &j0, &n1);
+    const int ns = kv_segments(a, g, k0, j0, n1, seg);
+    uint8_t *pk = (uint8_t *)(((uintptr_t)a->s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
+    dg_attend_amx_pack_f32(seg, ns, a->e->layers[a->li].d, pk, c0, c1);
+}
+
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
-    att_job a = {e, s, li, T, pos0, causal};
+    att_job a = {e, s, li, T, pos0, causal, 0, 0};
     if (s->fast) {
         dg_pool_run(s->pool, e->layers[li].n_kv, head_major, &a);
         int nh, qb, nhc, nqb;
         att_block_shape(e, s, li, T, causal, &nh, &qb, &nhc, &nqb);
+        /* the decoder: every block sees the same keys, so they are packed into tiles once, not once per
+         * block (the AMX kernel takes blocks of more than 16 rows) */
+        const dg_layer *L = &e->layers[li];
+        if (!causal && s->attkv && att_amx(s, L) && (qb < T ? qb : T) * nh > 16 && nqb * nhc > 1) {
+            int k0, j0, n1;
+            visible(&a, 0, &k0, &j0, &n1);
+            a.nk = s->n_past - k0 + n1 - j0;
+            a.gstride = att_group_bytes(a.nk, L->d);
+            const int nch = (a.nk + 31) / 32;
+            if (a.nk > 0) dg_pool_run(s->pool, L->n_kv * ((nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS), att_pack, &a);
+        }
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
     } else {
         dg_pool_run(s->pool, T * nq, attend_exact, &a);
