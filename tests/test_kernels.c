@@ -811,12 +811,12 @@ static void test_attend_amx(void) {
 #if defined(__x86_64__)
                 csr_bad += _mm_getcsr() != csr0;
 #endif
-                {   /* the keys and values packed once, in two calls (as threads split them): the same bits */
+                for (int two = 0; two < 2; two++) {   /* the keys and values packed once, in two calls (as threads split them) */
                     const int nk = nks[ki][0] + nks[ki][1] + nks[ki][2], nch = (nk + 31) / 32;
-                    void *pk = malloc(dg_attend_amx_pack_bytes(nk, d) + 1);
+                    void *pk = malloc(dg_attend_amx_pack_bytes(nk, d, two) + 1);
                     float *o3 = calloc((size_t)qs * nq, sizeof(float));
-                    CHECK(dg_attend_amx_pack_f32(seg, ns, d, pk, nch / 2, nch) && dg_attend_amx_pack_f32(seg, ns, d, pk, 0, nch / 2), "packed");
-                    CHECK(dg_attend_block_amx_packed_f32(q, qs, nq, nh, d, seg, ns, sc, ldsc, acc, o3, qs, scr, pk), "packed AMX attention ran");
+                    CHECK(dg_attend_amx_pack_f32(seg, ns, d, pk, nch / 2, nch, two) && dg_attend_amx_pack_f32(seg, ns, d, pk, 0, nch / 2, two), "packed");
+                    CHECK(dg_attend_block_amx_packed_f32(q, qs, nq, nh, d, sc, ldsc, acc, o3, qs, NULL, scr, pk, nk, two, 0, nk), "packed AMX attention ran");
                     packed_bad += memcmp(o2, o3, sizeof(float) * (size_t)qs * nq) != 0;
                     packed++;
                     free(pk); free(o3);
@@ -856,6 +856,22 @@ static void test_attend_amx(void) {
                 v[0] = 3 * i; v[1] = nc; v[2] = nc + i; v[3] = nc + 20 + i;   /* cache [3i, 40), new [i, 20 + i) */
             }
         CHECK(dg_attend_block_amx_f32(q, qs, nq, nh, d, seg, 2, sc, 96, acc, o2, qs, valid, scr), "AMX attention ran");
+        {   /* the same block on a run of a longer packed list (the values packed from key 16 too): 0, 16,
+             * 32 or 48 other keys before it, 7 after it: the same bits */
+            float *lead = malloc(sizeof(float) * (size_t)stride * 48), *o3 = calloc((size_t)qs * nq, sizeof(float));
+            for (int i = 0; i < stride * 48; i++) lead[i] = dg_round_bf16(frand());
+            for (int nl = 0; nl < 64; nl += 16) {
+                const dg_kseg all[3] = {{lead, lead + 16, stride, nl}, {kc, kc + 16, stride, nc}, {kn, kn + 16, stride, nn + 7}};
+                const int nk_all = nl + nc + nn + 7;
+                void *pk = malloc(dg_attend_amx_pack_bytes(nk_all, d, 1));
+                CHECK(dg_attend_amx_pack_f32(all, 3, d, pk, 0, (nk_all + 31) / 32, 1), "packed");
+                CHECK(dg_attend_block_amx_packed_f32(q, qs, nq, nh, d, sc, 96, acc, o3, qs, valid, scr, pk, nk_all, 1, nl, nc + nn), "ran");
+                packed_bad += memcmp(o2, o3, sizeof(float) * (size_t)qs * nq) != 0;
+                packed++;
+                free(pk);
+            }
+            free(lead); free(o3);
+        }
         for (int i = 0; i < nq; i++) {
             dg_kseg si[2] = {{kc + (int64_t)(3 * i) * stride, kc + (int64_t)(3 * i) * stride + 16, stride, nc - 3 * i},
                              {kn + (int64_t)i * stride, kn + (int64_t)i * stride + 16, stride, 20}};
@@ -873,7 +889,8 @@ static void test_attend_amx(void) {
     CHECK(!csr_bad, "the floating-point mode (MXCSR) was not restored after %d calls", csr_bad);
     printf("  %d rows (d 32..512, 1-32 rows, 0-583 keys in 3 segments): within %.2e of the mean |out| of the FMA kernel\n", cases, worst);
     CHECK(!packed_bad, "%d of %d blocks on prepacked keys and values differ from the kernel packing its own", packed_bad, packed);
-    printf("  %d blocks on keys and values packed once (in two chunk ranges): bit-identical to the kernel packing its own\n", packed);
+    printf("  %d blocks on keys and values packed once (split in two chunk ranges; causal blocks 0-48 keys into a longer list): "
+           "bit-identical to the kernel packing its own\n", packed);
 }
 
 /* a product wider or taller than the context was sized for falls back to the oracle (no overflow) */

@@ -775,47 +775,56 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
 }
 
 static int attend_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc, int64_t ldsc,
-                      float *acc, float *out, int64_t os, const int *valid, void *scratch, const void *pk) {
+                      float *acc, float *out, int64_t os, const int *valid, void *scratch, const uint16_t *kpk, const uint16_t *vpk, int nkp) {
 #if defined(__x86_64__)
     if (!dg_path_available(DG_PATH_AMX) || d % 32 || nq * nh > DG_ATT_ROWS || nq * nh < 1) return 0;
     const unsigned csr = ftz_on();
-    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, pk);
+    dg_attend_block_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, kpk, vpk, nkp);
     ftz_off(csr);
     return 1;
 #else
     (void)q; (void)qs; (void)nq; (void)nh; (void)d; (void)seg; (void)nseg; (void)sc; (void)ldsc; (void)acc; (void)out; (void)os; (void)valid;
-    (void)scratch; (void)pk;
+    (void)scratch; (void)kpk; (void)vpk; (void)nkp;
     return 0;
 #endif
 }
 
 int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                             int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch) {
-    return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, NULL);
+    return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, NULL, NULL, 0);
 }
 
-size_t dg_attend_amx_pack_bytes(int nk, int d) {
-    return ((size_t)(nk + 15) / 16 * (size_t)(d / 32) + (size_t)(nk + 31) / 32 * (size_t)(d / 16)) * 1024;
+/* the packed layout: the K tiles of every 16 keys, the V tiles of every 32 keys from key 0, then (two)
+ * those of every 32 keys from key 16 */
+static size_t pack_v1_chunks(int nk) { return nk > 16 ? (size_t)(nk - 16 + 31) / 32 : 0; }
+
+size_t dg_attend_amx_pack_bytes(int nk, int d, int two) {
+    return ((size_t)(nk + 15) / 16 * (size_t)(d / 32) + ((size_t)(nk + 31) / 32 + (two ? pack_v1_chunks(nk) : 0)) * (size_t)(d / 16)) * 1024;
 }
 
-int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1) {
+int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1, int two) {
 #if defined(__x86_64__)
     if (!dg_path_available(DG_PATH_AMX) || d % 32) return 0;
     int nk = 0;
     for (int g = 0; g < nseg; g++) nk += seg[g].n;
     const unsigned csr = ftz_on();
-    dg_attend_amx_pack(seg, nseg, nk, d, pk, c0, c1);
+    dg_attend_amx_pack(seg, nseg, nk, d, pk, c0, c1, two);
     ftz_off(csr);
     return 1;
 #else
-    (void)seg; (void)nseg; (void)d; (void)pk; (void)c0; (void)c1;
+    (void)seg; (void)nseg; (void)d; (void)pk; (void)c0; (void)c1; (void)two;
     return 0;
 #endif
 }
 
-int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                                   int64_t ldsc, float *acc, float *out, int64_t os, void *scratch, const void *pk) {
-    return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, NULL, scratch, pk);
+int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, int d, float *sc, int64_t ldsc, float *acc, float *out,
+                                   int64_t os, const int *valid, void *scratch, const void *pk, int nk_all, int two, int off, int nk) {
+    if (off < 0 || off % 16 || (off % 32 && !two) || nk < 0 || off + nk > nk_all || d % 32) return 0;
+    const size_t nkc = (size_t)d / 32, nct = (size_t)d / 16;
+    const uint16_t *kp = pk, *vp = kp + (size_t)(nk_all + 15) / 16 * nkc * 512;
+    const uint16_t *vp1 = vp + (size_t)(nk_all + 31) / 32 * nct * 512;
+    const uint16_t *kpk = kp + (size_t)(off / 16) * nkc * 512, *vpk = off % 32 ? vp1 + (size_t)(off / 32) * nct * 512 : vp + (size_t)(off / 32) * nct * 512;
+    return attend_amx(q, qs, nq, nh, d, NULL, 0, sc, ldsc, acc, out, os, valid, scratch, kpk, vpk, nk);
 }
 
 #if !defined(__x86_64__)

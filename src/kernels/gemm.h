@@ -153,16 +153,17 @@ void dg_attend_block_f32(const float *q, int64_t qs, int nq, int nh, int d, cons
 int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                             int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch);
 size_t dg_attend_amx_scratch(int d);
-/* Blocks that see the same keys (the decoder's: every query sees the layer's view of the cache and the
- * whole canvas) can share the keys' and values' tiles: dg_attend_amx_pack_f32 packs the nk keys of the
- * segments into pk (dg_attend_amx_pack_bytes(nk, d) bytes), chunks [c0, c1) of 32 keys (so threads can
- * split the work), once; dg_attend_block_amx_packed_f32 is then dg_attend_block_amx_f32 (every row
- * seeing every key) without its own packing: the same tiles, the same bits. Both return 0 where AMX is
- * not available. */
-size_t dg_attend_amx_pack_bytes(int nk, int d);
-int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1);
-int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                                   int64_t ldsc, float *acc, float *out, int64_t os, void *scratch, const void *pk);
+/* Blocks that see the same keys can share the keys' and values' tiles: dg_attend_amx_pack_f32 packs
+ * the nk keys of the segments into pk (dg_attend_amx_pack_bytes(nk, d, two) bytes), chunks [c0, c1)
+ * of 32 keys (so threads can split the work), once; dg_attend_block_amx_packed_f32 is then
+ * dg_attend_block_amx_f32 on the keys [off, off + nk) of the packed nk_all without packing its own:
+ * the same tiles, the same bits. off is a multiple of 32, or of 16 where the values were also packed
+ * from key 16 (two: the causal blocks of the encoder, whose views start 16 keys apart). Both return 0
+ * where AMX is not available or the arguments do not fit. */
+size_t dg_attend_amx_pack_bytes(int nk, int d, int two);
+int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1, int two);
+int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, int d, float *sc, int64_t ldsc, float *acc, float *out,
+                                   int64_t os, const int *valid, void *scratch, const void *pk, int nk_all, int two, int off, int nk);
 
 /* out[i] = R(R(gelu_tanh(g[i])) * u[i]) with R the rounding to act: the gated activation of the MLPs
  * (vectorized gelu within a few ulp of the oracle's); out may alias g or u. */

@@ -90,8 +90,9 @@ void dg_nn_amx_prepacked(const dg_kctx *k, float *y, int n, const dg_mat *e);
 void dg_attend_block_avx512(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
                             int64_t ldsc, float *acc, float *out, int64_t os, dg_dtype act);
 void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                         int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const void *pk);
-void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1);
+                         int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const uint16_t *kpk,
+                         const uint16_t *vpk, int nkp);
+void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1, int two);
 void dg_gelu_mul_f32_avx512(const float *g, const float *u, float *out, int n, dg_dtype act);
 void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
 

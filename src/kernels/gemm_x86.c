@@ -1017,19 +1017,22 @@ T_AMX static void att_pack_v32(const dg_kseg *seg, int nseg, int kb, int nk, int
 
 /* the keys' and values' tiles of nk keys packed once for all the blocks that see them (pk: the K tiles
  * of every 16 keys, then the V tiles of every 32); chunks [c0, c1) of 32 keys */
-T_AMX void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1) {
-    uint16_t *kp = pk, *vp = kp + (size_t)(nk + 15) / 16 * (d / 32) * 512;
+T_AMX void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1, int two) {
+    uint16_t *kp = pk, *vp = kp + (size_t)(nk + 15) / 16 * (d / 32) * 512, *vp1 = vp + (size_t)(nk + 31) / 32 * (d / 16) * 512;
     for (int c = c0; c < c1; c++) {
         for (int j0 = 32 * c; j0 < 32 * c + 32 && j0 < nk; j0 += 16) att_pack_k16(seg, nseg, j0, nk, d, kp + (size_t)(j0 / 16) * (d / 32) * 512);
         att_pack_v32(seg, nseg, 32 * c, nk, d, vp + (size_t)c * (d / 16) * 512);
+        if (two && 32 * c + 16 < nk) att_pack_v32(seg, nseg, 32 * c + 16, nk, d, vp1 + (size_t)c * (d / 16) * 512);
     }
 }
 
 T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, const dg_kseg *seg, int nseg, float *sc,
-                               int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const void *pk) {
+                               int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const uint16_t *kpk,
+                               const uint16_t *vpk, int nkp) {
     const int R = nq * nh, nkc = d / 32;
     int nk = 0;
     for (int g = 0; g < nseg; g++) nk += seg[g].n;
+    if (kpk) nk = nkp;
     uint16_t *qt = (uint16_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);   /* [2 row tiles][nkc][16][32] */
     uint16_t *kt = qt + (size_t)2 * nkc * 512;                                   /* [nkc] B tiles of 16 keys */
     uint16_t *pt = kt + (size_t)nkc * 512;                                       /* [KG/32][2][16][32] */
@@ -1050,8 +1053,7 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
     _tile_loadconfig(&cfg);
     const int two = R > 16;
     /* scores: 16 keys at a time */
-    /* prepacked tiles (pk): the keys' at kpk, the values' at vpk */
-    const uint16_t *kpk = pk, *vpk = pk ? kpk + (size_t)(nk + 15) / 16 * nkc * 512 : NULL;
+    /* prepacked tiles: the keys' from kpk, the values' from vpk (nk keys) */
     for (int j0 = 0; j0 < nk; j0 += 16) {
         const uint16_t *kt16 = kt;
         if (kpk) kt16 = kpk + (size_t)(j0 / 16) * nkc * 512;

@@ -105,7 +105,7 @@ static void gen_buf_free(dg_gen_buf *g) {
 }
 
 /* one KV group's packed keys and values (dg_attend_amx_pack_bytes), at a 64-byte aligned stride */
-static size_t att_group_bytes(int nk, int d) { return (dg_attend_amx_pack_bytes(nk, d) + 63) / 64 * 64; }
+static size_t att_group_bytes(int nk, int d, int two) { return (dg_attend_amx_pack_bytes(nk, d, two) + 63) / 64 * 64; }
 
 int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_session **out, char *err, size_t errlen) {
     *out = NULL;
@@ -185,12 +185,13 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
     if (want == DG_PATH_AMX && dg_path_available(DG_PATH_AMX) && e->act == DG_BF16) {
         s->attamx_bytes = (dg_attend_amx_scratch((int)dmax) + 63) / 64 * 64;
         s->attamx = xcalloc((size_t)nth, s->attamx_bytes, &oom);
-        /* the decoder's keys (the layer's view of the cache and the canvas) packed once per layer and
-         * step for all its query blocks, every KV group's at a 64-byte aligned stride */
+        /* a layer's keys (its view of the cache, then the new rows) packed once for all its query
+         * blocks, every KV group's at a 64-byte aligned stride: the decoder's canvas, the encoder's
+         * chunk (with the values packed from key 16 too) */
         size_t kvb = 0;
         for (int i = 0; i < c->n_layers; i++) {
             if (c->layer_head_dim[i] % 32) continue;
-            const size_t b = (size_t)c->layer_n_kv[i] * att_group_bytes(s->kv[i].cap + c->canvas_length, c->layer_head_dim[i]);
+            const size_t b = (size_t)c->layer_n_kv[i] * att_group_bytes(s->kv[i].cap + (int)T, c->layer_head_dim[i], 1);
             if (b > kvb) kvb = b;
         }
         if (kvb) s->attkv = xcalloc(1, kvb + 64, &oom);
@@ -426,7 +427,9 @@ typedef struct {
     const dg_engine *e;
     dg_session *s;
     int li, T, pos0, causal;
-    int nk;               /* > 0: the decoder's keys are packed (s->attkv, one group per gstride bytes) */
+    int nk;               /* > 0: the layer's keys are packed (s->attkv, one group per gstride bytes): */
+    int c0;               /* the cache from position c0, then the T new rows */
+    int two;              /* the values packed from key 16 too (the encoder) */
     size_t gstride;
 } att_job;
 
@@ -539,6 +542,11 @@ static void att_block_shape(const dg_engine *e, const dg_session *s, int li, int
     *nqb = (T + *qb - 1) / *qb;
 }
 
+/* KV group g's packed keys and values */
+static const uint8_t *att_packed(const att_job *a, int g) {
+    return (const uint8_t *)(((uintptr_t)a->s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
+}
+
 static void attend_block(void *ctx, int task, int tid) {
     const att_job *a = ctx;
     const dg_engine *e = a->e;
@@ -571,6 +579,13 @@ static void attend_block(void *ctx, int task, int tid) {
                 v[0] = ci - c0; v[1] = nc; v[2] = nc + ji - j0; v[3] = nc + ni - j0;
             }
         }
+        if (a->nk && nqr * nhr > 16 && j0 == 0) {   /* its keys a run of the packed ones: cache from c0, new rows from 0 */
+            const int off = (c0 < s->n_past ? c0 : s->n_past) - a->c0;
+            if (off % 16 == 0 &&
+                dg_attend_block_amx_packed_f32(q, (int64_t)nq * d, nqr, nhr, d, sc, ldsc, acc, out, (int64_t)nq * d, valid, scratch,
+                                               att_packed(a, g), a->nk, a->two, off, nc + n1b))
+                return;
+        }
         if (nqr * nhr > 16 &&
             dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, valid, scratch))
             return;
@@ -584,10 +599,10 @@ static void attend_block(void *ctx, int task, int tid) {
     }
     visible(a, t0, &c0, &j0, &n1);   /* the same for every query of a block */
     const int ns = kv_segments(a, g, c0, j0, n1, seg);
-    if (a->nk && nqr * nhr > 16) {
-        const uint8_t *pk = (const uint8_t *)(((uintptr_t)s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
-        if (dg_attend_block_amx_packed_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, scratch, pk)) return;
-    }
+    if (a->nk && nqr * nhr > 16 && c0 == a->c0 && j0 == 0 &&
+        dg_attend_block_amx_packed_f32(q, (int64_t)nq * d, nqr, nhr, d, sc, ldsc, acc, out, (int64_t)nq * d, NULL, scratch, att_packed(a, g),
+                                       a->nk, a->two, 0, a->nk))
+        return;
     /* more than one tile of rows with bf16 activations: the products on AMX tiles */
     if (scratch && nqr * nhr > 16 &&
         dg_attend_block_amx_f32(q, (int64_t)nq * d, nqr, nhr, d, seg, ns, sc, ldsc, acc, out, (int64_t)nq * d, NULL, scratch))
@@ -616,31 +631,32 @@ static void att_pack(void *ctx, int task, int tid) {
     const att_job *a = ctx;
     const int nch = (a->nk + 31) / 32, ntask = (nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS;
     const int g = task / ntask, c0 = task % ntask * ATT_PACK_CHUNKS, c1 = c0 + ATT_PACK_CHUNKS < nch ? c0 + ATT_PACK_CHUNKS : nch;
-    int k0, j0, n1;
     dg_kseg seg[3];
-    visible(a, 0, &k0, &j0, &n1);
-    const int ns = kv_segments(a, g, k0, j0, n1, seg);
-    uint8_t *pk = (uint8_t *)(((uintptr_t)a->s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
-    dg_attend_amx_pack_f32(seg, ns, a->e->layers[a->li].d, pk, c0, c1);
+    const int ns = kv_segments(a, g, a->c0, 0, a->T, seg);
+    dg_attend_amx_pack_f32(seg, ns, a->e->layers[a->li].d, (void *)att_packed(a, g), c0, c1, a->two);
 }
 
 static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0, int causal) {
     const int nq = e->cfg.n_heads;
-    att_job a = {e, s, li, T, pos0, causal, 0, 0};
+    att_job a = {e, s, li, T, pos0, causal, 0, 0, 0, 0};
     if (s->fast) {
         dg_pool_run(s->pool, e->layers[li].n_kv, head_major, &a);
         int nh, qb, nhc, nqb;
         att_block_shape(e, s, li, T, causal, &nh, &qb, &nhc, &nqb);
-        /* the decoder: every block sees the same keys, so they are packed into tiles once, not once per
-         * block (the AMX kernel takes blocks of more than 16 rows) */
+        /* The keys and values are packed into tiles once per layer, not once per block (the AMX kernel
+         * takes blocks of more than 16 rows): the layer's view of the cache, then the T new rows. In the
+         * decoder every block sees all of them; in the encoder a causal block sees a run of them that
+         * starts where its first query's view does, a multiple of 16 keys along for most blocks (the
+         * values are packed from key 16 too); the others pack their own. */
         const dg_layer *L = &e->layers[li];
-        if (!causal && s->attkv && att_amx(s, L) && (qb < T ? qb : T) * nh > 16 && nqb * nhc > 1) {
-            int k0, j0, n1;
-            visible(&a, 0, &k0, &j0, &n1);
-            a.nk = s->n_past - k0 + n1 - j0;
-            a.gstride = att_group_bytes(a.nk, L->d);
+        if (s->attkv && att_amx(s, L) && (qb < T ? qb : T) * nh > 16 && nqb * nhc > 1 && (!causal || qb > 1)) {
+            const int n_cached = s->n_past < s->kv[li].cap ? s->n_past : s->kv[li].cap;
+            a.c0 = s->n_past - n_cached;
+            a.nk = n_cached + T;
+            a.two = causal;
+            a.gstride = att_group_bytes(a.nk, L->d, a.two);
             const int nch = (a.nk + 31) / 32;
-            if (a.nk > 0) dg_pool_run(s->pool, L->n_kv * ((nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS), att_pack, &a);
+            dg_pool_run(s->pool, L->n_kv * ((nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS), att_pack, &a);
         }
         dg_pool_run(s->pool, e->layers[li].n_kv * nqb * nhc, attend_block, &a);
     } else {
