@@ -1101,7 +1101,22 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
             /* V: pairs of keys interleaved, 16 columns per tile */
             if (!vpk) att_pack_v32(seg, nseg, kb, nk, d, vt + (size_t)ch * nct * 512);
         }
-        const uint16_t *vg = vpk ? vpk + (size_t)(g0 / 32) * nct * 512 : vt;
+        /* each chunk's V tiles; shared tiles of a last, partial chunk copied with the keys past nk
+         * zeroed, as the kernel's own packing leaves them (their weights are 0, but 0 x inf is NaN) */
+        const uint16_t *vch[DG_ATT_KG / 32];
+        for (int ch = 0; ch < nch; ch++) vch[ch] = vpk ? vpk + (size_t)(g0 / 32 + ch) * nct * 512 : vt + (size_t)ch * nct * 512;
+        if (vpk && nk - (g0 + (nch - 1) * 32) < 32) {
+            const int m = nk - (g0 + (nch - 1) * 32);
+            uint16_t *v = vt + (size_t)(nch - 1) * nct * 512;
+            for (int ct = 0; ct < nct; ct++)
+                for (int p = 0; p < 16; p++) {
+                    const __m512i r = _mm512_loadu_si512((const void *)(vch[nch - 1] + (size_t)ct * 512 + p * 32));
+                    /* pair p holds keys 2p (even lanes) and 2p + 1 (odd lanes) */
+                    const __mmask32 keep = 2 * p + 1 < m ? (__mmask32)0xffffffffu : 2 * p < m ? (__mmask32)0x55555555u : 0;
+                    _mm512_storeu_si512((void *)(v + (size_t)ct * 512 + p * 32), _mm512_maskz_mov_epi16(keep, r));
+                }
+            vch[nch - 1] = v;
+        }
         for (int ct = 0; ct < nct; ct += 2) {
             float *c0 = acc + ct * 16, *c1 = acc + (int64_t)16 * d + ct * 16;   /* acc [32 rows][d] */
             if (g0 == 0) { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
@@ -1111,8 +1126,8 @@ T_AMX void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d
                 if (two) { _tile_loadd(2, c1, d * 4); _tile_loadd(3, c1 + 16, d * 4); }
             }
             for (int ch = 0; ch < nch; ch++) {
-                _tile_loadd(6, vg + ((size_t)ch * nct + ct) * 512, 64);
-                _tile_loadd(7, vg + ((size_t)ch * nct + ct + 1) * 512, 64);
+                _tile_loadd(6, vch[ch] + (size_t)ct * 512, 64);
+                _tile_loadd(7, vch[ch] + (size_t)(ct + 1) * 512, 64);
                 _tile_loadd(4, pt + (size_t)ch * 2 * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);

@@ -653,7 +653,7 @@ static void attention(const dg_engine *e, dg_session *s, int li, int T, int pos0
             const int n_cached = s->n_past < s->kv[li].cap ? s->n_past : s->kv[li].cap;
             a.c0 = s->n_past - n_cached;
             a.nk = n_cached + T;
-            a.two = causal;
+            a.two = causal && !L->is_full;   /* full layers' causal blocks all start at the first key */
             a.gstride = att_group_bytes(a.nk, L->d, a.two);
             const int nch = (a.nk + 31) / 32;
             dg_pool_run(s->pool, L->n_kv * ((nch + ATT_PACK_CHUNKS - 1) / ATT_PACK_CHUNKS), att_pack, &a);
