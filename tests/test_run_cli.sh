@@ -100,6 +100,19 @@ else bad run-sigint "rc $rc: $(cat "$TMP/err")"; fi
 rc=$?
 if [ $rc -eq 0 ] && grep -q "(cancelled)" "$TMP/err"; then ok chat-sigint-continues; else bad chat-sigint-continues "rc $rc: $(cat "$TMP/err")"; fi
 
+# ===== bench: one CSV row under its header, the peaks sampled after every step and once more =====
+if "$BIN" bench -m "$M" -p 8 -s 2 -t 1 --csv "$TMP/bench.csv" >"$TMP/out" 2>"$TMP/err"; then
+    hn=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | wc -l); rn=$(sed -n 2p "$TMP/bench.csv" | tr ',' '\n' | wc -l)
+    col=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | grep -n '^peak_samples$' | cut -d: -f1)
+    ns=$(sed -n 2p "$TMP/bench.csv" | cut -d, -f"${col:-1}")
+    if [ "$(wc -l <"$TMP/bench.csv")" -eq 2 ] && [ "$hn" -eq "$rn" ] && [ "$ns" = 3 ] && head -1 "$TMP/bench.csv" | grep -q 'peak_int8_max$'; then ok bench-csv
+    else bad bench-csv "header $hn fields, row $rn, peak_samples '$ns': $(cat "$TMP/bench.csv")"; fi
+else
+    bad bench-csv "$(cat "$TMP/err")"
+fi
+if "$BIN" bench --gemm --only gate_up8 --reps 1 -t 1 >"$TMP/out" 2>"$TMP/err" && grep -q '^gate_up8 ' "$TMP/out" && grep -q 'int8_pk$' "$TMP/out"; then ok bench-gemm
+else bad bench-gemm "$(cat "$TMP/out" "$TMP/err")"; fi
+
 # ===== help =====
 for cmd in run chat generate forward inspect bench tokenize detokenize; do
     if "$BIN" $cmd --help >"$TMP/out" 2>&1 && grep -q "usage: dgemma $cmd" "$TMP/out"; then ok "help-$cmd"; else bad "help-$cmd" "$(head -2 "$TMP/out")"; fi
