@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "bench/bench.h"
 
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,8 +69,14 @@ __attribute__((target("avx512f,avx512vnni"))) static double loop_vnni(long it) {
     for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
     for (long k = 0; k < it; k++)
         for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], b, c);
-    int s = 0;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(a[i]);
+    /* the lanes only keep the loop alive: summed as unsigned, where wrapping is defined (an int sum
+     * overflowed once the loop ran long enough, which UBSan reported) */
+    unsigned s = 0;
+    for (int i = 0; i < 12; i++) {
+        uint32_t u[16];
+        _mm512_storeu_si512((void *)u, a[i]);
+        for (int j = 0; j < 16; j++) s += u[j];
+    }
     return s;
 }
 
