@@ -393,6 +393,50 @@ static void t_gguf_kquants(void) {
     dg_engine_free(e);
 }
 
+static void noop_tap(void *user, const char *name, const float *data, int rows, int cols) {
+    (void)user; (void)name; (void)data; (void)rows; (void)cols;
+}
+
+/* The encoder skips its last layer's queries, attention and feed-forward (only K and V go to the
+ * cache) unless a tap watches: a session with a tap (every stage computed) and one without must then
+ * decode the same logits, bit for bit, on both paths, over prompts encoded in several chunks */
+static void t_encode_last_layer(void) {
+    const char *models[] = {"tiny-a/f32", "tiny-a/bf16", "tiny-c/bf16"};
+    for (size_t mi = 0; mi < sizeof(models) / sizeof(models[0]); mi++) {
+        char dir[512], err[1024];
+        snprintf(dir, sizeof(dir), "%s/%s", fixtures_dir(), models[mi]);
+        dg_engine *e;
+        if (dg_engine_load(dir, NULL, &e, err, sizeof(err))) { CHECK(0, "%s", err); continue; }
+        const dg_model_info *in = dg_engine_info(e);
+        const int V = in->vocab_size, C = in->canvas_length, P = 45;
+        int32_t prompt[45], canvas[256];
+        for (int i = 0; i < P; i++) prompt[i] = (29 * i + 5) % V;
+        if (C > 256) { CHECK(0, "canvas %d > 256", C); dg_engine_free(e); continue; }
+        for (int i = 0; i < C; i++) canvas[i] = (71 * i + 3) % V;
+        for (int k = 0; k < 2; k++) {
+            float *lg[2];
+            for (int tp = 0; tp < 2; tp++) {
+                dg_session_params sp = dg_session_default_params();
+                sp.n_ctx = 128;
+                sp.n_batch = 16;
+                sp.kernels = k ? DG_KERNELS_AUTO : DG_KERNELS_REF;
+                dg_session *s;
+                lg[tp] = calloc((size_t)C * V, sizeof(float));
+                if (dg_session_create(e, &sp, &s, err, sizeof(err))) { CHECK(0, "%s", err); continue; }
+                if (tp) dg_session_set_tap(s, noop_tap, NULL);
+                CHECK(dg_encode(s, prompt, P, err, sizeof(err)) == 0, "%s", err);
+                CHECK(dg_decode(s, canvas, C, NULL, lg[tp], err, sizeof(err)) == 0, "%s", err);
+                dg_session_free(s);
+            }
+            CHECK(memcmp(lg[0], lg[1], sizeof(float) * (size_t)C * V) == 0, "%s %s: logits differ with the encoder's last layer skipped",
+                  models[mi], k ? "fast" : "ref");
+            free(lg[0]); free(lg[1]);
+        }
+        dg_engine_free(e);
+    }
+    printf("  tiny-a f32 / bf16, tiny-c bf16, oracle and fast path, 45 tokens in chunks of 16: the same logits with the encoder's last layer cut to K and V\n");
+}
+
 static void t_mlx_parity(void) {
     const char *q[][2] = {{"tiny-a/mlx-4bit", "tiny-a/ref-mlx-4bit.safetensors"},
                           {"tiny-a/mlx-8bit", "tiny-a/ref-mlx-8bit.safetensors"},
@@ -434,5 +478,6 @@ const dg_test parity_tests[] = {
     {"parity/gguf", t_gguf_parity},
     {"parity/gguf-kquants", t_gguf_kquants},
     {"parity/mlx", t_mlx_parity},
+    {"parity/encode-last-layer", t_encode_last_layer},
     {NULL, NULL},
 };

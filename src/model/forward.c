@@ -383,6 +383,7 @@ typedef struct {
     dg_session *s;
     const dg_layer *L;
     int pos0;
+    int kv_only;   /* no queries (the encoder's last layer) */
 } rope_job;
 
 /* token t's cos / sin row (position pos0 + t, rounded to the activation dtype like the reference) and
@@ -401,20 +402,22 @@ static void rope_row(void *ctx, int t, int tid) {
         sb[i] = dg_round1((float)sin((double)th), e->act);
     }
     void (*rope)(float *, int, const float *, const float *, dg_dtype) = s->fast ? dg_rope_fast : dg_rope_ref;
-    for (int h = 0; h < nq; h++) rope(s->q + ((size_t)t * nq + h) * d, d, cb, sb, e->act);
+    if (!j->kv_only)
+        for (int h = 0; h < nq; h++) rope(s->q + ((size_t)t * nq + h) * d, d, cb, sb, e->act);
     for (int h = 0; h < nkv; h++) rope(s->k + ((size_t)t * nkv + h) * d, d, cb, sb, e->act);
 }
 
-static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0) {
+/* kv_only: K and V alone (the encoder's last layer), the same values */
+static void qkv(const dg_engine *e, dg_session *s, const dg_layer *L, const float *hn, int T, int pos0, int kv_only) {
     const int d = L->d, nq = e->cfg.n_heads, nkv = L->n_kv;
-    linear(e, s, s->q, hn, T, &L->q);
+    if (!kv_only) linear(e, s, s->q, hn, T, &L->q);
     linear(e, s, s->k, hn, T, &L->k);
     if (L->v.data) linear(e, s, s->v, hn, T, &L->v);
     else memcpy(s->v, s->k, sizeof(float) * (size_t)T * nkv * d);   /* full layers: V is the raw K */
-    norm(e, s, s->q, s->q, T * nq, d, &L->q_norm);
+    if (!kv_only) norm(e, s, s->q, s->q, T * nq, d, &L->q_norm);
     norm(e, s, s->k, s->k, T * nkv, d, &L->k_norm);
     norm(e, s, s->v, s->v, T * nkv, d, NULL);
-    rope_job rj = {e, s, L, pos0};
+    rope_job rj = {e, s, L, pos0, kv_only};
     dg_pool_run(s->pool, T, rope_row, &rj);   /* per token: its cos / sin row, then its q and k heads */
 }
 
@@ -827,7 +830,16 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     double t0 = causal ? 0 : now_ms(), t1;
     s->timing = !causal;   /* the decoder's products timed alone too (prof.proj, prof.experts) */
     norm(e, s, s->hn, x, T, H, &L->in_norm);
-    qkv(e, s, L, s->hn, T, pos0);
+    /* The encoder's last layer: only its keys and values are kept (the cache); its queries, attention,
+     * output projection and feed-forward feed no later layer and no output (the reference computes
+     * them and drops them), so they are skipped, unless a tap is watching every stage. In process:
+     * encode of the 6-layer 26B shapes 0.88x, of the 2-layer mid model 0.47x; the 26B-A4B skips 1 of
+     * 30 layers. */
+    if (causal && li == e->cfg.n_layers - 1 && !s->tap) {
+        qkv(e, s, L, s->hn, T, pos0, 1);
+        return;
+    }
+    qkv(e, s, L, s->hn, T, pos0, 0);
     if (s->tap) {
         char name[64];
         snprintf(name, sizeof(name), "q.%d", li);
