@@ -794,12 +794,9 @@ int dg_attend_block_amx_f32(const float *q, int64_t qs, int nq, int nh, int d, c
     return attend_amx(q, qs, nq, nh, d, seg, nseg, sc, ldsc, acc, out, os, valid, scratch, NULL, NULL, 0);
 }
 
-/* the packed layout: the K tiles of every 16 keys, the V tiles of every 32 keys from key 0, then (two)
- * those of every 32 keys from key 16 */
-static size_t pack_v1_chunks(int nk) { return nk > 16 ? (size_t)(nk - 16 + 31) / 32 : 0; }
-
 size_t dg_attend_amx_pack_bytes(int nk, int d, int two) {
-    return ((size_t)(nk + 15) / 16 * (size_t)(d / 32) + ((size_t)(nk + 31) / 32 + (two ? pack_v1_chunks(nk) : 0)) * (size_t)(d / 16)) * 1024;
+    size_t v0, v1;
+    return dg_att_pack_layout(nk, d, two, &v0, &v1) * sizeof(uint16_t);
 }
 
 int dg_attend_amx_pack_f32(const dg_kseg *seg, int nseg, int d, void *pk, int c0, int c1, int two) {
@@ -821,9 +818,9 @@ int dg_attend_block_amx_packed_f32(const float *q, int64_t qs, int nq, int nh, i
                                    int64_t os, const int *valid, void *scratch, const void *pk, int nk_all, int two, int off, int nk) {
     if (off < 0 || off % 16 || (off % 32 && !two) || nk < 0 || off + nk > nk_all || d % 32) return 0;
     const size_t nkc = (size_t)d / 32, nct = (size_t)d / 16;
-    const uint16_t *kp = pk, *vp = kp + (size_t)(nk_all + 15) / 16 * nkc * 512;
-    const uint16_t *vp1 = vp + (size_t)(nk_all + 31) / 32 * nct * 512;
-    const uint16_t *kpk = kp + (size_t)(off / 16) * nkc * 512, *vpk = off % 32 ? vp1 + (size_t)(off / 32) * nct * 512 : vp + (size_t)(off / 32) * nct * 512;
+    size_t v0, v1;
+    dg_att_pack_layout(nk_all, d, two, &v0, &v1);
+    const uint16_t *kp = pk, *kpk = kp + (size_t)(off / 16) * nkc * 512, *vpk = kp + (off % 32 ? v1 : v0) + (size_t)(off / 32) * nct * 512;
     return attend_amx(q, qs, nq, nh, d, NULL, 0, sc, ldsc, acc, out, os, valid, scratch, kpk, vpk, nk);
 }
 

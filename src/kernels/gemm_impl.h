@@ -93,6 +93,15 @@ void dg_attend_block_amx(const float *q, int64_t qs, int nq, int nh, int d, cons
                          int64_t ldsc, float *acc, float *out, int64_t os, const int *valid, void *scratch, const uint16_t *kpk,
                          const uint16_t *vpk, int nkp);
 void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1, int two);
+/* dg_attend_amx_pack's layout for nk keys of dimension d, in bf16 elements: the K tiles of every 16 keys
+ * from 0, the V tiles of every 32 keys from *v0, then (two) those of every 32 keys from key 16 on from
+ * *v1; the return value is the end */
+static inline size_t dg_att_pack_layout(int nk, int d, int two, size_t *v0, size_t *v1) {
+    const size_t v1_chunks = two && nk > 16 ? (size_t)(nk - 16 + 31) / 32 : 0;
+    *v0 = (size_t)(nk + 15) / 16 * (size_t)(d / 32) * 512;
+    *v1 = *v0 + (size_t)(nk + 31) / 32 * (size_t)(d / 16) * 512;
+    return *v1 + v1_chunks * (size_t)(d / 16) * 512;
+}
 void dg_gelu_mul_f32_avx512(const float *g, const float *u, float *out, int n, dg_dtype act);
 void dg_task_neon(const dg_job *j, int64_t r0, int nr, float *panel);
 

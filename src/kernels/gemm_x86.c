@@ -275,12 +275,21 @@ T_512 void dg_wsum_f32_avx512(float *o, const float *const *y, const float *w, i
     }
 }
 
-T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
+#define T_V512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))   /* inlined into T_512 and T_AMX code */
+
+/* the max of x[0..n): 16 lanes, then the tail one at a time */
+T_V512 static inline float max512(const float *x, int n) {
     __m512 m = _mm512_set1_ps(-INFINITY);
     int i = 0;
     for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
     float mx = _mm512_reduce_max_ps(m);
     for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
+    const float mx = max512(x, n);
+    int i;
     for (i = 0; i < n; i++)   /* the first index of the max, as the scalar scan finds it */
         if (x[i] == mx) break;
     *arg = i < n ? i : 0;
@@ -291,7 +300,6 @@ T_512 float dg_max_f32_avx512(const float *x, int n, int *arg) {
  * parts, a degree-6 polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n (gradually underflowing
  * below -87.3); below -103.97 the result is 0 like expf's; NaN stays NaN (max_ps returns its second
  * operand when either is NaN) */
-#define T_V512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))   /* inlined into T_512 and T_AMX code */
 T_V512 static inline __m512 exp512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-103.97f);
     const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
@@ -309,17 +317,20 @@ T_V512 static inline __m512 exp512(__m512 x) {
     return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), under, _mm512_setzero_ps());
 }
 
-T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) {
+/* w = exp(x - mx) (w may be x) and its sum, 16 lanes at a time */
+T_V512 static inline float expsum_to512(const float *x, float *w, int n, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
     __m512 s = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
-        _mm512_mask_storeu_ps(x + i, k, e);
+        _mm512_mask_storeu_ps(w + i, k, e);
         s = _mm512_add_ps(s, _mm512_maskz_mov_ps(k, e));
     }
     return _mm512_reduce_add_ps(s);
 }
+
+T_512 float dg_expsum_f32_avx512(float *x, int n, float mx) { return expsum_to512(x, x, n, mx); }
 
 /* cap * tanh(x / cap) = cap * sign(x) * (1 - 2 / (exp(2|x|/cap) + 1)); for tiny |x| the 1 - ... form
  * loses bits, so there tanh(u) ~ u - u^3/3 + 2u^5/15 */
@@ -1018,7 +1029,9 @@ T_AMX static void att_pack_v32(const dg_kseg *seg, int nseg, int kb, int nk, int
 /* the keys' and values' tiles of nk keys packed once for all the blocks that see them (pk: the K tiles
  * of every 16 keys, then the V tiles of every 32); chunks [c0, c1) of 32 keys */
 T_AMX void dg_attend_amx_pack(const dg_kseg *seg, int nseg, int nk, int d, void *pk, int c0, int c1, int two) {
-    uint16_t *kp = pk, *vp = kp + (size_t)(nk + 15) / 16 * (d / 32) * 512, *vp1 = vp + (size_t)(nk + 31) / 32 * (d / 16) * 512;
+    size_t v0, v1;
+    dg_att_pack_layout(nk, d, two, &v0, &v1);
+    uint16_t *kp = pk, *vp = kp + v0, *vp1 = kp + v1;
     for (int c = c0; c < c1; c++) {
         for (int j0 = 32 * c; j0 < 32 * c + 32 && j0 < nk; j0 += 16) att_pack_k16(seg, nseg, j0, nk, d, kp + (size_t)(j0 / 16) * (d / 32) * 512);
         att_pack_v32(seg, nseg, 32 * c, nk, d, vp + (size_t)c * (d / 16) * 512);
@@ -1210,20 +1223,7 @@ void dg_nn_amx_pack_row(const dg_kctx *k, int t, const float *p, int64_t V) { nn
  * (copy, max, exp, divide, round, pack) */
 T_AMX void dg_nn_amx_softmax_pack_row(const dg_kctx *k, int t, const float *x, int64_t V, float *tmp) {
     const int n = (int)V;
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));
-    float mx = _mm512_reduce_max_ps(mv);
-    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    const __m512 m = _mm512_set1_ps(mx);
-    __m512 s = _mm512_setzero_ps();
-    for (i = 0; i < n; i += 16) {
-        const __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(km, x + i), m));
-        _mm512_mask_storeu_ps(tmp + i, km, e);
-        s = _mm512_add_ps(s, _mm512_maskz_mov_ps(km, e));
-    }
-    const __m512 dv = _mm512_set1_ps(_mm512_reduce_add_ps(s));
+    const __m512 dv = _mm512_set1_ps(expsum_to512(x, tmp, n, max512(x, n)));
     const int64_t nkc = (V + 31) / 32;
     uint16_t *dst = k->pbuf + (int64_t)(t / 16) * nkc * 512 + (t % 16) * 32;
     int64_t kc = 0;
