@@ -98,7 +98,9 @@ static const char *k_header =
     "gflop_per_step,gflops,peak_gflops,peak_kind,pct_of_peak,moe_gflops,moe_pct_of_peak,lm_head_gflops,lm_head_pct_of_peak,"
     "proj_ms,proj_gflops,proj_pct_of_int8,experts_ms,experts_gflops,experts_pct_of_int8,"
     "peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults,"
-    "peak_samples,peak_amx_bf16_min,peak_amx_bf16_max,peak_int8_min,peak_int8_max";
+    "peak_samples,peak_amx_bf16_min,peak_amx_bf16_max,peak_int8_min,peak_int8_max,"
+    "peak_amx_bf16_ld,lm_head_pct_of_ld,vocab_gflops,vocab_pct_of_ld,vocab_roof_ms,experts_dequant_ms,experts_roof_ms,"
+    "experts_roof_pct_of_int8,mem_read_gbs";
 
 /* This process's peak resident set in MB: VmHWM from /proc/self/status, which starts afresh at exec;
  * getrusage's ru_maxrss survives execve, so a bench started by a large parent (a Python script that
@@ -136,6 +138,8 @@ static int cpu_ticks(double *steal, double *total) {
 /* The peaks are sampled after every measured step (outside the step's timing) and once more, longer,
  * after the run; the percentages are held against their mean, what the machine gave while the steps
  * ran. On a shared VM one measurement taken a minute away from the steps was 3x off either way. */
+enum { N_PEAKS = sizeof(dg_peaks) / sizeof(double) };   /* dg_peaks is N_PEAKS doubles */
+
 typedef struct {
     dg_pool *pool;
     int n;
@@ -146,7 +150,7 @@ typedef struct {
 static void peak_add(peak_log *l, const dg_peaks *p) {
     double *s = &l->sum.fp32, *lo = &l->lo.fp32, *hi = &l->hi.fp32;
     const double *v = &p->fp32;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < N_PEAKS; i++) {
         s[i] += v[i];
         if (!l->n || v[i] < lo[i]) lo[i] = v[i];
         if (!l->n || v[i] > hi[i]) hi[i] = v[i];
@@ -257,13 +261,17 @@ int dg_bench_main(int argc, char **argv) {
     const double ms_commit = now_ms() - tc;
     const double enc_per_tok = (pr.encode + ms_commit) / (prompt_len + C);
 
+    /* the peak RSS before the bandwidth buffer below comes and goes */
+    const double rss_mb = peak_rss_mb();
     dg_peaks pk;
     memset(&pk, 0, sizeof(pk));
+    double mem_gbs = 0.0;
     if (!no_peak) {
+        mem_gbs = dg_bench_mem_gbs(dg_session_pool(s), (size_t)512 << 20);
         dg_bench_peaks(dg_session_pool(s), &pk);
         peak_add(&pl, &pk);
         double *v = &pk.fp32;
-        for (int i = 0; i < 4; i++) v[i] = (&pl.sum.fp32)[i] / pl.n;
+        for (int i = 0; i < N_PEAKS; i++) v[i] = (&pl.sum.fp32)[i] / pl.n;
     }
     const char *kern = dg_session_kernels(s);
     const int bf16 = !strcmp(in->act_dtype, "BF16");
@@ -273,15 +281,49 @@ int dg_bench_main(int argc, char **argv) {
     else if (!strcmp(kern, "avx512") && bf16 && pk.bf16 > 0) { peak = pk.bf16; peak_kind = "bf16"; }
     double moe_flop, lm_flop, proj_flop, exp_flop;
     const double flop = step_flops(e, prompt_len, &moe_flop, &lm_flop, &proj_flop, &exp_flop), gflops = flop / (st.ms_per_step * 1e-3) / 1e9;
-    const double rss_mb = peak_rss_mb();
     const double n = pr.n_decode ? pr.n_decode : 1;
     const double moe_gf = pr.moe > 0 ? moe_flop / (pr.moe / n * 1e-3) / 1e9 : 0, lm_gf = pr.lm_head > 0 ? lm_flop / (pr.lm_head / n * 1e-3) / 1e9 : 0;
     /* the products alone, against the int8 peak (issue 6's measure for the quantized models) */
     const double proj_gf = pr.proj > 0 ? proj_flop / (pr.proj / n * 1e-3) / 1e9 : 0, exp_gf = pr.experts > 0 ? exp_flop / (pr.experts / n * 1e-3) / 1e9 : 0;
+    /* the two vocabulary products (LM head, self-conditioning P.E) against the tiles' roof with operand
+     * loads: the least time they can take here, whatever the kernel */
+    const double sc_flop = (double)in->canvas_length * 2.0 * in->vocab_size * in->hidden_size;
+    const double vocab_ms = (pr.lm_head + pr.self_cond) / n;
+    const double vocab_gf = vocab_ms > 0 ? (lm_flop + sc_flop) / (vocab_ms * 1e-3) / 1e9 : 0;
+    const double ld = pk.amx_bf16_ld, vocab_roof_ms = ld > 0 ? (lm_flop + sc_flop) / (ld * 1e9) * 1e3 : 0;
+    /* The experts' roof on the AMX path: every expert weight turned into bf16 tile rows at the rate the
+     * dequantizer reaches with its rows in cache (dg_bench_dequant_gws, bf16 weights need none), then
+     * their products at the loaded tile roof. The two add up on a core where they do not overlap, as
+     * on the test VM (ARCHITECTURE.md, negative knowledge); the dequantization alone is a floor
+     * anywhere. Every expert counts: 256 x top-8 routings leave none of 128 unused but by 1e-7 odds. */
+    double deq_ms = 0.0, exp_roof_ms = 0.0;
+    if (!no_peak && !strcmp(kern, "amx") && ld > 0) {
+        int ok = 1;
+        struct { dg_dtype dt; int64_t k; double gws; } seen[8];
+        int ns = 0;
+        for (int l = 0; l < e->cfg.n_layers && ok; l++) {
+            const dg_mat *ms[2] = {&e->layers[l].experts_gate_up, &e->layers[l].experts_down};
+            for (int m = 0; m < 2 && ok; m++) {
+                const dg_mat *w = ms[m];
+                if (w->dt == DG_BF16) continue;
+                double gws = 0.0;
+                for (int i = 0; i < ns; i++)
+                    if (seen[i].dt == w->dt && seen[i].k == w->cols) gws = seen[i].gws;
+                if (gws <= 0.0) {
+                    gws = dg_bench_dequant_gws(dg_session_pool(s), w->dt, w->cols, 0.1);
+                    if (ns < 8) { seen[ns].dt = w->dt; seen[ns].k = w->cols; seen[ns].gws = gws; ns++; }
+                }
+                if (gws <= 0.0) ok = 0;
+                else deq_ms += (double)w->rows * (double)w->cols / (gws * 1e9) * 1e3;
+            }
+        }
+        if (ok) exp_roof_ms = deq_ms + exp_flop / (ld * 1e9) * 1e3;
+    }
+    const double exp_roof_pct = exp_roof_ms > 0 && pk.int8 > 0 ? 100.0 * exp_flop / (exp_roof_ms * 1e-3) / 1e9 / pk.int8 : 0.0;
     char row[2048];
     snprintf(row, sizeof(row),
              "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,"
-             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld,%d,%.1f,%.1f,%.1f,%.1f",
+             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.2f",
              label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
              st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
              enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
@@ -289,7 +331,7 @@ int dg_bench_main(int argc, char **argv) {
              peak > 0 ? 100.0 * lm_gf / peak : 0.0, pr.proj / n, proj_gf, pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0,
              pr.experts / n, exp_gf, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0,
              pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, rss_mb, steal_pct, majflt, pl.n, pl.lo.amx_bf16, pl.hi.amx_bf16, pl.lo.int8,
-             pl.hi.int8);
+             pl.hi.int8, ld, ld > 0 ? 100.0 * lm_gf / ld : 0.0, vocab_gf, ld > 0 ? 100.0 * vocab_gf / ld : 0.0, vocab_roof_ms, deq_ms, exp_roof_ms, exp_roof_pct, mem_gbs);
     printf("%s\n%s\n", k_header, row);
     if (csv) {
         FILE *f = fopen(csv, "a+");
@@ -301,11 +343,12 @@ int dg_bench_main(int argc, char **argv) {
     }
     fprintf(stderr, "bench: %s kernels, %d threads: %.1f ms/step (%.1f GFLOP/step, %.1f GFLOP/s = %.1f%% of the %s peak %.0f), "
             "MoE %.1f GFLOP/s (%.1f%%), LM head %.1f GFLOP/s (%.1f%%), projections %.1f GFLOP/s and experts %.1f (%.1f%% and %.1f%% of the int8 peak %.0f, %d samples %.0f-%.0f), ttfc %.0f ms, encode %.3f ms/token, peak RSS %.0f MB, "
-            "%.1f%% of the CPU stolen, %ld major faults\n", kern,
+            "%.1f%% of the CPU stolen, %ld major faults; LM head and P.E %.1f GFLOP/s = %.1f%% of the tiles' loaded roof %.0f "
+            "(at the roof: %.0f ms/step); experts' roof %.0f ms/step (dequantization %.0f) = %.1f%% of the int8 peak; memory read %.1f GB/s\n", kern,
             dg_session_threads(s), st.ms_per_step, flop / 1e9, gflops, peak > 0 ? 100.0 * gflops / peak : 0.0, peak_kind, peak,
             moe_gf, peak > 0 ? 100.0 * moe_gf / peak : 0.0, lm_gf, peak > 0 ? 100.0 * lm_gf / peak : 0.0, proj_gf, exp_gf,
             pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0, pk.int8, pl.n, pl.lo.int8, pl.hi.int8, st.ms_first_canvas, enc_per_tok, rss_mb,
-            steal_pct, majflt);
+            steal_pct, majflt, vocab_gf, ld > 0 ? 100.0 * vocab_gf / ld : 0.0, ld, vocab_roof_ms, exp_roof_ms, deq_ms, exp_roof_pct, mem_gbs);
     rc = 0;
 done:
     free(prompt);

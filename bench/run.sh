@@ -28,7 +28,7 @@ for m in "$L6Q4" "$L6Q8"; do
     fi
 done
 if have "$Q4"; then
-    for p in 100 1000; do run -m "$Q4" -p "$p" -s "$BIG_STEPS" --label "26B Q4_K_M p$p"; done
+    for p in 100 1000 8000; do run -m "$Q4" -p "$p" -s "$BIG_STEPS" --label "26B Q4_K_M p$p"; done
     run -m "$Q4" -p 100 -s "$BIG_STEPS" -t 1 --label "26B Q4_K_M p100 t1"
 fi
 if have "$Q8"; then run -m "$Q8" -p 100 -s "$BIG_STEPS" --label "26B Q8_0 p100"; fi

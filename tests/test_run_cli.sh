@@ -105,8 +105,11 @@ if "$BIN" bench -m "$M" -p 8 -s 2 -t 1 --csv "$TMP/bench.csv" >"$TMP/out" 2>"$TM
     hn=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | wc -l); rn=$(sed -n 2p "$TMP/bench.csv" | tr ',' '\n' | wc -l)
     col=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | grep -n '^peak_samples$' | cut -d: -f1)
     ns=$(sed -n 2p "$TMP/bench.csv" | cut -d, -f"${col:-1}")
-    if [ "$(wc -l <"$TMP/bench.csv")" -eq 2 ] && [ "$hn" -eq "$rn" ] && [ "$ns" = 3 ] && head -1 "$TMP/bench.csv" | grep -q 'peak_int8_max$'; then ok bench-csv
-    else bad bench-csv "header $hn fields, row $rn, peak_samples '$ns': $(cat "$TMP/bench.csv")"; fi
+    # the last column: the memory read bandwidth, measured on every machine (> 0)
+    bw=$(sed -n 2p "$TMP/bench.csv" | awk -F, '{ print ($NF > 0) }')
+    if [ "$(wc -l <"$TMP/bench.csv")" -eq 2 ] && [ "$hn" -eq "$rn" ] && [ "$ns" = 3 ] && [ "$bw" = 1 ] &&
+        head -1 "$TMP/bench.csv" | grep -q ',peak_amx_bf16_ld,.*,mem_read_gbs$'; then ok bench-csv
+    else bad bench-csv "header $hn fields, row $rn, peak_samples '$ns', bandwidth > 0: '$bw': $(cat "$TMP/bench.csv")"; fi
 else
     bad bench-csv "$(cat "$TMP/err")"
 fi
