@@ -149,6 +149,49 @@ static void test_matmul_softcap(void) {
     dg_pool_free(pool);
 }
 
+/* Outputs stored non-temporally (dg_kctx.stream_bytes lowered to 0, so every product streams) against
+ * the same products with ordinary stores, bit for bit: whole and partial 16-row tiles, output rows on a
+ * 64-byte line and 16 bytes past one (those take the ordinary store), with and without the softcap. */
+static void test_matmul_stream(void) {
+    if (!dg_path_available(DG_PATH_AMX)) { printf("  skipped: no AMX here\n"); return; }
+    const int shapes[][3] = {{16, 32, 64}, {17, 48, 96}, {40, 70, 256}, {256, 64, 64}};   /* n, rows, cols */
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, DG_PATH_AMX, 256, 256, 0, 0) == 0, "kctx");
+    int runs = 0, bad = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+        const size_t ny = (size_t)n * R + 16;
+        float *x = malloc(sizeof(float) * (size_t)n * K), *ref = aligned_alloc(64, sizeof(float) * ((ny + 15) / 16 * 16)),
+              *y = aligned_alloc(64, sizeof(float) * ((ny + 15) / 16 * 16));
+        uint16_t *wd = malloc(sizeof(uint16_t) * (size_t)R * K);
+        for (int i = 0; i < n * K; i++) x[i] = dg_round_bf16(frand());
+        fill_weights(wd, DG_BF16, (size_t)R * K);
+        const dg_mat w = dg_mat_init(wd, DG_BF16, R, K);
+        for (int off = 0; off <= 4; off += 4)
+            for (int ai = 0; ai < 2; ai++)
+                for (int c = 0; c < 2; c++) {
+                    const dg_dtype act = ai ? DG_F32 : DG_BF16;
+                    const float cap = c ? 0.75f : 0.0f;
+                    k.stream_bytes = DG_STREAM_BYTES;
+                    dg_matmul_softcap_path(&k, DG_PATH_AMX, ref + off, x, n, &w, 1, act, cap);
+                    for (size_t i = 0; i < ny; i++) y[i] = NAN;
+                    k.stream_bytes = 0;
+                    dg_matmul_softcap_path(&k, DG_PATH_AMX, y + off, x, n, &w, 1, act, cap);
+                    if (memcmp(y + off, ref + off, sizeof(float) * (size_t)n * R)) {
+                        bad++;
+                        CHECK(0, "n=%d R=%d K=%d offset %d act %s cap %g: streamed outputs differ", n, R, K, off, dg_dtype_name(act), cap);
+                    }
+                    runs++;
+                }
+        free(x); free(ref); free(y); free(wd);
+    }
+    k.stream_bytes = DG_STREAM_BYTES;
+    printf("  %d streamed products bit-identical to the stored ones (%d differ)\n", runs, bad);
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
 /* dg_nn_pack_softmax_row (logits straight to packed bf16 probabilities) against the six passes it
  * replaces (copy, dg_softmax_fast, dg_round_act_fast to bf16, dg_nn_pack_row), bit for bit: rows whose
  * spread underflows exp (subnormal and zero probabilities), ties at the maximum, -inf, a row of one
@@ -1018,6 +1061,7 @@ const dg_test kernel_tests[] = {
     {"kernels/pool", test_pool},
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-softcap", test_matmul_softcap},
+    {"kernels/matmul-stream", test_matmul_stream},
     {"kernels/fused-rows", test_fused_rows},
     {"kernels/wsum", test_wsum},
     {"kernels/rope-fast", test_rope_fast},

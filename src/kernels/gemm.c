@@ -52,6 +52,7 @@ static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max_k, int64_t max_v, int max_nn) {
     memset(k, 0, sizeof(*k));
+    k->stream_bytes = DG_STREAM_BYTES;
     k->pool = pool;
     k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
     k->max_n = max_n < 1 ? 1 : max_n;
@@ -326,6 +327,7 @@ static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, i
             j.rb = DG_RB;
             j.round_bf16 = act == DG_BF16;
             j.cap = act == DG_BF16 || act == DG_F32 ? cap : 0.0f;   /* fused into the store after the rounding */
+            j.stream = (size_t)n * (size_t)w->rows * sizeof(float) >= k->stream_bytes;
             dg_pack_amx(&j);
             break;
         }

@@ -48,6 +48,9 @@ typedef struct {
     void *aq;           /* int8 path: the activations quantized to Q8_0 / Q8_K blocks [max_n rows] */
     size_t aq_bytes;
     int64_t max_v;
+    /* AMX: a product whose outputs take at least this many bytes writes them with non-temporal stores
+     * (DG_STREAM_BYTES by default; tests lower it) */
+    size_t stream_bytes;
     /* grouped products (dg_kctx_init_grouped; zero otherwise) */
     int max_groups, max_grows;  /* most products of one call; most rows of all of them together */
     uint16_t *gpack;    /* AMX: every group's packed activations, each rounded up to 16 rows */

@@ -11,6 +11,9 @@ enum {
     DG_NN_HB = 256,  /* AMX dg_matmul_nn: embedding columns per task */
     DG_RB = 32,   /* weight rows per task (AMX: two 16-row A tiles); other paths take DG_RB / 2 */
     DG_KC = 32,   /* K granularity of the packed bf16 activations (one AMX tile row: 32 bf16) */
+    /* outputs this large (the LM head's 256 x 262,144 logits: 268 MB) are far past the caches and only
+     * read after the call: stored non-temporally (dg_job.stream) */
+    DG_STREAM_BYTES = 64 << 20,
 };
 
 typedef enum { DG_KIND_REF, DG_KIND_INT8, DG_KIND_GENERIC, DG_KIND_AVX2, DG_KIND_AVX512, DG_KIND_AVX512_BF16, DG_KIND_AMX, DG_KIND_NEON } dg_kind;
@@ -29,6 +32,7 @@ typedef struct {
     uint16_t *xp;            /* AMX: the packed activations (k->xpack, or a group's part of k->gpack) */
     int round_bf16;          /* AMX: outputs rounded to bf16 as they are stored (as dg_round_act_fast) */
     float cap;               /* AMX: > 0: then cap * tanh(y / cap) as dg_softcap_f32 computes it */
+    int stream;              /* AMX: output rows of 16 values on a 64-byte line stored non-temporally */
 } dg_job;
 
 /* cpu features (x86) */

@@ -92,15 +92,31 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+/* calloc for the session's buffers, starting on a 64-byte cache line (freed with xfree). glibc returns
+ * blocks of 128 KB or more 16 bytes into a page, so every 64-byte vector load or store of such a buffer
+ * (the [C, V] logits, the activations, the KV cache) touched two lines. The block's own address is
+ * kept in the 8 bytes before the aligned start. */
 static void *xcalloc(size_t n, size_t sz, int *oom) {
-    void *p = calloc(n ? n : 1, sz);
-    if (!p) *oom = 1;
+    n = n ? n : 1;
+    sz = sz ? sz : 1;
+    if (n > ((size_t)PTRDIFF_MAX - 72) / sz) { *oom = 1; return NULL; }
+    uint8_t *raw = calloc(n * sz + 72, 1);
+    if (!raw) { *oom = 1; return NULL; }
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + 8 + 63) & ~(uintptr_t)63);
+    memcpy(p - sizeof(raw), &raw, sizeof(raw));
     return p;
 }
 
+static void xfree(void *p) {
+    if (!p) return;
+    void *raw;
+    memcpy(&raw, (uint8_t *)p - sizeof(raw), sizeof(raw));
+    free(raw);
+}
+
 static void gen_buf_free(dg_gen_buf *g) {
-    free(g->logits); free(g->w); free(g->u); free(g->H); free(g->argmax); free(g->sample); free(g->canvas);
-    free(g->accepted); free(g->order); free(g->hist);
+    xfree(g->logits); xfree(g->w); xfree(g->u); xfree(g->H); xfree(g->argmax); xfree(g->sample); xfree(g->canvas);
+    xfree(g->accepted); xfree(g->order); xfree(g->hist);
     memset(g, 0, sizeof(*g));
 }
 
@@ -231,23 +247,23 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
 void dg_session_free(dg_session *s) {
     if (!s) return;
     if (s->kv)
-        for (int i = 0; i < s->e->cfg.n_layers; i++) { free(s->kv[i].k); free(s->kv[i].v); }
-    free(s->kv);
+        for (int i = 0; i < s->e->cfg.n_layers; i++) { xfree(s->kv[i].k); xfree(s->kv[i].v); }
+    xfree(s->kv);
     float *bufs[] = {s->x, s->hn, s->q, s->k, s->v, s->att, s->a, s->h1, s->h2, s->mg, s->mu, s->rl,
                      s->top_w, s->tapbuf, s->cosb,
                      s->sinb, s->probs, s->prow, s->kh, s->vh};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
-    free(s->top_i);
-    free(s->pv_t);
-    free(s->attamx);
-    free(s->attkv);
-    free(s->topk_i);
-    free(s->topk_row);
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) xfree(bufs[i]);
+    xfree(s->top_i);
+    xfree(s->pv_t);
+    xfree(s->attamx);
+    xfree(s->attkv);
+    xfree(s->topk_i);
+    xfree(s->topk_row);
     float *fast_bufs[] = {s->scores_t, s->attacc, s->moe_gu, s->moe_act, s->moe_y};
-    for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) free(fast_bufs[i]);
+    for (size_t i = 0; i < sizeof(fast_bufs) / sizeof(fast_bufs[0]); i++) xfree(fast_bufs[i]);
     int *ibufs[] = {s->moe_cnt, s->moe_off, s->moe_pos, s->moe_tok};
-    for (size_t i = 0; i < sizeof(ibufs) / sizeof(ibufs[0]); i++) free(ibufs[i]);
-    free(s->moe_g);
+    for (size_t i = 0; i < sizeof(ibufs) / sizeof(ibufs[0]); i++) xfree(ibufs[i]);
+    xfree(s->moe_g);
     if (s->kc.panel) dg_kctx_free(&s->kc);
     dg_pool_free(s->pool);
     gen_buf_free(&s->gen);
@@ -270,7 +286,7 @@ dg_gen_buf *dg_session_gen_buf(dg_session *s, int hist_n, char *err, size_t errl
         g->order = xcalloc(C, sizeof(int), &oom);
     }
     if (!oom && hist_n > g->hist_cap) {
-        free(g->hist);
+        xfree(g->hist);
         g->hist = xcalloc((size_t)hist_n * C, sizeof(int32_t), &oom);
         g->hist_cap = oom ? 0 : hist_n;
     }
