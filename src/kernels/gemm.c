@@ -57,7 +57,7 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
     k->path = dg_path_available(path) ? path : DG_PATH_GENERIC;
     k->max_n = max_n < 1 ? 1 : max_n;
     k->max_k = max_k < 1 ? 1 : max_k;
-    const int64_t kp = round_up(k->max_k, DG_KC);
+    const int64_t kp = round_up(k->max_k, DG_KC) + DG_KC;   /* + a chunk: a shifted K (dg_job.shift) */
     /* AMX tiles hold 16 tokens per block: round the rows up to 16 */
     k->xpack_bytes = (size_t)round_up(k->max_n, 16) * (size_t)kp * sizeof(uint16_t);
     k->xpack = aligned_alloc(64, k->xpack_bytes);
@@ -328,6 +328,7 @@ static void matmul_impl(const dg_kctx *k, dg_path p, float *y, const float *x, i
             j.round_bf16 = act == DG_BF16;
             j.cap = act == DG_BF16 || act == DG_F32 ? cap : 0.0f;   /* fused into the store after the rounding */
             j.stream = (size_t)n * (size_t)w->rows * sizeof(float) >= k->stream_bytes;
+            j.shift = k->no_shift ? 0 : dg_amx_shift(w);
             dg_pack_amx(&j);
             break;
         }

@@ -51,6 +51,7 @@ typedef struct {
     /* AMX: a product whose outputs take at least this many bytes writes them with non-temporal stores
      * (DG_STREAM_BYTES by default; tests lower it) */
     size_t stream_bytes;
+    int no_shift;       /* AMX: 1 = bf16 rows loaded in place whatever their alignment (dg_job.shift 0; tests) */
     /* grouped products (dg_kctx_init_grouped; zero otherwise) */
     int max_groups, max_grows;  /* most products of one call; most rows of all of them together */
     uint16_t *gpack;    /* AMX: every group's packed activations, each rounded up to 16 rows */

@@ -33,7 +33,20 @@ typedef struct {
     int round_bf16;          /* AMX: outputs rounded to bf16 as they are stored (as dg_round_act_fast) */
     float cap;               /* AMX: > 0: then cap * tanh(y / cap) as dg_softcap_f32 computes it */
     int stream;              /* AMX: output rows of 16 values on a 64-byte line stored non-temporally */
+    int shift;               /* AMX: K chunk c holds the values [32c - shift, 32c - shift + 32) (zero outside
+                              * [0, K)); bf16 rows that start shift values past a 64-byte line are then
+                              * loaded in place line by line (dg_amx_shift) */
 } dg_job;
+
+/* The K shift for bf16 weights loaded into the tiles in place: how many values each row starts past a
+ * 64-byte line, when every row does (a row a whole number of lines long); 0 otherwise. A tensor of a
+ * safetensors file starts wherever the previous one ended (the mid model's embedding: 48 bytes past a
+ * line), and a tile row that spans two lines costs: the LM head 1.15-1.19x the time, in process. */
+static inline int dg_amx_shift(const dg_mat *w) {
+    const uintptr_t a = (uintptr_t)w->data;
+    if (w->dt != DG_BF16 || w->cols % DG_KC || w->row_bytes % 64 || (a & 1)) return 0;
+    return (int)((a & 63) / 2);
+}
 
 /* cpu features (x86) */
 int dg_cpu_has_avx2(void);

@@ -810,8 +810,24 @@ T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
         const int tok = tb * 16 + t;
         x[t] = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
     }
-    for (int64_t kc = 0; kc < nkc; kc++)
-        pack_btile(x, kc * 32, K - kc * 32 < 32 ? K - kc * 32 : 32, j->xp + ((size_t)tb * nkc + kc) * 512);
+    int64_t kc = 0;
+    if (j->shift) {   /* chunk 0: the first 32 - shift values, after shift zeros (an even shift: whole pairs) */
+        const int sh = j->shift;
+        const __m512i idx = _mm512_sub_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13,
+                                                              12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi16((short)sh));
+        const __mmask32 keep = (__mmask32)(0xffffffffu << sh);
+        __m512i r[16];
+        for (int t = 0; t < 16; t++)
+            r[t] = x[t] ? _mm512_maskz_permutexvar_epi16(keep, idx, ld32_bf16(x[t], 32 - sh < K ? 32 - sh : K)) : _mm512_setzero_si512();
+        transpose16_epi32(r);
+        uint16_t *tile = j->xp + (size_t)tb * nkc * 512;
+        for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(tile + q * 32), r[q]);
+        kc = 1;
+    }
+    for (; kc < nkc; kc++) {
+        const int64_t k0 = kc * 32 - j->shift;
+        pack_btile(x, k0, K - k0 < 32 ? K - k0 : 32, j->xp + ((size_t)tb * nkc + kc) * 512);
+    }
 }
 
 static void pack_amx_block(void *ctx, int tb, int tid) {
@@ -821,7 +837,7 @@ static void pack_amx_block(void *ctx, int tb, int tid) {
 
 /* packed activations: [token block][K chunk][16 pair rows][16 tokens][2] bf16, zero padded */
 void dg_pack_amx(dg_job *j) {
-    j->kp = (j->w->cols + DG_KC - 1) / DG_KC * DG_KC;
+    j->kp = (j->w->cols + j->shift + DG_KC - 1) / DG_KC * DG_KC;
     if (!j->xp) j->xp = j->k->xpack;
     dg_pool_run(j->k->pool, (j->n + 15) / 16, pack_amx_block, j);
 }
@@ -832,6 +848,15 @@ void dg_pack_amx(dg_job *j) {
  * bf16 weights are copied as they are (only for a task of fewer than 32 rows or a K that is no multiple of
  * 32: dg_task_amx loads whole tasks' bf16 rows in place); other types are dequantized to float32 and
  * rounded to bf16. */
+/* the 32 bf16 values [k0, k0 + 32) of a row of K (zero outside [0, K); k0 may be negative: the masked
+ * lanes are not read) */
+T_AMX static inline __m512i chunk_bf16(const uint16_t *row, int64_t K, int64_t k0) {
+    const int64_t lo = k0 < 0 ? -k0 : 0, hi = K - k0 < 32 ? K - k0 : 32;
+    if (hi <= lo) return _mm512_setzero_si512();
+    const __mmask32 m = (__mmask32)((0xffffffffu >> (32 - (hi - lo))) << lo);
+    return _mm512_maskz_loadu_epi16(m, row + k0);
+}
+
 #define PFW 4   /* rows ahead */
 T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float *panel) {
     const dg_mat *w = j->w;
@@ -863,11 +888,8 @@ T_AMX static const uint16_t *amx_rows(const dg_job *j, int64_t r0, int nr, float
         }
         if (w->dt == DG_BF16) {
             const uint16_t *src = (const uint16_t *)((const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes);
-            for (int64_t kc = 0; kc < nkc; kc++) {
-                const int64_t k = kc * 32, m = K - k < 32 ? K - k : 32;
-                const __mmask32 mk = m == 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << m) - 1);
-                _mm512_storeu_si512((void *)(dst + kc * 1024), _mm512_maskz_loadu_epi16(mk, src + k));
-            }
+            for (int64_t kc = 0; kc < nkc; kc++)
+                _mm512_storeu_si512((void *)(dst + kc * 1024), chunk_bf16(src, K, kc * 32 - j->shift));
         } else {
             /* the GGUF block types straight into the tile rows (the same bf16 values as below) */
             if (bq) {
@@ -929,6 +951,16 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
     const int64_t akc = direct ? 32 : 1024, ahalf = direct ? 8 * lda : 512;   /* bf16 elements: next K chunk, second tile */
     const uint16_t *xb = j->xp;
     const int64_t nkc = j->kp / DG_KC, ldy = j->w->rows;
+    /* shifted rows (j->shift): the middle chunks load in place from a line; the first and the last,
+     * which reach past the row, go through a 4 KB panel [2 chunks][32 rows][32] (masked loads) */
+    uint16_t *edge = (uint16_t *)(panel + (size_t)DG_RB * j->kp);
+    const int sh = direct ? j->shift : 0;
+    if (sh)
+        for (int r = 0; r < DG_RB; r++) {
+            const uint16_t *src = a + (size_t)r * (size_t)(lda / 2);
+            _mm512_storeu_si512((void *)(edge + r * 32), chunk_bf16(src, j->w->cols, -sh));
+            _mm512_storeu_si512((void *)(edge + 1024 + r * 32), chunk_bf16(src, j->w->cols, (nkc - 1) * 32 - sh));
+        }
     const int ntb = (j->n + 15) / 16;
     const int two_a = nr > 16;
     float *y = j->y + r0;
@@ -957,12 +989,15 @@ T_AMX void dg_task_amx(const dg_job *j, int64_t r0, int nr, float *panel) {
                     for (int l = 0; l < 16; l++) _mm_prefetch(p0 + l * 64, _MM_HINT_T0);
                     if (two_b) for (int l = 0; l < 16; l++) _mm_prefetch(p1 + l * 64, _MM_HINT_T0);
                 }
-                _tile_loadd(4, a + kc * akc, lda);
+                const int e = sh && (kc == 0 || kc == nkc - 1);
+                const uint16_t *ak = e ? edge + (kc ? 1024 : 0) : a + kc * akc - sh;
+                const int64_t ld = e ? 64 : lda, ah = e ? 512 : ahalf;
+                _tile_loadd(4, ak, ld);
                 _tile_loadd(6, b0 + kc * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 if (two_b) { _tile_loadd(7, b1 + kc * 512, 64); _tile_dpbf16ps(1, 4, 7); }
                 if (two_a) {
-                    _tile_loadd(5, a + kc * akc + ahalf, lda);
+                    _tile_loadd(5, ak + ah, ld);
                     _tile_dpbf16ps(2, 5, 6);
                     if (two_b) _tile_dpbf16ps(3, 5, 7);
                 }
