@@ -139,6 +139,7 @@ static int cpu_ticks(double *steal, double *total) {
  * after the run; the percentages are held against their mean, what the machine gave while the steps
  * ran. On a shared VM one measurement taken a minute away from the steps was 3x off either way. */
 enum { N_PEAKS = sizeof(dg_peaks) / sizeof(double) };   /* dg_peaks is N_PEAKS doubles */
+_Static_assert(sizeof(dg_peaks) == N_PEAKS * sizeof(double), "dg_peaks must hold doubles only (peak_add walks it as an array)");
 
 typedef struct {
     dg_pool *pool;
@@ -318,6 +319,7 @@ int dg_bench_main(int argc, char **argv) {
             }
         }
         if (ok) exp_roof_ms = deq_ms + exp_flop / (ld * 1e9) * 1e3;
+        else deq_ms = 0.0;   /* a type without a measured rate: no roof, and no partial sum either */
     }
     const double exp_roof_pct = exp_roof_ms > 0 && pk.int8 > 0 ? 100.0 * exp_flop / (exp_roof_ms * 1e-3) / 1e9 / pk.int8 : 0.0;
     char row[2048];

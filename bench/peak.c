@@ -208,6 +208,7 @@ void dg_bench_peaks_for(dg_pool *pool, dg_peaks *out, double secs) {
 void dg_bench_peaks(dg_pool *pool, dg_peaks *out) { dg_bench_peaks_for(pool, out, 0.2); }
 
 /* ===== dequantization into bf16 tile rows ===== */
+#if defined(__x86_64__)
 
 typedef struct {
     dg_bf16tiles_fn fn;
@@ -225,6 +226,8 @@ static void dq_task(void *ctx, int i, int tid) {
     for (long it = 0; it < j->iters; it++)
         for (int r = 0; r < 32; r++) j->fn(j->rows + (size_t)r * j->row_bytes, j->panel[i] + (size_t)(r / 16) * 512 + (size_t)(r % 16) * 32, j->nb);
 }
+
+#endif
 
 double dg_bench_dequant_gws(dg_pool *pool, dg_dtype dt, int64_t K, double secs) {
 #if defined(__x86_64__)

@@ -811,7 +811,8 @@ T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
         x[t] = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
     }
     int64_t kc = 0;
-    if (j->shift) {   /* chunk 0: the first 32 - shift values, after shift zeros (an even shift: whole pairs) */
+    if (j->shift) {   /* chunk 0: the first 32 - shift values after shift zeros (moved in 16-bit lanes before the
+                       * pairs are formed, so an odd shift works too) */
         const int sh = j->shift;
         const __m512i idx = _mm512_sub_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13,
                                                               12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi16((short)sh));
