@@ -95,7 +95,7 @@ int dg_kctx_init(dg_kctx *k, dg_pool *pool, dg_path path, int max_n, int64_t max
 int dg_kctx_init_grouped(dg_kctx *k, int max_groups, int max_rows) {
     k->max_groups = max_groups < 1 ? 1 : max_groups;
     k->max_grows = max_rows < 1 ? 1 : max_rows;
-    const int64_t kp = round_up(k->max_k, DG_KC);
+    const int64_t kp = round_up(k->max_k, DG_KC) + DG_KC;   /* + a chunk: a shifted K */
     /* every group rounded up to whole 16-row blocks */
     const int64_t ntb = (k->max_grows + 15) / 16 + k->max_groups;
     k->gjobs = calloc((size_t)k->max_groups, sizeof(dg_job));
@@ -409,7 +409,11 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
 #if defined(__x86_64__)
     if (fits && p == DG_PATH_AMX && k->gpack && dg_path_available(p) && x_bf16 && (g[0].w.dt == DG_BF16 || is_quant(g[0].w.dt))) {
         dg_job *jobs = k->gjobs;
-        const int64_t kp = round_up(g[0].w.cols, DG_KC);
+        /* one K shift for the call (the experts of one tensor share their rows' place in the line) */
+        int sh = k->no_shift ? 0 : dg_amx_shift(&g[0].w);
+        for (int i = 1; i < ng && sh; i++)
+            if (dg_amx_shift(&g[i].w) != sh) sh = 0;
+        const int64_t kp = round_up(g[0].w.cols + sh, DG_KC);
         int tb = 0;
         for (int i = 0; i < ng; i++) {
             dg_job *j = &jobs[i];
@@ -417,6 +421,7 @@ void dg_matmul_grouped_path(const dg_kctx *k, dg_path p, const dg_gemm *g, int n
             j->k = k; j->kind = DG_KIND_AMX; j->y = g[i].y; j->x = g[i].x; j->xrows = g[i].xrows; j->n = g[i].n;
             j->w = &g[i].w; j->rb = DG_RB; j->kp = kp; j->xp = k->gpack + (size_t)tb * 16 * (size_t)kp;
             j->round_bf16 = act == DG_BF16;
+            j->shift = sh;
             k->gtb[i] = tb;
             const int nb = (g[i].n + 15) / 16;
             for (int b = 0; b < nb; b++) k->gmap[tb + b] = i;
