@@ -163,6 +163,18 @@ static void peak_task(void *ctx, int i, int tid) {
     j->sink = (float)r;
 }
 
+/* fn on every thread of the pool, *iters raised (x10, then x3) until one run takes more than secs:
+ * that run's seconds */
+static double run_for(dg_pool *pool, void (*fn)(void *, int, int), void *ctx, long *iters, double secs) {
+    for (;;) {
+        const double t0 = now_s();
+        dg_pool_run(pool, dg_pool_size(pool), fn, ctx);
+        const double dt = now_s() - t0;
+        if (dt > secs) return dt;
+        *iters *= dt < secs / 10 ? 10 : 3;
+    }
+}
+
 /* one measurement of at least `secs` seconds: every thread runs the loop; GFLOP/s (GOP/s for int8)
  * of the slowest */
 static double measure(dg_pool *pool, int kind, double flop_per_iter, double secs, const uint16_t *a, const uint16_t *b) {
@@ -172,14 +184,8 @@ static double measure(dg_pool *pool, int kind, double flop_per_iter, double secs
     j.a = a;
     j.b = b;
     j.iters = 1000;
-    const int nt = dg_pool_size(pool);
-    for (;;) {
-        const double t0 = now_s();
-        dg_pool_run(pool, nt, peak_task, &j);
-        const double dt = now_s() - t0;
-        if (dt > secs) return flop_per_iter * (double)j.iters * nt / dt / 1e9;
-        j.iters *= dt < secs / 10 ? 10 : 3;
-    }
+    const double dt = run_for(pool, peak_task, &j, &j.iters, secs);
+    return flop_per_iter * (double)j.iters * dg_pool_size(pool) / dt / 1e9;
 }
 
 void dg_bench_peaks_for(dg_pool *pool, dg_peaks *out, double secs) {
@@ -259,13 +265,8 @@ double dg_bench_dequant_gws(dg_pool *pool, dg_dtype dt, int64_t K, double secs) 
             if (dt == DG_Q4_K || dt == DG_Q5_K || dt == DG_Q4_1 || dt == DG_Q5_1) { blk[2] = 0x00; blk[3] = 0x38; }
         }
         j.iters = 1;
-        for (;;) {
-            const double t0 = now_s();
-            dg_pool_run(pool, nt, dq_task, &j);
-            const double dt_s = now_s() - t0;
-            if (dt_s > secs) { gws = 32.0 * (double)K * (double)j.iters * nt / dt_s / 1e9; break; }
-            j.iters *= dt_s < secs / 10 ? 10 : 3;
-        }
+        const double dt_s = run_for(pool, dq_task, &j, &j.iters, secs);
+        gws = 32.0 * (double)K * (double)j.iters * nt / dt_s / 1e9;
     }
     for (int i = 0; j.panel && i < nt; i++) free(j.panel[i]);
     free(j.panel);
@@ -282,7 +283,6 @@ double dg_bench_dequant_gws(dg_pool *pool, dg_dtype dt, int64_t K, double secs) 
 typedef struct {
     const uint64_t *p;
     size_t words;   /* per thread */
-    int nt;
     uint64_t sink[64];
 } bw_job;
 
@@ -307,7 +307,6 @@ double dg_bench_mem_gbs(dg_pool *pool, size_t bytes) {
     bw_job j;
     memset(&j, 0, sizeof(j));
     j.p = m;
-    j.nt = nt;
     j.words = bytes / 8 / (size_t)nt;
     double best = 0.0;
     for (int rep = 0; rep < 3; rep++) {

@@ -197,6 +197,15 @@ static void test_matmul_stream(void) {
  * input, so it is checked bit for bit against that product (rows copied into the panel, K + s values).
  * Whole 32-row tasks (in place, the first and last chunk through the edge panel) and a partial last
  * task (the panel), K of one chunk to many, 1-40 tokens, bf16 and float32 outputs. */
+/* rows of K elements (es bytes each) copied into rows of sh + K, the sh first zero */
+static void zero_prefix(void *dst, const void *src, int rows, int K, int sh, size_t es) {
+    for (int r = 0; r < rows; r++) {
+        uint8_t *d = (uint8_t *)dst + (size_t)r * (size_t)(K + sh) * es;
+        memset(d, 0, (size_t)sh * es);
+        memcpy(d + (size_t)sh * es, (const uint8_t *)src + (size_t)r * (size_t)K * es, (size_t)K * es);
+    }
+}
+
 static void test_amx_shift(void) {
     if (!dg_path_available(DG_PATH_AMX)) { printf("  skipped: no AMX here\n"); return; }
     const int shapes[][3] = {{1, 32, 32}, {16, 64, 64}, {17, 40, 96}, {40, 96, 256}, {3, 32, 2816}};   /* n, rows, cols */
@@ -219,14 +228,8 @@ static void test_amx_shift(void) {
             CHECK(sh == off / 2, "offset %d: shift %d", off, sh);
             shifted += sh != 0;
             /* the same product with sh zeros in front of every row and every input */
-            for (int r = 0; r < R; r++) {
-                memset(wz + (size_t)r * Kz, 0, sizeof(uint16_t) * (size_t)sh);
-                memcpy(wz + (size_t)r * Kz + sh, w0 + (size_t)r * K, sizeof(uint16_t) * (size_t)K);
-            }
-            for (int t = 0; t < n; t++) {
-                for (int i = 0; i < sh; i++) xz[(size_t)t * Kz + i] = 0.0f;
-                memcpy(xz + (size_t)t * Kz + sh, x + (size_t)t * K, sizeof(float) * (size_t)K);
-            }
+            zero_prefix(wz, w0, R, K, sh, sizeof(uint16_t));
+            zero_prefix(xz, x, n, K, sh, sizeof(float));
             const dg_mat wzm = dg_mat_init(wz, DG_BF16, R, Kz);
             for (int ai = 0; ai < 2; ai++) {
                 const dg_dtype act = ai ? DG_F32 : DG_BF16;
@@ -261,14 +264,8 @@ static void test_amx_shift(void) {
         for (int off = 0; off < 64; off += 6) {
             memcpy(buf + off, w0, sizeof(uint16_t) * E * R * K);
             const int sh = off / 2, Kz = K + sh;
-            for (int r = 0; r < E * R; r++) {
-                memset(wz + (size_t)r * Kz, 0, sizeof(uint16_t) * (size_t)sh);
-                memcpy(wz + (size_t)r * Kz + sh, w0 + (size_t)r * K, sizeof(uint16_t) * K);
-            }
-            for (int t = 0; t < T; t++) {
-                for (int i = 0; i < sh; i++) uz[(size_t)t * Kz + i] = 0.0f;
-                memcpy(uz + (size_t)t * Kz + sh, u + (size_t)t * K, sizeof(float) * K);
-            }
+            zero_prefix(wz, w0, E * R, K, sh, sizeof(uint16_t));
+            zero_prefix(uz, u, T, K, sh, sizeof(float));
             dg_gemm g[E], gz[E];
             int o = 0;
             for (int i = 0; i < E; i++) {

@@ -45,6 +45,14 @@ static float ref_at(const st_tensor *t, int64_t i) {
     return f;
 }
 
+/* the first index of a row's largest value */
+static int row_argmax(const float *x, int cols) {
+    int a = 0;
+    for (int v = 1; v < cols; v++)
+        if (x[v] > x[a]) a = v;
+    return a;
+}
+
 static void on_tap(void *user, const char *name, const float *x, int rows, int cols) {
     tapctx *c = user;
     const st_tensor *r = ref_get(c, name);
@@ -101,12 +109,10 @@ static void on_tap(void *user, const char *name, const float *x, int rows, int c
             }
         }
         for (int t = 0; t < rows; t++) {
-            int a = 0, b = 0;
-            for (int v = 1; v < cols; v++) {
-                if (x[(int64_t)t * cols + v] > x[(int64_t)t * cols + a]) a = v;
+            int b = 0;
+            for (int v = 1; v < cols; v++)
                 if (ref_at(r, (int64_t)t * cols + v) > ref_at(r, (int64_t)t * cols + b)) b = v;
-            }
-            c->argmax_mismatch += a != b;
+            c->argmax_mismatch += row_argmax(x + (int64_t)t * cols, cols) != b;
             c->argmax_total++;
         }
     }
@@ -223,14 +229,8 @@ static void parity_case(const char *cfg, const char *dt, dg_kernels kern) {
              * check bounds at a tenth; the chaotic tiny-a long case flips the same positions either way) */
             int vs_whole = 0;
             const int V = dg_engine_info(e)->vocab_size, n2 = c2.argmax_total;
-            for (int t = 0; whole2 && chunk2 && t < n2; t++) {
-                int a = 0, b = 0;
-                for (int v = 1; v < V; v++) {
-                    if (whole2[(size_t)t * V + v] > whole2[(size_t)t * V + a]) a = v;
-                    if (chunk2[(size_t)t * V + v] > chunk2[(size_t)t * V + b]) b = v;
-                }
-                vs_whole += a != b;
-            }
+            for (int t = 0; whole2 && chunk2 && t < n2; t++)
+                vs_whole += row_argmax(whole2 + (size_t)t * V, V) != row_argmax(chunk2 + (size_t)t * V, V);
             CHECK(vs_whole == 0, "%s/%s %s chunked prefill: the argmax differs from the whole-prompt run's at %d positions", cfg, dt, sess, vs_whole);
             CHECK(c2.err[ST_LOGITS] <= (is_f32 ? 1e-4 : 1e-1) && (c2.argmax_mismatch == 0 || (!is_f32 && kern != DG_KERNELS_REF)),
                   "%s/%s %s chunked prefill: logits rel err %.3e, argmax %d differ from the reference", cfg, dt, sess, c2.err[ST_LOGITS], c2.argmax_mismatch);

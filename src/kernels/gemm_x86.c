@@ -783,13 +783,25 @@ T_AMX static inline __m512i ld32_bf16(const float *src, int64_t m) {
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
 }
 
-/* A B tile of 16 rows (tokens, keys; NULL: zero) and the 32 values k .. k+m of each: every row's values
- * become 16 bf16 pairs (one dword each), transposed in registers so that tile row p holds pair p of every
- * row (the "VNNI" B layout), stored as one contiguous KB (in-process A/B against a scatter per row: a
- * layer's gate_up experts 3 % faster) */
-T_AMX static inline void pack_btile(const float *const x[16], int64_t k, int64_t m, uint16_t *tile) {
+/* the lanes of a 32-value chunk [k0, k0 + 32) of a row of K that fall inside it ([0, K); k0 may be
+ * negative, for a K chunked from a cache line: dg_job.shift) */
+static inline uint32_t chunk_lanes(int64_t K, int64_t k0) {
+    const int64_t lo = k0 < 0 ? -k0 : 0, hi = K - k0 < 32 ? K - k0 : 32;
+    return hi <= lo ? 0u : (0xffffffffu >> (32 - (hi - lo))) << lo;
+}
+
+/* A B tile of 16 rows of K (tokens, keys; NULL: zero) and the 32 values k0 .. k0 + 32 of each (zero
+ * outside [0, K); the lanes outside are not read): every row's values become 16 bf16 pairs (one dword
+ * each), transposed in registers so that tile row p holds pair p of every row (the "VNNI" B layout),
+ * stored as one contiguous KB (in-process A/B against a scatter per row: a layer's gate_up experts 3 %
+ * faster) */
+T_AMX static inline void pack_btile(const float *const x[16], int64_t K, int64_t k0, uint16_t *tile) {
+    const uint32_t m = chunk_lanes(K, k0);
     __m512i r[16];
-    for (int t = 0; t < 16; t++) r[t] = x[t] ? ld32_bf16(x[t] + k, m) : _mm512_setzero_si512();
+    for (int t = 0; t < 16; t++)
+        r[t] = x[t] ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps((__mmask16)(m >> 16), x[t] + k0 + 16),
+                                                    _mm512_maskz_loadu_ps((__mmask16)(m & 0xffff), x[t] + k0))
+                    : _mm512_setzero_si512();
     transpose16_epi32(r);
     for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)(tile + p * 32), r[p]);
 }
@@ -810,25 +822,7 @@ T_AMX void dg_pack_amx_tb(const dg_job *j, int tb) {
         const int tok = tb * 16 + t;
         x[t] = tok < j->n ? j->x + (int64_t)(j->xrows ? j->xrows[tok] : tok) * K : NULL;
     }
-    int64_t kc = 0;
-    if (j->shift) {   /* chunk 0: the first 32 - shift values after shift zeros (moved in 16-bit lanes before the
-                       * pairs are formed, so an odd shift works too) */
-        const int sh = j->shift;
-        const __m512i idx = _mm512_sub_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13,
-                                                              12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi16((short)sh));
-        const __mmask32 keep = (__mmask32)(0xffffffffu << sh);
-        __m512i r[16];
-        for (int t = 0; t < 16; t++)
-            r[t] = x[t] ? _mm512_maskz_permutexvar_epi16(keep, idx, ld32_bf16(x[t], 32 - sh < K ? 32 - sh : K)) : _mm512_setzero_si512();
-        transpose16_epi32(r);
-        uint16_t *tile = j->xp + (size_t)tb * nkc * 512;
-        for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(tile + q * 32), r[q]);
-        kc = 1;
-    }
-    for (; kc < nkc; kc++) {
-        const int64_t k0 = kc * 32 - j->shift;
-        pack_btile(x, k0, K - k0 < 32 ? K - k0 : 32, j->xp + ((size_t)tb * nkc + kc) * 512);
-    }
+    for (int64_t kc = 0; kc < nkc; kc++) pack_btile(x, K, kc * 32 - j->shift, j->xp + ((size_t)tb * nkc + kc) * 512);
 }
 
 static void pack_amx_block(void *ctx, int tb, int tid) {
@@ -849,13 +843,9 @@ void dg_pack_amx(dg_job *j) {
  * bf16 weights are copied as they are (only for a task of fewer than 32 rows or a K that is no multiple of
  * 32: dg_task_amx loads whole tasks' bf16 rows in place); other types are dequantized to float32 and
  * rounded to bf16. */
-/* the 32 bf16 values [k0, k0 + 32) of a row of K (zero outside [0, K); k0 may be negative: the masked
- * lanes are not read) */
+/* the 32 bf16 values [k0, k0 + 32) of a row of K (zero outside [0, K); the lanes outside are not read) */
 T_AMX static inline __m512i chunk_bf16(const uint16_t *row, int64_t K, int64_t k0) {
-    const int64_t lo = k0 < 0 ? -k0 : 0, hi = K - k0 < 32 ? K - k0 : 32;
-    if (hi <= lo) return _mm512_setzero_si512();
-    const __mmask32 m = (__mmask32)((0xffffffffu >> (32 - (hi - lo))) << lo);
-    return _mm512_maskz_loadu_epi16(m, row + k0);
+    return _mm512_maskz_loadu_epi16((__mmask32)chunk_lanes(K, k0), row + k0);
 }
 
 #define PFW 4   /* rows ahead */
@@ -1051,7 +1041,7 @@ static inline const float *seg_row(const dg_kseg *seg, int nseg, int j, int v) {
 T_AMX static void att_pack_k16(const dg_kseg *seg, int nseg, int j0, int nk, int d, uint16_t *dst) {
     const float *kr[16];
     for (int t = 0; t < 16; t++) kr[t] = j0 + t < nk ? seg_row(seg, nseg, j0 + t, 0) : NULL;
-    for (int c = 0; c < d / 32; c++) pack_btile(kr, c * 32, 32, dst + (size_t)c * 512);
+    for (int c = 0; c < d / 32; c++) pack_btile(kr, d, c * 32, dst + (size_t)c * 512);
 }
 
 /* V B tiles of the keys [kb, kb + 32): pairs of keys interleaved, 16 columns per tile (keys past nk

@@ -211,7 +211,7 @@ int dg_session_create(const dg_engine *e, const dg_session_params *params, dg_se
             const size_t b = (size_t)c->layer_n_kv[i] * att_group_bytes(s->kv[i].cap + (int)T, c->layer_head_dim[i], !c->layer_full[i]);
             if (b > kvb) kvb = b;
         }
-        if (kvb) s->attkv = xcalloc(1, kvb + 64, &oom);
+        if (kvb) s->attkv = xcalloc(1, kvb, &oom);
     }
     s->sc_top_k = p.sc_top_k;
     if (p.sc_top_k) {
@@ -564,7 +564,7 @@ static void att_block_shape(const dg_engine *e, const dg_session *s, int li, int
 
 /* KV group g's packed keys and values */
 static const uint8_t *att_packed(const att_job *a, int g) {
-    return (const uint8_t *)(((uintptr_t)a->s->attkv + 63) & ~(uintptr_t)63) + (size_t)g * a->gstride;
+    return a->s->attkv + (size_t)g * a->gstride;   /* (xcalloc starts it on a line) */
 }
 
 static void attend_block(void *ctx, int task, int tid) {
