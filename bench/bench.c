@@ -100,7 +100,7 @@ static const char *k_header =
     "peak_fp32,peak_bf16,peak_amx_bf16,peak_int8,peak_rss_mb,steal_pct,major_faults,"
     "peak_samples,peak_amx_bf16_min,peak_amx_bf16_max,peak_int8_min,peak_int8_max,"
     "peak_amx_bf16_ld,lm_head_pct_of_ld,vocab_gflops,vocab_pct_of_ld,vocab_roof_ms,experts_dequant_ms,experts_roof_ms,"
-    "experts_roof_pct_of_int8,mem_read_gbs";
+    "experts_roof_pct_of_int8,mem_read_gbs,ms_first_step,enc_experts_ms,enc_experts_gflops,enc_experts_pct_of_int8";
 
 /* This process's peak resident set in MB: VmHWM from /proc/self/status, which starts afresh at exec;
  * getrusage's ru_maxrss survives execve, so a bench started by a large parent (a Python script that
@@ -146,6 +146,10 @@ typedef struct {
     int n;
     dg_peaks sum, lo, hi;
     double ms;   /* spent sampling: taken out of the time to first canvas and emitted tokens/s */
+    int sample;  /* sample the peaks after each step (not with --no-peak) */
+    const dg_session *s;
+    dg_profile first;   /* the session's profile after step 1, the one step without self-conditioning */
+    int have_first;
 } peak_log;
 
 static void peak_add(peak_log *l, const dg_peaks *p) {
@@ -160,8 +164,12 @@ static void peak_add(peak_log *l, const dg_peaks *p) {
 }
 
 static int peak_on_step(void *user, const dg_step_event *ev) {
-    (void)ev;
     peak_log *l = user;
+    if (ev->step == 1 && ev->canvas == 0) {
+        dg_session_profile(l->s, &l->first);
+        l->have_first = 1;
+    }
+    if (!l->sample) return 0;
     const double t0 = now_ms();
     dg_peaks p;
     dg_bench_peaks_for(l->pool, &p, 0.05);
@@ -245,8 +253,10 @@ int dg_bench_main(int argc, char **argv) {
     peak_log pl;
     memset(&pl, 0, sizeof(pl));
     pl.pool = dg_session_pool(s);
+    pl.sample = !no_peak;
+    pl.s = s;
     const dg_callbacks cbs = {peak_on_step, NULL, &pl};
-    if (dg_generate(s, prompt, prompt_len, &p, no_peak ? NULL : &cbs, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
+    if (dg_generate(s, prompt, prompt_len, &p, &cbs, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
     /* one canvas: every sampling happened before it was committed */
     st.ms_first_canvas -= pl.ms;
     st.ms_total -= pl.ms;
@@ -257,10 +267,40 @@ int dg_bench_main(int argc, char **argv) {
     const long majflt = ru1.ru_majflt - ru0.ru_majflt;
     dg_profile pr;
     dg_session_profile(s, &pr);
+    /* The step the row reports is a self-conditioned one: steps 2..S. Step 1 has no previous logits,
+     * so no soft embedding (P.E, a quarter to a half of a step on a bf16 model) and no
+     * self-conditioning MLP; averaging it in understated a step by up to P.E / S, and it is not what
+     * compare_transformers.py times for transformers ((t_S - t_1) / (S - 1)). ms_first_step is step 1
+     * alone. With S = 1 the row is that step. */
+    const double ms_first_step = pl.have_first ? pl.first.decode + pl.first.sample : st.ms_per_step;
+    double ms_step = st.ms_per_step;
+    if (pl.have_first && pr.n_decode > pl.first.n_decode) {
+        const dg_profile *f = &pl.first;   /* every decoder stage; the encoder's time stays whole */
+        pr.attention -= f->attention;
+        pr.mlp -= f->mlp;
+        pr.moe -= f->moe;
+        pr.self_cond -= f->self_cond;
+        pr.lm_head -= f->lm_head;
+        pr.sample -= f->sample;
+        pr.decode -= f->decode;
+        pr.proj -= f->proj;
+        pr.experts -= f->experts;
+        pr.n_decode -= f->n_decode;
+        ms_step = (pr.decode + pr.sample) / pr.n_decode;
+    }
+    st.ms_per_step = ms_step;
     const double tc = now_ms();
     if (dg_encode(s, out, C, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
     const double ms_commit = now_ms() - tc;
     const double enc_per_tok = (pr.encode + ms_commit) / (prompt_len + C);
+    /* the encoder's expert products (prompt and commit pass), against the int8 peak like the
+     * decoder's: the same kernels with about 4x the tokens per expert (a 1,024-token chunk of the
+     * 26B-A4B routes 8,192 rows over 128 experts, a canvas 2,048) */
+    dg_profile pe;
+    dg_session_profile(s, &pe);
+    const double enc_exp_flop = (double)(prompt_len + C) * (in->n_layers > 1 ? in->n_layers - 1 : 0) *
+                                2.0 * in->n_experts_used * 3.0 * in->hidden_size * in->expert_size;
+    const double enc_exp_gf = pe.enc_experts > 0 ? enc_exp_flop / (pe.enc_experts * 1e-3) / 1e9 : 0.0;
 
     /* the peak RSS before the bandwidth buffer below comes and goes */
     const double rss_mb = peak_rss_mb();
@@ -325,7 +365,7 @@ int dg_bench_main(int argc, char **argv) {
     char row[2048];
     snprintf(row, sizeof(row),
              "%s,%s,%d,%s,%s,%d,%d,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.3f,%.1f,%.2f,%.0f,%.1f,%.1f,%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,"
-             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.2f",
+             "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.0f,%.1f,%ld,%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.2f,%.1f,%.1f,%.1f,%.1f",
              label ? label : model, kern, dg_session_threads(s), in->weight_dtype, in->act_dtype, prompt_len, C, steps,
              st.ms_per_step, pr.attention / n, pr.mlp / n, pr.moe / n, pr.lm_head / n, pr.sample / n, pr.self_cond / n,
              enc_per_tok, st.canvas_tok_per_s, st.emitted_tok_per_s, st.ms_first_canvas, flop / 1e9, gflops, peak, peak_kind,
@@ -333,7 +373,8 @@ int dg_bench_main(int argc, char **argv) {
              peak > 0 ? 100.0 * lm_gf / peak : 0.0, pr.proj / n, proj_gf, pk.int8 > 0 ? 100.0 * proj_gf / pk.int8 : 0.0,
              pr.experts / n, exp_gf, pk.int8 > 0 ? 100.0 * exp_gf / pk.int8 : 0.0,
              pk.fp32, pk.bf16, pk.amx_bf16, pk.int8, rss_mb, steal_pct, majflt, pl.n, pl.lo.amx_bf16, pl.hi.amx_bf16, pl.lo.int8,
-             pl.hi.int8, ld, ld > 0 ? 100.0 * lm_gf / ld : 0.0, vocab_gf, ld > 0 ? 100.0 * vocab_gf / ld : 0.0, vocab_roof_ms, deq_ms, exp_roof_ms, exp_roof_pct, mem_gbs);
+             pl.hi.int8, ld, ld > 0 ? 100.0 * lm_gf / ld : 0.0, vocab_gf, ld > 0 ? 100.0 * vocab_gf / ld : 0.0, vocab_roof_ms, deq_ms, exp_roof_ms, exp_roof_pct, mem_gbs, ms_first_step,
+             pe.enc_experts, enc_exp_gf, pk.int8 > 0 ? 100.0 * enc_exp_gf / pk.int8 : 0.0);
     printf("%s\n%s\n", k_header, row);
     if (csv) {
         FILE *f = fopen(csv, "a+");

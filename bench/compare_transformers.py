@@ -11,7 +11,10 @@
 2. transformers: generate() on one 256-token canvas with the stop rule disabled, timed at 1 and at
    S steps (the difference / (S-1) is the time of one step: decoder forward + sampling), bf16,
    torch.set_num_threads(threads).
-3. dgemma: `dgemma bench` on the same directory with the same prompt length, steps and threads.
+3. dgemma: `dgemma bench` on the same directory with the same prompt length, steps and threads; its
+   ms/step is the mean of steps 2..S as well (step 1 has no self-conditioning in either engine; rows
+   without `dgemma_ms_first_step` came from a bench that averaged step 1 in, which understated
+   dgemma's step by up to a P.E over S).
 4. Prints and appends one CSV row with both ms/step and the ratio, and the bound on the ratio that
    the machine sets: transformers' step over the time dgemma's two vocabulary products (LM head,
    self-conditioning P.E) need at the AMX tiles' loaded roof measured in the same bench run
@@ -130,7 +133,7 @@ def one_pair(args, model, timer, prompt):
     # where each step goes: the decoder layers, the LM head, and the rest (the vocabulary end: softmax,
     # sampling, the soft embedding and the self-conditioning MLP)
     hf_rest, dg_rest = hf_ms - hf_layers - hf_lm, dg_ms - dg_layers - dg_lm
-    row.update(transformers_layers_ms=round(hf_layers, 1), transformers_lm_head_ms=round(hf_lm, 1),
+    row.update(dgemma_ms_first_step=dg.get("ms_first_step", ""), transformers_layers_ms=round(hf_layers, 1), transformers_lm_head_ms=round(hf_lm, 1),
                transformers_rest_ms=round(hf_rest, 1), dgemma_layers_ms=round(dg_layers, 1),
                dgemma_lm_head_ms=round(dg_lm, 1), dgemma_rest_ms=round(dg_rest, 1),
                layers_speedup=round(hf_layers / dg_layers, 2), lm_head_speedup=round(hf_lm / dg_lm, 2),

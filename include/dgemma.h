@@ -126,6 +126,7 @@ typedef struct {
     double decode;         /* decoder steps in all */
     double proj;           /* within attention and mlp: the q/k/v/o and dense MLP products alone */
     double experts;        /* within moe: the expert products alone (gate_up and down) */
+    double enc_experts;    /* within encode: the encoder's expert products alone */
     int n_decode, n_encode_tokens;
 } dg_profile;
 void dg_session_profile(const dg_session *session, dg_profile *out);

@@ -68,7 +68,8 @@ struct dg_session {
     float *moe_gu, *moe_act;    /* [T*K, 2Ie] gate and up, [T*K, Ie] activations, by position */
     float *moe_y;               /* [T*K, H] every routed expert output, rounded, by position */
     dg_profile prof;
-    int timing;                 /* 1 within a decoder layer: products also timed alone (prof.proj, prof.experts) */
+    int timing;                 /* products also timed alone: 1 within a decoder layer (prof.proj,
+                                 * prof.experts), 2 within an encoder layer (prof.enc_experts) */
 }; 
 
 enum { DG_N_BATCH_DEFAULT = 1024 };
@@ -339,9 +340,9 @@ static void norm(const dg_engine *e, const dg_session *s, float *y, const float 
 }
 
 static void linear(const dg_engine *e, dg_session *s, float *y, const float *x, int n, const dg_mat *w) {
-    const double t0 = s->timing ? now_ms() : 0;
+    const double t0 = s->timing == 1 ? now_ms() : 0;
     dg_matmul_act(&s->kc, y, x, n, w, s->x_bf16, e->act);   /* rounded to the activation type */
-    if (s->timing) s->prof.proj += now_ms() - t0;
+    if (s->timing == 1) s->prof.proj += now_ms() - t0;
 }
 
 /* gated GELU MLP: out[n, W->down.rows] = down( R(gelu(R(gate x))) * R(up x) ) */
@@ -819,7 +820,7 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
     }
     double t0 = s->timing ? now_ms() : 0;
     dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
-    if (s->timing) s->prof.experts += now_ms() - t0;
+    if (s->timing) *(s->timing == 1 ? &s->prof.experts : &s->prof.enc_experts) += now_ms() - t0;
     gated_act(e, s, TK, Ie, s->moe_gu, 2 * Ie, s->moe_gu + Ie, 2 * Ie, s->moe_act, Ie);
     ng = 0;
     for (int ex = 0, o = 0; ex < E; o += cnt[ex], ex++) {
@@ -828,7 +829,7 @@ static void experts(const dg_engine *e, dg_session *s, const dg_layer *L, float 
     }
     t0 = s->timing ? now_ms() : 0;
     dg_matmul_grouped(&s->kc, s->moe_g, ng, s->x_bf16, e->act);
-    if (s->timing) s->prof.experts += now_ms() - t0;
+    if (s->timing) *(s->timing == 1 ? &s->prof.experts : &s->prof.enc_experts) += now_ms() - t0;
     combine_job cj = {s, out, H, K, e->act};
     dg_pool_run(s->pool, T, combine_row, &cj);
 }
@@ -844,7 +845,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     /* attention block */
     /* stage timers count decoder steps only (encoder passes are timed whole) */
     double t0 = causal ? 0 : now_ms(), t1;
-    s->timing = !causal;   /* the decoder's products timed alone too (prof.proj, prof.experts) */
+    s->timing = causal ? 2 : 1;   /* the products timed alone too (prof.proj, prof.experts, prof.enc_experts) */
     norm(e, s, s->hn, x, T, H, &L->in_norm);
     /* The encoder's last layer: only its keys and values are kept (the cache); its queries, attention,
      * output projection and feed-forward feed no later layer and no output (the reference computes
@@ -853,6 +854,7 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
      * 30 layers. */
     if (causal && li == e->cfg.n_layers - 1 && !s->tap) {
         qkv(e, s, L, s->hn, T, pos0, 1);
+        s->timing = 0;
         return;
     }
     qkv(e, s, L, s->hn, T, pos0, 0);
