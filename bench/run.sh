@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 MID=${MID:-/tmp/dg-mid} Q4=${Q4:-/tmp/dg-26b-q4km.gguf} Q8=${Q8:-/tmp/dg-26b-q8_0.gguf}
 L6Q4=${L6Q4:-/tmp/l6-q4.gguf} L6Q8=${L6Q8:-/tmp/l6-q8.gguf}
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-$(hostname -s).csv}
-STEPS=${STEPS:-4} BIG_STEPS=${BIG_STEPS:-2}
+STEPS=${STEPS:-4} BIG_STEPS=${BIG_STEPS:-3}
 mkdir -p "$(dirname "$OUT")"
 run() { echo "bench: $*" >&2; ./dgemma bench "$@" --csv "$OUT" >/dev/null || echo "bench: FAILED: $*" >&2; }
 have() { [ -e "$1" ] || { echo "bench: $1 missing: skipped" >&2; return 1; }; }
