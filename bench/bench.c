@@ -135,9 +135,10 @@ static int cpu_ticks(double *steal, double *total) {
     return 1;
 }
 
-/* The peaks are sampled after every measured step (outside the step's timing) and once more, longer,
- * after the run; the percentages are held against their mean, what the machine gave while the steps
- * ran. On a shared VM one measurement taken a minute away from the steps was 3x off either way. */
+/* After every measured step (outside the step's timing): the session's profile is kept after step 1
+ * (the row reports steps 2..S), and the peaks are sampled, and once more, longer, after the run; the
+ * percentages are held against their mean, what the machine gave while the steps ran. On a shared VM
+ * one measurement taken a minute away from the steps was 3x off either way. */
 enum { N_PEAKS = sizeof(dg_peaks) / sizeof(double) };   /* dg_peaks is N_PEAKS doubles */
 _Static_assert(sizeof(dg_peaks) == N_PEAKS * sizeof(double), "dg_peaks must hold doubles only (peak_add walks it as an array)");
 
@@ -150,9 +151,9 @@ typedef struct {
     const dg_session *s;
     dg_profile first;   /* the session's profile after step 1, the one step without self-conditioning */
     int have_first;
-} peak_log;
+} step_log;
 
-static void peak_add(peak_log *l, const dg_peaks *p) {
+static void peak_add(step_log *l, const dg_peaks *p) {
     double *s = &l->sum.fp32, *lo = &l->lo.fp32, *hi = &l->hi.fp32;
     const double *v = &p->fp32;
     for (int i = 0; i < N_PEAKS; i++) {
@@ -163,8 +164,8 @@ static void peak_add(peak_log *l, const dg_peaks *p) {
     l->n++;
 }
 
-static int peak_on_step(void *user, const dg_step_event *ev) {
-    peak_log *l = user;
+static int on_step(void *user, const dg_step_event *ev) {
+    step_log *l = user;
     if (ev->step == 1 && ev->canvas == 0) {
         dg_session_profile(l->s, &l->first);
         l->have_first = 1;
@@ -250,12 +251,12 @@ int dg_bench_main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru0);
     p.max_denoising_steps = steps;
     p.stability_threshold = steps;
-    peak_log pl;
+    step_log pl;
     memset(&pl, 0, sizeof(pl));
     pl.pool = dg_session_pool(s);
     pl.sample = !no_peak;
     pl.s = s;
-    const dg_callbacks cbs = {peak_on_step, NULL, &pl};
+    const dg_callbacks cbs = {on_step, NULL, &pl};
     if (dg_generate(s, prompt, prompt_len, &p, &cbs, out, C, &n_out, &st, err, sizeof(err))) { fprintf(stderr, "dgemma bench: %s\n", err); goto done; }
     /* one canvas: every sampling happened before it was committed */
     st.ms_first_canvas -= pl.ms;

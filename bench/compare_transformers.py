@@ -25,7 +25,7 @@
    MLP); dgemma's layers (attention, dense MLP, MoE), LM head and the rest (sampling,
    self-conditioning); each part's ratio.
 
---pairs N repeats steps 2-4 N times, alternating the two engines (one row per pair), so that a change
+--pairs N repeats steps 2-5 N times, alternating the two engines (one row per pair), so that a change
 of the shared host's state shows as a spread of the ratios rather than as one engine's luck.
 """
 import argparse
@@ -129,11 +129,11 @@ def one_pair(args, model, timer, prompt):
     # out of reach on this machine.
     roof = float(dg.get("vocab_roof_ms") or 0)
     row.update(dgemma_vocab_pct_of_ld=dg.get("vocab_pct_of_ld", ""), dgemma_vocab_roof_ms=roof or "",
-               speedup_bound=round(hf_ms / roof, 2) if roof > 0 else "")
+               speedup_bound=round(hf_ms / roof, 2) if roof > 0 else "", dgemma_ms_first_step=dg.get("ms_first_step", ""))
     # where each step goes: the decoder layers, the LM head, and the rest (the vocabulary end: softmax,
     # sampling, the soft embedding and the self-conditioning MLP)
     hf_rest, dg_rest = hf_ms - hf_layers - hf_lm, dg_ms - dg_layers - dg_lm
-    row.update(dgemma_ms_first_step=dg.get("ms_first_step", ""), transformers_layers_ms=round(hf_layers, 1), transformers_lm_head_ms=round(hf_lm, 1),
+    row.update(transformers_layers_ms=round(hf_layers, 1), transformers_lm_head_ms=round(hf_lm, 1),
                transformers_rest_ms=round(hf_rest, 1), dgemma_layers_ms=round(dg_layers, 1),
                dgemma_lm_head_ms=round(dg_lm, 1), dgemma_rest_ms=round(dg_rest, 1),
                layers_speedup=round(hf_layers / dg_layers, 2), lm_head_speedup=round(hf_lm / dg_lm, 2),

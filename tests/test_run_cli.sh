@@ -103,13 +103,13 @@ if [ $rc -eq 0 ] && grep -q "(cancelled)" "$TMP/err"; then ok chat-sigint-contin
 # ===== bench: one CSV row under its header, the peaks sampled after every step and once more =====
 if "$BIN" bench -m "$M" -p 8 -s 2 -t 1 --csv "$TMP/bench.csv" >"$TMP/out" 2>"$TMP/err"; then
     hn=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | wc -l); rn=$(sed -n 2p "$TMP/bench.csv" | tr ',' '\n' | wc -l)
-    col=$(head -1 "$TMP/bench.csv" | tr ',' '\n' | grep -n '^peak_samples$' | cut -d: -f1)
-    ns=$(sed -n 2p "$TMP/bench.csv" | cut -d, -f"${col:-1}")
+    # a column of the row by its name in the header
+    col() { awk -F, -v k="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == k) c = i } NR == 2 && c { print $c }' "$TMP/bench.csv"; }
+    ns=$(col peak_samples)
     # the memory read bandwidth, measured on every machine (> 0); the first step's time and the
     # self-conditioned steps' (steps 2..S), and the encoder's expert products, all > 0
-    bw=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i }
-                  NR == 2 { print ($c["mem_read_gbs"] > 0 && $c["ms_first_step"] > 0 && $c["ms_per_step"] > 0 &&
-                                   $c["enc_experts_ms"] > 0) }' "$TMP/bench.csv")
+    bw=$(awk -v a="$(col mem_read_gbs)" -v b="$(col ms_first_step)" -v c="$(col ms_per_step)" -v d="$(col enc_experts_ms)" \
+         'BEGIN { print (a > 0 && b > 0 && c > 0 && d > 0) }')
     if [ "$(wc -l <"$TMP/bench.csv")" -eq 2 ] && [ "$hn" -eq "$rn" ] && [ "$ns" = 3 ] && [ "$bw" = 1 ] &&
         head -1 "$TMP/bench.csv" | grep -q '^label,kernels,threads,weights,act,prompt_len,canvas,steps,ms_per_step,.*,peak_amx_bf16_ld,.*,mem_read_gbs,ms_first_step,enc_experts_ms,enc_experts_gflops,enc_experts_pct_of_int8$'; then ok bench-csv
     else bad bench-csv "header $hn fields, row $rn, peak_samples '$ns', bandwidth and step times > 0: '$bw': $(cat "$TMP/bench.csv")"; fi

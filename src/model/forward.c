@@ -843,7 +843,8 @@ static void layer_forward(const dg_engine *e, dg_session *s, int li, int T, int 
     float *x = s->x;
 
     /* attention block */
-    /* stage timers count decoder steps only (encoder passes are timed whole) */
+    /* stage timers count decoder steps only (encoder passes are timed whole, their expert products
+     * also alone) */
     double t0 = causal ? 0 : now_ms(), t1;
     s->timing = causal ? 2 : 1;   /* the products timed alone too (prof.proj, prof.experts, prof.enc_experts) */
     norm(e, s, s->hn, x, T, H, &L->in_norm);
